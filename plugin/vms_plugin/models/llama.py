@@ -1,0 +1,155 @@
+"""Llama in MindSpore: config, attention, MLP, decoder layer, model and causal-LM head, top to bottom.
+
+Weights keep Hugging Face's names except two stacked projections that save matmuls per layer:
+q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `stacked_params`).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import mindspore as ms
+from mindspore import Parameter, mint, nn, ops
+
+from vms_plugin.attention.paged import AttentionInputs, paged_attention
+from vms_plugin.layers.embedding import Embedding
+from vms_plugin.layers.linear import Linear
+from vms_plugin.layers.norm import RMSNorm
+from vms_plugin.layers.rotary import RotaryEmbedding
+
+
+@dataclass(frozen=True)
+class LlamaArgs:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    head_dim: int
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any]) -> "LlamaArgs":
+        heads = config["num_attention_heads"]
+        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(f"rope type '{rope_type}' is not supported yet; supported: default")
+        return cls(
+            hidden_size=config["hidden_size"],
+            intermediate_size=config["intermediate_size"],
+            num_hidden_layers=config["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=config.get("num_key_value_heads", heads),
+            vocab_size=config["vocab_size"],
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            rms_norm_eps=config.get("rms_norm_eps", 1e-6),
+            rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+            max_position_embeddings=config.get("max_position_embeddings", 4096),
+            tie_word_embeddings=config.get("tie_word_embeddings", False),
+        )
+
+
+def stacked_params(args: LlamaArgs) -> dict[str, tuple[str, ...]]:
+    """Checkpoint names (suffixes) concatenated, in order, into one of our parameters."""
+    del args
+    return {
+        "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    }
+
+
+class Attention(nn.Cell):
+    def __init__(self, args: LlamaArgs) -> None:
+        super().__init__()
+        self.num_heads = args.num_attention_heads
+        self.num_kv_heads = args.num_key_value_heads
+        self.head_dim = args.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size)
+        self.o_proj = Linear(self.q_size, args.hidden_size)
+        self.rotary = RotaryEmbedding(self.head_dim, args.max_position_embeddings, args.rope_theta)
+        self.k_cache: Parameter | None = None
+        self.v_cache: Parameter | None = None
+
+    def allocate_kv_cache(self, num_slots: int) -> None:
+        shape = (num_slots, self.num_kv_heads, self.head_dim)
+        self.k_cache = Parameter(ops.zeros(shape, ms.float32), name="k_cache", requires_grad=False)
+        self.v_cache = Parameter(ops.zeros(shape, ms.float32), name="v_cache", requires_grad=False)
+
+    def construct(self, x: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
+        qkv = self.qkv_proj(x)
+        q = qkv[:, : self.q_size].reshape(-1, self.num_heads, self.head_dim)
+        k = qkv[:, self.q_size : self.q_size + self.kv_size].reshape(-1, self.num_kv_heads, self.head_dim)
+        v = qkv[:, self.q_size + self.kv_size :].reshape(-1, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary(positions, q, k)
+        out = paged_attention(q, k, v, self.k_cache, self.v_cache, inputs, self.scale)
+        return self.o_proj(out)
+
+
+class MLP(nn.Cell):
+    def __init__(self, args: LlamaArgs) -> None:
+        super().__init__()
+        self.intermediate_size = args.intermediate_size
+        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size)
+        self.down_proj = Linear(args.intermediate_size, args.hidden_size)
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        gate_up = self.gate_up_proj(x)
+        gate, up = gate_up[:, : self.intermediate_size], gate_up[:, self.intermediate_size :]
+        return self.down_proj(mint.nn.functional.silu(gate) * up)
+
+
+class DecoderLayer(nn.Cell):
+    def __init__(self, args: LlamaArgs) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.mlp = MLP(args)
+
+    def construct(self, x: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), positions, inputs)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LlamaModel(nn.Cell):
+    def __init__(self, args: LlamaArgs) -> None:
+        super().__init__()
+        self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
+        self.layers = nn.CellList([DecoderLayer(args) for _ in range(args.num_hidden_layers)])
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+
+    def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
+        h = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            h = layer(h, positions, inputs)
+        return h
+
+
+class LlamaForCausalLM(nn.Cell):
+    def __init__(self, args: LlamaArgs) -> None:
+        super().__init__()
+        self.args = args
+        self.model = LlamaModel(args)
+        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size)
+        self.logits_matmul = ops.MatMul(transpose_b=True)
+
+    def allocate_kv_cache(self, num_slots: int) -> None:
+        for layer in self.model.layers:
+            layer.self_attn.allocate_kv_cache(num_slots)
+
+    def construct(
+        self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs, logits_index: ms.Tensor
+    ) -> ms.Tensor:
+        """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
+        hidden = self.model(input_ids, positions, inputs)[logits_index]
+        hidden = self.model.norm(hidden)
+        if self.lm_head is None:
+            return self.logits_matmul(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)

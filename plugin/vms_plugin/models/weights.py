@@ -1,0 +1,92 @@
+"""Load Hugging Face safetensors checkpoints straight into MindSpore parameters.
+
+The files are memory-mapped and read one tensor at a time, so peak memory stays near the model's own size
+rather than twice it. The format is read directly (a JSON header, then raw little-endian bytes) because the
+numpy reader of the `safetensors` package cannot return bfloat16, the dtype most checkpoints ship in.
+"""
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+_NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, unreadable or does not fit the model; the message says which file or tensor."""
+
+
+class SafetensorsFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("rb") as handle:
+                (header_size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(header_size))
+        except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+        header.pop("__metadata__", None)
+        self.entries: dict[str, dict] = header
+        self.data_start = 8 + header_size
+        self.buffer = np.memmap(path, dtype=np.uint8, mode="r")
+
+    def read_float32(self, name: str) -> np.ndarray:
+        entry = self.entries[name]
+        begin, end = entry["data_offsets"]
+        raw = self.buffer[self.data_start + begin : self.data_start + end]
+        dtype = entry["dtype"]
+        if dtype == "BF16":
+            # bfloat16 is the top half of a float32: widen by shifting the bits into place.
+            values = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif dtype in _NUMPY_DTYPES:
+            values = raw.view(_NUMPY_DTYPES[dtype]).astype(np.float32)
+        else:
+            raise CheckpointError(f"{self.path}: tensor {name} has dtype {dtype}; supported: BF16, F16, F32, F64")
+        return values.reshape(entry["shape"])
+
+
+@contextmanager
+def open_checkpoint(model_dir: Path) -> Iterator[Mapping[str, SafetensorsFile]]:
+    """Map every tensor name of a (possibly sharded) checkpoint to the file that holds it."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors files in {model_dir}")
+    opened = [SafetensorsFile(path) for path in files]
+    try:
+        yield {name: handle for handle in opened for name in handle.entries}
+    finally:
+        for handle in opened:
+            handle.buffer._mmap.close()  # release the mapping now, not at garbage collection
+
+
+def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[str, ...]]) -> None:
+    """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0)."""
+    with open_checkpoint(model_dir) as tensors:
+        for name, param in model.parameters_and_names():
+            if name.endswith(("k_cache", "v_cache")):
+                continue
+            sources = _source_names(name, stacked)
+            missing = [source for source in sources if source not in tensors]
+            if missing:
+                raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
+            parts = [tensors[source].read_float32(source) for source in sources]
+            value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            if tuple(value.shape) != tuple(param.shape):
+                raise CheckpointError(
+                    f"tensor {sources[0]} has shape {tuple(value.shape)} but the model expects {tuple(param.shape)}"
+                )
+            param.set_data(ms.Tensor(value))
+
+
+def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    for suffix, parts in stacked.items():
+        if name.endswith(suffix):
+            prefix = name[: -len(suffix)]
+            return tuple(prefix + part for part in parts)
+    return (name,)

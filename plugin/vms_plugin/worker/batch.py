@@ -1,0 +1,93 @@
+"""Turn one scheduler step into flat arrays for a single batched forward.
+
+vLLM's scheduler hands us, per request, how many tokens to run this step and which KV blocks the request owns.
+Prefill chunks and decode tokens of all requests are laid out back to back in one token axis, so the model runs
+once per step whatever the mix. Everything here is plain numpy on the host: it is the only per-request Python
+work of a step, and it is what the unit tests pin down by hand.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """One request's share of a step: the tokens to run and where its KV lives."""
+
+    token_ids: Sequence[int]  # the tokens fed this step, starting at position `num_computed`
+    num_computed: int  # tokens of this request already in the KV cache
+    block_ids: Sequence[int]  # vLLM's KV block ids for this request, in order
+    wants_logits: bool  # False for a prefill chunk that does not reach the end of the prompt
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """Flat per-token arrays plus padded per-request views used by paged attention.
+
+    T = total scheduled tokens, R = requests, Q = longest query of the step, B = most blocks of any request.
+    """
+
+    input_ids: np.ndarray  # [T] int32
+    positions: np.ndarray  # [T] int32
+    slot_mapping: np.ndarray  # [T] int32: block_id * block_size + offset, where each new K/V goes
+    block_table: np.ndarray  # [R, B] int32, padded with block 0 (masked out by position)
+    query_index: np.ndarray  # [R, Q] int32: token index of each query slot; padding points at T (a zero row)
+    query_positions: np.ndarray  # [R, Q] int32: position of each query slot; padding 0
+    unpad_index: np.ndarray  # [T] int32: where token t sits in the flattened [R * Q] padded layout
+    logits_index: np.ndarray  # [S] int32: token index of the last token of each request that samples
+    sampling_rows: np.ndarray  # [S] int32: which request (row of R) each logits row belongs to
+
+
+def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> StepBatch:
+    """Lay the scheduled requests out for one forward pass (see StepBatch for the shapes)."""
+    if not requests:
+        raise ValueError("a step needs at least one scheduled request")
+    lengths = np.array([len(r.token_ids) for r in requests], dtype=np.int32)
+    if (lengths <= 0).any():
+        raise ValueError("every scheduled request must run at least one token")
+    num_tokens = int(lengths.sum())
+    num_reqs = len(requests)
+    max_query = int(lengths.max())
+    max_blocks = max(len(r.block_ids) for r in requests)
+
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+    input_ids = np.fromiter((t for r in requests for t in r.token_ids), dtype=np.int32, count=num_tokens)
+    req_of_token = np.repeat(np.arange(num_reqs, dtype=np.int32), lengths)
+    offset_in_req = np.arange(num_tokens, dtype=np.int32) - starts[req_of_token]
+    computed = np.array([r.num_computed for r in requests], dtype=np.int32)
+    positions = computed[req_of_token] + offset_in_req
+
+    block_table = np.zeros((num_reqs, max_blocks), dtype=np.int32)
+    for row, request in enumerate(requests):
+        block_table[row, : len(request.block_ids)] = request.block_ids
+    needed_blocks = (computed + lengths + block_size - 1) // block_size
+    owned_blocks = np.array([len(r.block_ids) for r in requests])
+    if (needed_blocks > owned_blocks).any():
+        row = int(np.argmax(needed_blocks > owned_blocks))
+        raise ValueError(
+            f"request {row} needs {needed_blocks[row]} KV blocks for {computed[row] + lengths[row]} tokens "
+            f"but was given {owned_blocks[row]}"
+        )
+    slot_mapping = block_table[req_of_token, positions // block_size] * block_size + positions % block_size
+
+    query_index = np.full((num_reqs, max_query), num_tokens, dtype=np.int32)
+    query_positions = np.zeros((num_reqs, max_query), dtype=np.int32)
+    query_index[req_of_token, offset_in_req] = np.arange(num_tokens, dtype=np.int32)
+    query_positions[req_of_token, offset_in_req] = positions
+    unpad_index = req_of_token * max_query + offset_in_req
+
+    sampling_rows = np.array([i for i, r in enumerate(requests) if r.wants_logits], dtype=np.int32)
+    logits_index = (starts + lengths - 1)[sampling_rows].astype(np.int32)
+    return StepBatch(
+        input_ids=input_ids,
+        positions=positions.astype(np.int32),
+        slot_mapping=slot_mapping.astype(np.int32),
+        block_table=block_table,
+        query_index=query_index,
+        query_positions=query_positions,
+        unpad_index=unpad_index.astype(np.int32),
+        logits_index=logits_index,
+        sampling_rows=sampling_rows,
+    )

