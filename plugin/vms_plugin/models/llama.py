@@ -82,6 +82,10 @@ class Attention(nn.Cell):
         self.k_cache = Parameter(ops.zeros(shape, ms.float32), name="k_cache", requires_grad=False)
         self.v_cache = Parameter(ops.zeros(shape, ms.float32), name="v_cache", requires_grad=False)
 
+    def copy_kv_slots(self, src: ms.Tensor, dst: ms.Tensor) -> None:
+        ops.scatter_update(self.k_cache, dst, self.k_cache[src])
+        ops.scatter_update(self.v_cache, dst, self.v_cache[src])
+
     def construct(self, x: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
         q = qkv[:, : self.q_size].reshape(-1, self.num_heads, self.head_dim)
@@ -140,9 +144,8 @@ class LlamaForCausalLM(nn.Cell):
         self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size)
         self.logits_matmul = ops.MatMul(transpose_b=True)
 
-    def allocate_kv_cache(self, num_slots: int) -> None:
-        for layer in self.model.layers:
-            layer.self_attn.allocate_kv_cache(num_slots)
+    def attention_layers(self) -> list[Attention]:
+        return [layer.self_attn for layer in self.model.layers]
 
     def construct(
         self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs, logits_index: ms.Tensor

@@ -1,0 +1,1 @@
+"""Model architectures written in MindSpore, one file each."""

@@ -1,0 +1,46 @@
+"""The vLLM platform that selects the MindSpore worker.
+
+It is vLLM's CPU platform with one change made in `check_and_update_config`: the worker class. It reports
+itself as CPU (`is_cpu()`) so vLLM keeps its CPU conventions (gloo, spawn, memory accounting), and as an
+out-of-tree platform so that it wins over the built-in one.
+"""
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+from vllm.platforms.cpu import CpuPlatform
+from vllm.platforms.interface import PlatformEnum
+
+if TYPE_CHECKING:  # vllm.config imports the current platform while it initialises: no runtime import here
+    from vllm.config import VllmConfig
+
+logger = logging.getLogger("vllm." + __name__)
+
+WORKER_CLASS = "vms_plugin.worker.worker.MindSporeWorker"
+VLLM_CPU_WORKER_CLASS = "vllm.v1.worker.cpu_worker.CPUWorker"
+
+
+class MindSporePlatform(CpuPlatform):
+    _enum = PlatformEnum.OOT
+    device_name: str = "cpu"
+    device_type: str = "cpu"
+
+    def is_cpu(self) -> bool:
+        return True
+
+    @classmethod
+    def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:
+        parallel_config = vllm_config.parallel_config
+        chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
+        super().check_and_update_config(vllm_config)
+        if not chosen_by_user:
+            parallel_config.worker_cls = WORKER_CLASS
+        model_config = vllm_config.model_config
+        if model_config is not None and model_config.dtype != torch.float32:
+            logger.warning(
+                "vms_plugin computes in float32 on CPU (MindSpore has no bfloat16 matmul there); "
+                "requested dtype %s is served as float32",
+                model_config.dtype,
+            )
+            model_config.dtype = torch.float32

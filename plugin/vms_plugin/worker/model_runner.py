@@ -1,0 +1,164 @@
+"""Runs one scheduler step on the MindSpore model: request bookkeeping, one batched forward, greedy sampling.
+
+vLLM sends only what changed since the last step (new requests, new blocks, finished ids), so the runner keeps
+each live request's tokens and block ids. It also remembers the tokens it sampled: the scheduler sends them back
+only for pipeline parallelism.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+from vllm.config import VllmConfig
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+
+from vms_plugin.attention.paged import AttentionInputs
+from vms_plugin.models.registry import build_model
+from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
+
+logger = logging.getLogger("vllm." + __name__)
+
+
+@dataclass
+class RequestState:
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    block_ids: list[int]
+    num_computed: int
+    wants_sampling_beyond_greedy: bool = field(default=False)
+
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+
+@dataclass
+class PendingStep:
+    """What execute_model leaves for sample_tokens."""
+
+    req_ids: list[str]
+    sampling_req_ids: list[str]
+    logits: ms.Tensor | None
+
+
+class MindSporeModelRunner:
+    def __init__(self, vllm_config: VllmConfig) -> None:
+        self.vllm_config = vllm_config
+        self.block_size = vllm_config.cache_config.block_size
+        self.model = None
+        self.requests: dict[str, RequestState] = {}
+        self.pending: PendingStep | None = None
+        self._warned_non_greedy = False
+
+    def load_model(self) -> None:
+        model_dir = Path(self.vllm_config.model_config.model)
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
+        self.model = build_model(model_dir)
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        for attention in self.model.attention_layers():
+            attention.allocate_kv_cache(num_blocks * self.block_size)
+
+    def _copy_kv_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy-on-write of shared prefix blocks, requested by the scheduler before the step runs."""
+        pairs = np.array(copies, dtype=np.int32)
+        offsets = np.arange(self.block_size, dtype=np.int32)
+        src = Tensor((pairs[:, :1] * self.block_size + offsets).reshape(-1))
+        dst = Tensor((pairs[:, 1:] * self.block_size + offsets).reshape(-1))
+        for attention in self.model.attention_layers():
+            attention.copy_kv_slots(src, dst)
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
+        self._update_states(scheduler_output)
+        if scheduler_output.total_num_scheduled_tokens == 0:
+            return EMPTY_MODEL_RUNNER_OUTPUT
+        req_ids = list(scheduler_output.num_scheduled_tokens)
+        scheduled = [self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id]) for req_id in req_ids]
+        batch = build_step_batch(scheduled, self.block_size)
+        sampling_req_ids = [req_ids[row] for row in batch.sampling_rows]
+        logits = self._forward(batch)  # also when nothing samples: prompt chunks still fill the KV cache
+        self.pending = PendingStep(req_ids, sampling_req_ids, logits if sampling_req_ids else None)
+        return None
+
+    def sample_tokens(self) -> ModelRunnerOutput:
+        step, self.pending = self.pending, None
+        if step is None:
+            return EMPTY_MODEL_RUNNER_OUTPUT
+        sampled: dict[str, list[int]] = {req_id: [] for req_id in step.req_ids}
+        if step.logits is not None:
+            token_ids = ops.Argmax(axis=-1, output_type=ms.int32)(step.logits).asnumpy().tolist()
+            for req_id, token_id in zip(step.sampling_req_ids, token_ids, strict=True):
+                self.requests[req_id].output_token_ids.append(token_id)
+                sampled[req_id] = [token_id]
+        return ModelRunnerOutput(
+            req_ids=step.req_ids,
+            req_id_to_index={req_id: index for index, req_id in enumerate(step.req_ids)},
+            sampled_token_ids=[sampled[req_id] for req_id in step.req_ids],
+        )
+
+    def _update_states(self, scheduler_output: SchedulerOutput) -> None:
+        for req_id in scheduler_output.finished_req_ids:
+            self.requests.pop(req_id, None)
+        if scheduler_output.kv_cache_block_copies:
+            self._copy_kv_blocks(scheduler_output.kv_cache_block_copies)
+        for new in scheduler_output.scheduled_new_reqs:
+            if new.prompt_token_ids is None:
+                raise ValueError(f"request {new.req_id} has no prompt token ids (prompt embeddings are not supported)")
+            self.requests[new.req_id] = RequestState(
+                prompt_token_ids=list(new.prompt_token_ids),
+                output_token_ids=[],
+                block_ids=list(new.block_ids[0]),
+                num_computed=new.num_computed_tokens,
+            )
+            self._warn_if_not_greedy(new.sampling_params)
+        cached = scheduler_output.scheduled_cached_reqs
+        for index, req_id in enumerate(cached.req_ids):
+            state = self.requests[req_id]
+            state.num_computed = cached.num_computed_tokens[index]
+            del state.output_token_ids[cached.num_output_tokens[index] :]
+            new_block_ids = cached.new_block_ids[index]
+            if req_id in cached.resumed_req_ids:
+                state.block_ids = list(new_block_ids[0])
+            elif new_block_ids is not None:
+                state.block_ids.extend(new_block_ids[0])
+
+    def _scheduled(self, req_id: str, num_tokens: int) -> ScheduledRequest:
+        state = self.requests[req_id]
+        tokens = state.all_token_ids()
+        end = state.num_computed + num_tokens
+        return ScheduledRequest(
+            token_ids=tokens[state.num_computed : end],
+            num_computed=state.num_computed,
+            block_ids=state.block_ids,
+            wants_logits=end >= len(tokens),
+        )
+
+    def _forward(self, batch: StepBatch) -> ms.Tensor:
+        num_reqs = batch.block_table.shape[0]
+        offsets = np.arange(self.block_size, dtype=np.int32)
+        context_slots = (batch.block_table[:, :, None] * self.block_size + offsets).reshape(num_reqs, -1)
+        inputs = AttentionInputs(
+            slot_mapping=Tensor(batch.slot_mapping),
+            context_slots=Tensor(context_slots),
+            query_index=Tensor(batch.query_index),
+            query_positions=Tensor(batch.query_positions),
+            unpad_index=Tensor(batch.unpad_index),
+        )
+        # A step without sampling still needs a valid index; its logits are discarded.
+        logits_index = batch.logits_index if len(batch.logits_index) else np.zeros(1, dtype=np.int32)
+        return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))
+
+    def _warn_if_not_greedy(self, sampling_params) -> None:
+        if self._warned_non_greedy or sampling_params is None:
+            return
+        if sampling_params.temperature > 0 and sampling_params.top_k != 1:
+            logger.warning(
+                "vms_plugin samples greedily for now: temperature/top_p/top_k/penalties of requests are ignored "
+                "(first seen on a request with temperature=%s)",
+                sampling_params.temperature,
+            )
+            self._warned_non_greedy = True

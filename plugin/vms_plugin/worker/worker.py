@@ -1,0 +1,133 @@
+"""vLLM worker that runs the model in MindSpore.
+
+vLLM's engine core calls, in order: init_device, load_model, get_kv_cache_spec, determine_available_memory,
+initialize_from_config, compile_or_warm_up_model, get_supported_tasks, then execute_model + sample_tokens per
+step. torch appears here only because vLLM's interfaces speak it (the KV cache spec's dtype, the process group).
+"""
+
+import logging
+import os
+import time
+
+import mindspore as ms
+import psutil
+import torch
+from vllm.config import VllmConfig
+from vllm.tasks import SupportedTask
+from vllm.utils.mem_utils import format_gib
+from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
+from vllm.v1.kv_cache_layout import KVCacheLayout
+from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheSpec
+from vllm.v1.outputs import ModelRunnerOutput
+from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
+from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
+
+from vms_plugin.worker.model_runner import MindSporeModelRunner
+
+logger = logging.getLogger("vllm." + __name__)
+
+# The KV cache is kept in float32: MindSpore's CPU kernels compute in float32 (no bfloat16 matmul on CPU).
+KV_CACHE_DTYPE = torch.float32
+
+
+class MindSporeWorker(WorkerBase):
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        local_rank: int,
+        rank: int,
+        distributed_init_method: str,
+        is_driver_worker: bool = False,
+    ) -> None:
+        super().__init__(vllm_config, local_rank, rank, distributed_init_method, is_driver_worker)
+        self.model_runner: MindSporeModelRunner | None = None
+
+    def init_device(self) -> None:
+        self.device = torch.device("cpu")
+        ms.set_device("CPU")
+        # Synchronous op launch: on a few cores MindSpore's asynchronous dispatch thread competes with the compute
+        # threads and made small ops 2-10x slower in measurements on a 2-core host.
+        ms.runtime.launch_blocking()
+        init_worker_distributed_environment(
+            self.vllm_config, self.rank, self.distributed_init_method, self.local_rank, "gloo"
+        )
+        self.model_runner = MindSporeModelRunner(self.vllm_config)
+        logger.info(
+            "vms_plugin: MindSpore %s on %s (platform %s, pid %d)",
+            ms.__version__,
+            ms.get_context("device_target"),
+            type(self.current_platform).__name__,
+            os.getpid(),
+        )
+
+    def load_model(self, *, load_dummy_weights: bool = False) -> None:
+        if load_dummy_weights:
+            raise ValueError("vms_plugin cannot load dummy weights; give it a model directory")
+        started = time.perf_counter()
+        self.model_runner.load_model()
+        logger.info("vms_plugin: model loaded in %.1f s", time.perf_counter() - started)
+
+    def get_model(self):
+        return self.model_runner.model
+
+    def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
+        hf_config = self.model_config.hf_text_config
+        num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+        head_size = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        spec = FullAttentionSpec(
+            block_size=self.cache_config.block_size,
+            num_kv_heads=num_kv_heads,
+            head_size=head_size,
+            dtype=KV_CACHE_DTYPE,
+        )
+        return {f"model.layers.{index}.self_attn": spec for index in range(hf_config.num_hidden_layers)}
+
+    def determine_available_memory(self) -> int:
+        """Bytes for the KV cache: the explicit size if given, else the configured share of RAM minus our own use."""
+        explicit = self.cache_config.kv_cache_memory_bytes
+        memory = psutil.virtual_memory()
+        if explicit is not None:
+            if explicit > memory.available:
+                raise ValueError(
+                    f"KV cache of {format_gib(explicit)} GiB requested but only {format_gib(memory.available)} GiB "
+                    "of memory is available; lower --kv-cache-memory-bytes / VLLM_CPU_KVCACHE_SPACE"
+                )
+            return explicit
+        budget = int(memory.total * self.cache_config.gpu_memory_utilization)
+        used = psutil.Process(os.getpid()).memory_info().rss
+        kv_bytes = min(budget - used, memory.available)
+        if kv_bytes <= 0:
+            raise ValueError(
+                f"no memory left for the KV cache: --gpu-memory-utilization {self.cache_config.gpu_memory_utilization}"
+                f" of {format_gib(memory.total)} GiB is {format_gib(budget)} GiB and the model already uses "
+                f"{format_gib(used)} GiB; raise it or set --kv-cache-memory-bytes"
+            )
+        return kv_bytes
+
+    def initialize_from_config(self, kv_cache_config: KVCacheConfig) -> None:
+        started = time.perf_counter()
+        self.model_runner.allocate_kv_cache(kv_cache_config.num_blocks)
+        logger.info(
+            "vms_plugin: KV cache of %d blocks x %d tokens allocated in %.1f s",
+            kv_cache_config.num_blocks,
+            self.cache_config.block_size,
+            time.perf_counter() - started,
+        )
+
+    def compile_or_warm_up_model(self) -> CompilationTimes:
+        return CompilationTimes(language_model=0.0, encoder=0.0)
+
+    def get_supported_tasks(self) -> tuple[SupportedTask, ...]:
+        return ("generate",)
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
+        return self.model_runner.execute_model(scheduler_output)
+
+    def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
+        if grammar_output is not None:
+            raise NotImplementedError("structured output (guided decoding) is not supported by vms_plugin yet")
+        return self.model_runner.sample_tokens()
+
+    def get_supported_kv_cache_layouts(self) -> list[str]:
+        # One cache per layer, rows of [block, token-in-block, kv-head, head-dim]; no vLLM attention backend is used.
+        return [KVCacheLayout.LBNHC.name]
