@@ -1,11 +1,11 @@
 """Llama in MindSpore: config, attention, MLP, decoder layer, model and causal-LM head, top to bottom.
 
 Weights keep Hugging Face's names except two stacked projections that save matmuls per layer:
-q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `stacked_params`).
+q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.stacked_params`).
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import mindspore as ms
 from mindspore import Parameter, mint, nn, ops
@@ -51,15 +51,6 @@ class LlamaArgs:
             max_position_embeddings=config.get("max_position_embeddings", 4096),
             tie_word_embeddings=config.get("tie_word_embeddings", False),
         )
-
-
-def stacked_params(args: LlamaArgs) -> dict[str, tuple[str, ...]]:
-    """Checkpoint names (suffixes) concatenated, in order, into one of our parameters."""
-    del args
-    return {
-        "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
-        "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-    }
 
 
 class Attention(nn.Cell):
@@ -137,6 +128,16 @@ class LlamaModel(nn.Cell):
 
 
 class LlamaForCausalLM(nn.Cell):
+    # Checkpoint names (suffixes) concatenated, in order, into one of our parameters.
+    stacked_params: ClassVar[dict[str, tuple[str, ...]]] = {
+        "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    }
+
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any]) -> "LlamaForCausalLM":
+        return cls(LlamaArgs.from_hf_config(config))
+
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.args = args

@@ -1,35 +1,29 @@
-"""Which MindSpore implementation serves a Hugging Face `architectures` entry, and building it from a directory."""
+"""Which MindSpore implementation serves a Hugging Face `architectures` entry, and building it from a directory.
 
+Architectures map to module paths and are imported only when built, so checking a config (as `vms serve` does
+before it starts anything) does not import MindSpore.
+"""
+
+import importlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mindspore import nn
-
-from vms_plugin.models import llama
-from vms_plugin.models.weights import load_weights
+# architecture name in config.json -> "module:class"; the class has from_hf_config() and stacked_params.
+ARCHITECTURES: dict[str, str] = {
+    "LlamaForCausalLM": "vms_plugin.models.llama:LlamaForCausalLM",
+}
 
 
 class UnsupportedModelError(ValueError):
     """The model directory is fine but its architecture is not implemented by the plugin."""
 
 
-@dataclass(frozen=True)
-class Architecture:
-    args_from_config: Callable[[dict[str, Any]], Any]
-    model_class: Callable[[Any], nn.Cell]
-    stacked_params: Callable[[Any], Mapping[str, tuple[str, ...]]]
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "LlamaForCausalLM": Architecture(llama.LlamaArgs.from_hf_config, llama.LlamaForCausalLM, llama.stacked_params),
-}
-
-
 def read_config(model_dir: Path) -> dict[str, Any]:
     config_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
     try:
         return json.loads(config_path.read_text())
     except FileNotFoundError:
@@ -38,22 +32,25 @@ def read_config(model_dir: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read {config_path}: {error}") from None
 
 
-def architecture_of(config: Mapping[str, Any]) -> Architecture:
+def supported_architecture(config: Mapping[str, Any]) -> str:
+    """The first of the config's architectures that the plugin implements."""
     names = config.get("architectures") or []
     for name in names:
         if name in ARCHITECTURES:
-            return ARCHITECTURES[name]
+            return name
     raise UnsupportedModelError(
-        f"model architecture {names or 'unknown'} is not implemented by vms_plugin; "
-        f"supported: {', '.join(ARCHITECTURES)} (set VMS_DISABLE=1 to run it on vLLM's own CPU path)"
+        f"model architecture {', '.join(names) or 'unknown'} is not implemented by vms_plugin; "
+        f"supported: {', '.join(ARCHITECTURES)} (VMS_DISABLE=1 runs it on vLLM's own CPU path)"
     )
 
 
-def build_model(model_dir: Path) -> nn.Cell:
-    """Construct the model for `model_dir` and load its weights."""
+def build_model(model_dir: Path):
+    """Construct the MindSpore model for `model_dir` and load its weights."""
+    from vms_plugin.models.weights import load_weights
+
     config = read_config(model_dir)
-    architecture = architecture_of(config)
-    args = architecture.args_from_config(config)
-    model = architecture.model_class(args)
-    load_weights(model, model_dir, architecture.stacked_params(args))
+    module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
+    model_class = getattr(importlib.import_module(module_name), class_name)
+    model = model_class.from_hf_config(config)
+    load_weights(model, model_dir, model_class.stacked_params)
     return model
