@@ -58,9 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True)
     prepare = model.add_parser("prepare", help=f"convert the embedded {DEFAULT_MODEL_NAME} GGUF into the model cache")
     prepare.add_argument("--gguf", type=Path, default=None, help="GGUF file to convert (default: the embedded one)")
-    prepare.add_argument(
-        "--output", type=Path, default=None, help=f"target directory (default: {default_model_dir()})"
-    )
+    prepare.add_argument("--output", type=Path, default=None, help=f"target directory (default: {default_model_dir()})")
     prepare.add_argument("--force", action="store_true", help="convert again even if the directory is complete")
     prepare.set_defaults(handler=_prepare)
 

@@ -20,7 +20,9 @@ def test_batched_greedy_is_token_identical_to_transformers(plugin_greedy, transf
 
 
 def test_batched_greedy_is_token_identical_to_vllm_cpu_path(plugin_greedy, vllm_cpu_greedy) -> None:
-    for index, (ours, reference) in enumerate(zip(plugin_greedy["token_ids"], vllm_cpu_greedy["token_ids"], strict=True)):
+    for index, (ours, reference) in enumerate(
+        zip(plugin_greedy["token_ids"], vllm_cpu_greedy["token_ids"], strict=True)
+    ):
         assert ours == reference, f"prompt {index} ({PROMPTS[index]!r}) differs from vLLM's own CPU path"
 
 

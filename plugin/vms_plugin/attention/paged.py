@@ -37,7 +37,7 @@ def paged_attention(
     """q [T, H, D], k and v [T, KVH, D] -> attention output [T, H * D]; writes k and v into the caches."""
     ops.scatter_update(k_cache, inputs.slot_mapping, k)
     ops.scatter_update(v_cache, inputs.slot_mapping, v)
-    num_tokens, num_heads, head_dim = q.shape
+    num_heads, head_dim = q.shape[1:]
     num_kv_heads = k.shape[1]
     group = num_heads // num_kv_heads
     num_reqs, max_query = inputs.query_index.shape
