@@ -1,0 +1,144 @@
+"""End to end: `vms serve` starts vLLM's OpenAI server with vms_plugin on a real port, as a user would run it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import VMS
+
+pytestmark = pytest.mark.integration
+
+SERVED_NAME = "smollm2-test"
+START_TIMEOUT_S = 600
+QUESTION = "What is the capital of France?"
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    base_url: str
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(server: Server) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited with {server.process.returncode}; log tail:\n{server.log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"server not healthy after {START_TIMEOUT_S} s; log tail:\n{server.log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [VMS, "serve", "--model", str(default_model_dir), "--served-model-name", SERVED_NAME]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024"]
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        wait_healthy(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_health_answers_200(server: Server) -> None:
+    assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+
+
+def test_the_mindspore_platform_is_serving(server: Server) -> None:
+    assert "vms_plugin: MindSpore" in server.log.read_text()
+
+
+def test_models_lists_the_served_name(server: Server) -> None:
+    models = httpx.get(f"{server.base_url}/v1/models", timeout=10).json()
+    assert [model["id"] for model in models["data"]] == [SERVED_NAME]
+
+
+def chat_request(stream: bool) -> dict:
+    return {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "temperature": 0,
+        "max_tokens": 24,
+        "stream": stream,
+    }
+
+
+def transformers_greedy_reply(model_dir: Path, max_tokens: int) -> str:
+    """The same chat turn answered by transformers with an argmax loop, stopping at the end-of-turn token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
+    )
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    generated: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            next_id = int(model(ids).logits[0, -1].argmax())
+            if next_id == tokenizer.eos_token_id:
+                break
+            generated.append(next_id)
+            ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)
+    return tokenizer.decode(generated)
+
+
+def test_chat_completion_matches_transformers_greedy(server: Server, default_model_dir: Path) -> None:
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat_request(stream=False), timeout=120)
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == transformers_greedy_reply(default_model_dir, 24)
+    assert "Paris" in choice["message"]["content"]
+
+
+def test_streaming_chat_completion_sends_chunks_that_add_up(server: Server) -> None:
+    whole = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat_request(stream=False), timeout=120)
+    pieces: list[str] = []
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/chat/completions", json=chat_request(stream=True), timeout=120
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    for event in events[:-1]:
+        delta = json.loads(event)["choices"][0]["delta"]
+        pieces.append(delta.get("content") or "")
+    assert len([piece for piece in pieces if piece]) > 3
+    assert "".join(pieces) == whole.json()["choices"][0]["message"]["content"]
+
+
+def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.base_url}/health", timeout=2)
