@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import VMS
 
 pytestmark = pytest.mark.integration

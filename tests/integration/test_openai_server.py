@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import VMS
 
 pytestmark = pytest.mark.integration
