@@ -54,8 +54,9 @@ class LlamaArgs:
 
 
 class Attention(nn.Cell):
-    def __init__(self, args: LlamaArgs) -> None:
+    def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
+        self.layer_index = layer_index
         self.num_heads = args.num_attention_heads
         self.num_kv_heads = args.num_key_value_heads
         self.head_dim = args.head_dim
@@ -70,8 +71,9 @@ class Attention(nn.Cell):
 
     def allocate_kv_cache(self, num_slots: int) -> None:
         shape = (num_slots, self.num_kv_heads, self.head_dim)
-        self.k_cache = Parameter(ops.zeros(shape, ms.float32), name="k_cache", requires_grad=False)
-        self.v_cache = Parameter(ops.zeros(shape, ms.float32), name="v_cache", requires_grad=False)
+        # Graph mode needs every parameter name to be unique across the model.
+        self.k_cache = Parameter(ops.zeros(shape, ms.float32), name=f"k_cache.{self.layer_index}", requires_grad=False)
+        self.v_cache = Parameter(ops.zeros(shape, ms.float32), name=f"v_cache.{self.layer_index}", requires_grad=False)
 
     def copy_kv_slots(self, src: ms.Tensor, dst: ms.Tensor) -> None:
         ops.scatter_update(self.k_cache, dst, self.k_cache[src])
@@ -101,10 +103,10 @@ class MLP(nn.Cell):
 
 
 class DecoderLayer(nn.Cell):
-    def __init__(self, args: LlamaArgs) -> None:
+    def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.self_attn = Attention(args)
+        self.self_attn = Attention(args, layer_index)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
@@ -117,7 +119,7 @@ class LlamaModel(nn.Cell):
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
-        self.layers = nn.CellList([DecoderLayer(args) for _ in range(args.num_hidden_layers)])
+        self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
 
     def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
