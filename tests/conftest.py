@@ -10,6 +10,12 @@ import pytest
 VMS = str(Path(sys.executable).with_name("vms"))
 
 
+def run_vms(*args: str, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the `vms` command as a user would, with its model cache at `cache`."""
+    env = {**os.environ, "VMS_MODEL_CACHE": str(cache)}
+    return subprocess.run([VMS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
@@ -18,12 +24,6 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def default_model_dir(model_cache: Path) -> Path:
     """SmolLM2-135M-Instruct converted from the embedded GGUF by `vms model prepare`, as a user would."""
-    result = subprocess.run(
-        [VMS, "model", "prepare"],
-        env={**os.environ, "VMS_MODEL_CACHE": str(model_cache)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_vms("model", "prepare", cache=model_cache)
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])

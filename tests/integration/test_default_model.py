@@ -1,13 +1,11 @@
 """`vms model prepare` turns the embedded GGUF into a complete Hugging Face directory once, atomically."""
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import VMS
+from conftest import run_vms
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +23,7 @@ def test_prepared_directory_is_complete_and_nothing_is_left_behind(default_model
 def test_second_prepare_skips_the_work(default_model_dir: Path, model_cache: Path) -> None:
     weights_mtime = (default_model_dir / "model.safetensors").stat().st_mtime_ns
     started = time.monotonic()
-    result = subprocess.run(
-        [VMS, "model", "prepare"],
-        env={**os.environ, "VMS_MODEL_CACHE": str(model_cache)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_vms("model", "prepare", cache=model_cache, timeout=120)
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == default_model_dir
     assert time.monotonic() - started < 15

@@ -5,12 +5,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import VMS
-
-
-def run_vms(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VMS_MODEL_CACHE": str(cache)}
-    return subprocess.run([VMS, *args], env=env, capture_output=True, text=True, timeout=120)
+from conftest import run_vms
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
