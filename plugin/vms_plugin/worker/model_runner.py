@@ -72,12 +72,16 @@ class MindSporeModelRunner:
         for attention in self.model.attention_layers():
             attention.copy_kv_slots(src, dst)
 
-    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
+    def plan_step(self, scheduler_output: SchedulerOutput) -> tuple[list[str], list[ScheduledRequest]]:
+        """Apply the scheduler's changes to the live requests; return this step's requests in scheduling order."""
         self._update_states(scheduler_output)
-        if scheduler_output.total_num_scheduled_tokens == 0:
-            return EMPTY_MODEL_RUNNER_OUTPUT
         req_ids = list(scheduler_output.num_scheduled_tokens)
-        scheduled = [self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id]) for req_id in req_ids]
+        return req_ids, [self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id]) for req_id in req_ids]
+
+    def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
+        req_ids, scheduled = self.plan_step(scheduler_output)
+        if not scheduled:
+            return EMPTY_MODEL_RUNNER_OUTPUT
         batch = build_step_batch(scheduled, self.block_size)
         sampling_req_ids = [req_ids[row] for row in batch.sampling_rows]
         logits = self._forward(batch)  # also when nothing samples: prompt chunks still fill the KV cache
