@@ -9,10 +9,7 @@ with a causal mask by position. All requests of the step are handled by one set 
 from typing import NamedTuple
 
 import mindspore as ms
-import numpy as np
 from mindspore import Parameter, mint, ops
-
-MASKED_SCORE = float(np.finfo(np.float32).min)
 
 
 class AttentionInputs(NamedTuple):
@@ -21,7 +18,7 @@ class AttentionInputs(NamedTuple):
     slot_mapping: ms.Tensor  # [T]: cache row written by each new token
     context_slots: ms.Tensor  # [R, C]: cache rows of each request's context, C = blocks * block_size
     query_index: ms.Tensor  # [R, Q]: token index of each padded query slot (T = the zero row)
-    query_positions: ms.Tensor  # [R, Q]: position of each padded query slot
+    score_bias: ms.Tensor  # [R, 1, 1, Q, C]: 0 for visible keys, a large negative number for the others
     unpad_index: ms.Tensor  # [T]: row of each token in the flattened [R * Q] padded output
 
 
@@ -51,10 +48,7 @@ def paged_attention(
     queries = queries.reshape(num_reqs, num_kv_heads, group * max_query, head_dim)
 
     scores = mint.matmul(queries, keys) * scale
-    scores = scores.reshape(num_reqs, num_kv_heads, group, max_query, context)
-    key_positions = ops.arange(0, context, dtype=ms.int32).reshape(1, 1, context)
-    visible = (key_positions <= inputs.query_positions.unsqueeze(-1)).reshape(num_reqs, 1, 1, max_query, context)
-    scores = mint.where(visible, scores, MASKED_SCORE)
+    scores = scores.reshape(num_reqs, num_kv_heads, group, max_query, context) + inputs.score_bias
     probs = mint.softmax(scores, dim=-1).reshape(num_reqs, num_kv_heads, group * max_query, context)
 
     out = mint.matmul(probs, values).reshape(num_reqs, num_kv_heads, group, max_query, head_dim)

@@ -1,6 +1,7 @@
 """Rotary position embedding (the rotate-half form used by Llama-family checkpoints in Hugging Face layout).
 
-cos/sin are tabulated once for every position up to the model's maximum; a step gathers its rows by position.
+cos/sin are tabulated once for every position up to the model's maximum; a step looks its rows up once
+(`RotaryEmbedding`) and every layer applies them (`apply_rotary`).
 """
 
 import mindspore as ms
@@ -23,14 +24,14 @@ class RotaryEmbedding(nn.Cell):
         cos, sin = rotary_tables(head_dim, max_positions, theta)
         self.cos = Tensor(cos)
         self.sin = Tensor(sin)
-        self.half = head_dim // 2
 
-    def construct(self, positions: ms.Tensor, q: ms.Tensor, k: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-        """q [T, H, D], k [T, KVH, D] rotated by their token's position."""
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
-        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+    def construct(self, positions: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+        """cos and sin for each token, [T, 1, D], broadcasting over heads."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
-    def _rotate(self, x: ms.Tensor, cos: ms.Tensor, sin: ms.Tensor) -> ms.Tensor:
-        rotated_half = mint.cat([-x[..., self.half :], x[..., : self.half]], dim=-1)
-        return x * cos + rotated_half * sin
+
+def apply_rotary(x: ms.Tensor, cos: ms.Tensor, sin: ms.Tensor) -> ms.Tensor:
+    """x [T, heads, D] rotated by each token's position."""
+    half = x.shape[-1] // 2
+    rotated_half = mint.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated_half * sin

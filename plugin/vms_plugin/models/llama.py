@@ -14,7 +14,7 @@ from vms_plugin.attention.paged import AttentionInputs, paged_attention
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
-from vms_plugin.layers.rotary import RotaryEmbedding
+from vms_plugin.layers.rotary import RotaryEmbedding, apply_rotary
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,6 @@ class Attention(nn.Cell):
         self.scale = self.head_dim**-0.5
         self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size)
         self.o_proj = Linear(self.q_size, args.hidden_size)
-        self.rotary = RotaryEmbedding(self.head_dim, args.max_position_embeddings, args.rope_theta)
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
 
@@ -79,12 +78,14 @@ class Attention(nn.Cell):
         ops.scatter_update(self.k_cache, dst, self.k_cache[src])
         ops.scatter_update(self.v_cache, dst, self.v_cache[src])
 
-    def construct(self, x: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
-        q = qkv[:, : self.q_size].reshape(-1, self.num_heads, self.head_dim)
-        k = qkv[:, self.q_size : self.q_size + self.kv_size].reshape(-1, self.num_kv_heads, self.head_dim)
+        # q and k heads are rotated together: one set of ops instead of two.
+        qk = apply_rotary(
+            qkv[:, : self.q_size + self.kv_size].reshape(-1, self.num_heads + self.num_kv_heads, self.head_dim), *rotary
+        )
+        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.q_size + self.kv_size :].reshape(-1, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(positions, q, k)
         out = paged_attention(q, k, v, self.k_cache, self.v_cache, inputs, self.scale)
         return self.o_proj(out)
 
@@ -110,8 +111,8 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
-    def construct(self, x: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
-        h = x + self.self_attn(self.input_layernorm(x), positions, inputs)
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), rotary, inputs)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -121,11 +122,13 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.rotary = RotaryEmbedding(args.head_dim, args.max_position_embeddings, args.rope_theta)
 
     def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
         h = self.embed_tokens(input_ids)
+        rotary = self.rotary(positions)  # looked up once, applied by every layer
         for layer in self.layers:
-            h = layer(h, positions, inputs)
+            h = layer(h, rotary, inputs)
         return h
 
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Added to the attention score of a key a query must not see; finite so that no row can turn into NaN.
+MASKED_SCORE = np.float32(np.finfo(np.float32).min)
+
 
 @dataclass(frozen=True)
 class ScheduledRequest:
@@ -33,8 +36,10 @@ class StepBatch:
     positions: np.ndarray  # [T] int32
     slot_mapping: np.ndarray  # [T] int32: block_id * block_size + offset, where each new K/V goes
     block_table: np.ndarray  # [R, B] int32, padded with block 0 (masked out by position)
+    context_slots: np.ndarray  # [R, B * block_size] int32: cache row of each context position of each request
     query_index: np.ndarray  # [R, Q] int32: token index of each query slot; padding points at T (a zero row)
     query_positions: np.ndarray  # [R, Q] int32: position of each query slot; padding 0
+    score_bias: np.ndarray  # [R, 1, 1, Q, B * block_size] float32: 0 where the key is visible, MASKED_SCORE not
     unpad_index: np.ndarray  # [T] int32: where token t sits in the flattened [R * Q] padded layout
     logits_index: np.ndarray  # [S] int32: token index of the last token of each request that samples
     sampling_rows: np.ndarray  # [S] int32: which request (row of R) each logits row belongs to
@@ -77,6 +82,11 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
     query_index[req_of_token, offset_in_req] = np.arange(num_tokens, dtype=np.int32)
     query_positions[req_of_token, offset_in_req] = positions
     unpad_index = req_of_token * max_query + offset_in_req
+    context_slots = (block_table[:, :, None] * block_size + np.arange(block_size, dtype=np.int32)).reshape(num_reqs, -1)
+    # Causal and paged at once: context position j is visible to a query at position p iff j <= p. Padding query
+    # slots sit at position 0, so they see one key and never produce NaN; their output is dropped.
+    visible = np.arange(context_slots.shape[1], dtype=np.int32) <= query_positions[:, :, None]
+    score_bias = np.where(visible, np.float32(0), MASKED_SCORE)[:, None, None, :, :]
 
     sampling_rows = np.array([i for i, r in enumerate(requests) if r.wants_logits], dtype=np.int32)
     logits_index = (starts + lengths - 1)[sampling_rows].astype(np.int32)
@@ -85,8 +95,10 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         positions=positions.astype(np.int32),
         slot_mapping=slot_mapping.astype(np.int32),
         block_table=block_table,
+        context_slots=context_slots.astype(np.int32),
         query_index=query_index,
         query_positions=query_positions,
+        score_bias=score_bias.astype(np.float32),
         unpad_index=unpad_index.astype(np.int32),
         logits_index=logits_index,
         sampling_rows=sampling_rows,

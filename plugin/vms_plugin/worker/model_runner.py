@@ -142,14 +142,11 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch) -> ms.Tensor:
-        num_reqs = batch.block_table.shape[0]
-        offsets = np.arange(self.block_size, dtype=np.int32)
-        context_slots = (batch.block_table[:, :, None] * self.block_size + offsets).reshape(num_reqs, -1)
         inputs = AttentionInputs(
             slot_mapping=Tensor(batch.slot_mapping),
-            context_slots=Tensor(context_slots),
+            context_slots=Tensor(batch.context_slots),
             query_index=Tensor(batch.query_index),
-            query_positions=Tensor(batch.query_positions),
+            score_bias=Tensor(batch.score_bias),
             unpad_index=Tensor(batch.unpad_index),
         )
         # A step without sampling still needs a valid index; its logits are discarded.
