@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import ARCHITECTURES, save_tiny_model
 
 VMS = str(Path(sys.executable).with_name("vms"))
 
@@ -27,3 +28,10 @@ def default_model_dir(model_cache: Path) -> Path:
     result = run_vms("model", "prepare", cache=model_cache)
     assert result.returncode == 0, result.stderr
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny random checkpoint per architecture the plugin implements."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {architecture: save_tiny_model(architecture, root / architecture) for architecture in ARCHITECTURES}

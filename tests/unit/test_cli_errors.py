@@ -34,7 +34,9 @@ def test_unreadable_config_is_one_clear_line(tmp_path: Path) -> None:
 def test_unimplemented_architecture_names_it_and_what_is_supported(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
     result = run_vms("serve", "--model", str(tmp_path), cache=tmp_path)
-    assert_one_line_error(result, "GPT2LMHeadModel", "not implemented", "supported: LlamaForCausalLM")
+    assert_one_line_error(
+        result, "GPT2LMHeadModel", "not implemented", "supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+    )
 
 
 def test_corrupted_gguf_is_one_clear_line_and_leaves_cache_clean(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ Weights keep Hugging Face's names except two stacked projections that save matmu
 q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.stacked_params`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import mindspore as ms
@@ -30,9 +30,13 @@ class LlamaArgs:
     rope_theta: float = 10000.0
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2: biases on q/k/v only
+    o_bias: bool = False
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before rotary
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> "LlamaArgs":
+    def from_hf_config(cls, config: dict[str, Any], **overrides: bool) -> "LlamaArgs":
+        """Read a Hugging Face config.json; `overrides` set the architecture flags the config does not carry."""
         heads = config["num_attention_heads"]
         rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -50,7 +54,12 @@ class LlamaArgs:
             rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
             max_position_embeddings=config.get("max_position_embeddings", 4096),
             tie_word_embeddings=config.get("tie_word_embeddings", False),
-        )
+            qkv_bias=config.get("attention_bias", False),
+            o_bias=config.get("attention_bias", False),
+        ).with_flags(**overrides)
+
+    def with_flags(self, **flags: bool) -> "LlamaArgs":
+        return replace(self, **flags)
 
 
 class Attention(nn.Cell):
@@ -63,8 +72,10 @@ class Attention(nn.Cell):
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size)
-        self.o_proj = Linear(self.q_size, args.hidden_size)
+        self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size, bias=args.qkv_bias)
+        self.o_proj = Linear(self.q_size, args.hidden_size, bias=args.o_bias)
+        self.q_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
 
@@ -80,10 +91,11 @@ class Attention(nn.Cell):
 
     def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
-        # q and k heads are rotated together: one set of ops instead of two.
-        qk = apply_rotary(
-            qkv[:, : self.q_size + self.kv_size].reshape(-1, self.num_heads + self.num_kv_heads, self.head_dim), *rotary
-        )
+        # q and k heads are normalised and rotated together: one set of ops instead of two.
+        qk = qkv[:, : self.q_size + self.kv_size].reshape(-1, self.num_heads + self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            qk = mint.cat([self.q_norm(qk[:, : self.num_heads]), self.k_norm(qk[:, self.num_heads :])], dim=1)
+        qk = apply_rotary(qk, *rotary)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.q_size + self.kv_size :].reshape(-1, self.num_kv_heads, self.head_dim)
         out = paged_attention(q, k, v, self.k_cache, self.v_cache, inputs, self.scale)
@@ -136,6 +148,7 @@ class LlamaForCausalLM(nn.Cell):
     # Checkpoint names (suffixes) concatenated, in order, into one of our parameters.
     stacked_params: ClassVar[dict[str, tuple[str, ...]]] = {
         "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        "self_attn.qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
         "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
 

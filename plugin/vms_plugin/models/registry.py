@@ -13,6 +13,8 @@ from typing import Any
 # architecture name in config.json -> "module:class"; the class has from_hf_config() and stacked_params.
 ARCHITECTURES: dict[str, str] = {
     "LlamaForCausalLM": "vms_plugin.models.llama:LlamaForCausalLM",
+    "Qwen2ForCausalLM": "vms_plugin.models.qwen2:Qwen2ForCausalLM",
+    "Qwen3ForCausalLM": "vms_plugin.models.qwen3:Qwen3ForCausalLM",
 }
 
 

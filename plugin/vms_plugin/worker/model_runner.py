@@ -44,6 +44,17 @@ class PendingStep:
     logits: ms.Tensor | None
 
 
+def attention_inputs(batch: StepBatch) -> AttentionInputs:
+    """The step's index and mask arrays as MindSpore tensors, shared by every layer."""
+    return AttentionInputs(
+        slot_mapping=Tensor(batch.slot_mapping),
+        context_slots=Tensor(batch.context_slots),
+        query_index=Tensor(batch.query_index),
+        score_bias=Tensor(batch.score_bias),
+        unpad_index=Tensor(batch.unpad_index),
+    )
+
+
 class MindSporeModelRunner:
     def __init__(self, vllm_config: VllmConfig) -> None:
         self.vllm_config = vllm_config
@@ -142,13 +153,7 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch) -> ms.Tensor:
-        inputs = AttentionInputs(
-            slot_mapping=Tensor(batch.slot_mapping),
-            context_slots=Tensor(batch.context_slots),
-            query_index=Tensor(batch.query_index),
-            score_bias=Tensor(batch.score_bias),
-            unpad_index=Tensor(batch.unpad_index),
-        )
+        inputs = attention_inputs(batch)
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = batch.logits_index if len(batch.logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))

@@ -1,0 +1,57 @@
+"""Tiny random-weight checkpoints of each architecture, made with transformers and saved like real ones.
+
+head_dim is 64 because vLLM's own CPU attention supports only some head sizes. Every parameter is drawn at random
+(biases and norm weights included: transformers would start them at 0 and 1, which would leave Qwen2's q/k/v
+biases and Qwen3's q/k norms untested), with a scale that keeps logits peaked so that greedy choices are not
+coin flips between near-equal logits.
+"""
+
+from pathlib import Path
+
+VOCAB_SIZE = 512
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+def tiny_config(architecture: str):
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
+    common = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-6,
+        architectures=[architecture],
+        dtype="float32",
+    )
+    if architecture == "LlamaForCausalLM":
+        return LlamaConfig(
+            **common, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}
+        )
+    if architecture == "Qwen2ForCausalLM":
+        return Qwen2Config(
+            **common, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}
+        )
+    return Qwen3Config(
+        **common, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}
+    )
+
+
+def save_tiny_model(architecture: str, target: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(architecture), dtype=torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+            else:
+                param.copy_(0.15 * torch.randn_like(param))
+    model.save_pretrained(target, safe_serialization=True)
+    return target
