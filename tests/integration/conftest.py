@@ -33,6 +33,9 @@ PROMPTS = [
 DEFAULT_NEW_TOKENS = 32
 TINY_PROMPTS = 16
 TINY_NEW_TOKENS = 24
+# vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
+CHUNK_TOKENS = 32
+SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +68,44 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
     return jobs
 
 
+@pytest.fixture(scope="session")
+def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
+    """Runs that make vLLM chunk prompts, reuse cached prefixes and preempt requests under KV pressure."""
+    rng = np.random.default_rng(2)
+
+    def prompts(count: int, low: int, high: int, prefix: list[int] | None = None) -> list[list[int]]:
+        return [
+            (prefix or []) + rng.integers(0, VOCAB_SIZE, size=int(n)).tolist() for n in rng.integers(low, high, count)
+        ]
+
+    common = {
+        "model": str(tiny_model_dirs["LlamaForCausalLM"]),
+        "max_tokens": TINY_NEW_TOKENS,
+        "skip_tokenizer_init": True,
+    }
+    no_prefix_cache = {"enable_prefix_caching": False, "block_size": 16}
+    shared_prefix = rng.integers(0, VOCAB_SIZE, size=48).tolist()  # three full blocks of 16
+    return {
+        "chunked-prefill": {
+            **common,
+            "prompts": prompts(8, CHUNK_TOKENS + 8, 90),  # every prompt longer than one step's token budget
+            "engine_args": {**no_prefix_cache, "max_num_batched_tokens": CHUNK_TOKENS, "max_num_seqs": 8},
+        },
+        "prefix-caching": {
+            **common,
+            "prompts": prompts(8, 2, 20, prefix=shared_prefix),
+            "repeat": 2,
+            "engine_args": {"enable_prefix_caching": True, "block_size": 16},
+        },
+        "preemption": {
+            **common,
+            "prompts": prompts(24, 20, 50),
+            # 12 blocks of 16 tokens hold about three of the 24 requests at their full length.
+            "engine_args": {**no_prefix_cache, "num_gpu_blocks_override": 12, "max_model_len": 128},
+        },
+    }
+
+
 def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, dict]:
     """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
     name = "plugin" if plugin else "vllm-cpu"
@@ -81,12 +122,13 @@ def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, 
 
 
 @pytest.fixture(scope="session")
-def plugin_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
-    return run_greedy(greedy_jobs, tmp_path_factory.mktemp("plugin"), plugin=True)
+def plugin_greedy(greedy_jobs, scheduler_jobs, tmp_path_factory) -> dict[str, dict]:
+    return run_greedy({**greedy_jobs, **scheduler_jobs}, tmp_path_factory.mktemp("plugin"), plugin=True)
 
 
 @pytest.fixture(scope="session")
 def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
+    """The same models through vLLM's own CPU path (the scheduler-feature runs only need the plugin)."""
     return run_greedy(greedy_jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
 
 
@@ -110,7 +152,6 @@ def transformers_argmax(model_dir: str, prompts: list[list[int]], new_tokens: in
 
 
 @pytest.fixture(scope="session")
-def transformers_greedy(greedy_jobs) -> dict[str, list[list[int]]]:
-    return {
-        name: transformers_argmax(job["model"], job["prompts"], job["max_tokens"]) for name, job in greedy_jobs.items()
-    }
+def transformers_greedy(greedy_jobs, scheduler_jobs) -> dict[str, list[list[int]]]:
+    jobs = {**greedy_jobs, **scheduler_jobs}
+    return {name: transformers_argmax(job["model"], job["prompts"], job["max_tokens"]) for name, job in jobs.items()}

@@ -15,20 +15,25 @@ def generate(job: dict, enforce_eager: bool) -> dict:
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 
-    llm = LLM(
-        model=job["model"],
-        dtype="float32",
-        max_model_len=512,
-        kv_cache_memory_bytes=256 << 20,
-        enforce_eager=enforce_eager,
-        skip_tokenizer_init=job.get("skip_tokenizer_init", False),
-        seed=0,
-    )
+    engine_args = {
+        "dtype": "float32",
+        "max_model_len": 512,
+        "kv_cache_memory_bytes": 256 << 20,
+        "enforce_eager": enforce_eager,
+        "skip_tokenizer_init": job.get("skip_tokenizer_init", False),
+        "seed": 0,
+        "disable_log_stats": False,  # keeps vLLM's Prometheus counters (prefix cache hits, preemptions)
+        **job.get("engine_args", {}),
+    }
+    llm = LLM(model=job["model"], **engine_args)
     params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"], ignore_eos=True, detokenize=False)
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in job["prompts"]], params)
+    for _ in range(job.get("repeat", 1)):  # a repeat finds the prompts' blocks in the prefix cache
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in job["prompts"]], params)
+    counters = {metric.name: getattr(metric, "value", None) for metric in llm.get_metrics()}
     result = {
         "platform": type(current_platform).__name__,
         "token_ids": [list(output.outputs[0].token_ids) for output in outputs],
+        "counters": {name: value for name, value in counters.items() if isinstance(value, int | float)},
     }
     llm.llm_engine.engine_core.shutdown()
     del llm
@@ -38,7 +43,9 @@ def generate(job: dict, enforce_eager: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=Path, required=True, help="JSON list of {model, prompts, max_tokens}")
+    parser.add_argument(
+        "--jobs", type=Path, required=True, help="JSON list of {model, prompts, max_tokens[, engine_args, repeat]}"
+    )
     parser.add_argument("--output", type=Path, required=True, help="JSON list of results, one per job")
     parser.add_argument("--enforce-eager", action="store_true")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_plugin_platform_is_the_one_that_ran(plugin_greedy, vllm_cpu_greedy) -> None:
+    assert set(vllm_cpu_greedy) == set(MODELS)
     assert {result["platform"] for result in plugin_greedy.values()} == {"MindSporePlatform"}
     assert {result["platform"] for result in vllm_cpu_greedy.values()} == {"CpuPlatform"}
 
