@@ -22,6 +22,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
+from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
 
 logger = logging.getLogger("vllm." + __name__)
@@ -83,7 +84,16 @@ class MindSporeWorker(WorkerBase):
         return {f"model.layers.{index}.self_attn": spec for index in range(hf_config.num_hidden_layers)}
 
     def determine_available_memory(self) -> int:
-        """Bytes for the KV cache: the explicit size if given, else the configured share of RAM minus our own use."""
+        """Bytes for the KV cache, checked to hold at least one full-length sequence."""
+        kv_bytes = self._kv_cache_budget()
+        bytes_per_block = sum(spec.page_size_bytes for spec in self.get_kv_cache_spec().values())
+        check_fits_one_sequence(
+            kv_bytes, bytes_per_block, self.cache_config.block_size, self.model_config.max_model_len
+        )
+        return kv_bytes
+
+    def _kv_cache_budget(self) -> int:
+        """The explicit size if given, else the configured share of RAM minus what this process already uses."""
         explicit = self.cache_config.kv_cache_memory_bytes
         memory = psutil.virtual_memory()
         if explicit is not None:
@@ -95,14 +105,13 @@ class MindSporeWorker(WorkerBase):
             return explicit
         budget = int(memory.total * self.cache_config.gpu_memory_utilization)
         used = psutil.Process(os.getpid()).memory_info().rss
-        kv_bytes = min(budget - used, memory.available)
-        if kv_bytes <= 0:
+        if budget - used <= 0:
             raise ValueError(
                 f"no memory left for the KV cache: --gpu-memory-utilization {self.cache_config.gpu_memory_utilization}"
                 f" of {format_gib(memory.total)} GiB is {format_gib(budget)} GiB and the model already uses "
                 f"{format_gib(used)} GiB; raise it or set --kv-cache-memory-bytes"
             )
-        return kv_bytes
+        return min(budget - used, memory.available)
 
     def initialize_from_config(self, kv_cache_config: KVCacheConfig) -> None:
         started = time.perf_counter()
