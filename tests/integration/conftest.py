@@ -33,6 +33,31 @@ PROMPTS = [
 DEFAULT_NEW_TOKENS = 32
 TINY_PROMPTS = 16
 TINY_NEW_TOKENS = 24
+# Named sampling sets run on the default model after its greedy batch (see test_sampling.py).
+SEEDED = {"temperature": 0.8, "top_p": 0.9, "seed": 1}
+BIASED_TOKEN = 504  # any id works
+ALLOWED_TOKENS = [28, 30, 42, 216]
+SAMPLING_SETS = {
+    "seed-1": SEEDED,
+    "seed-1-again": SEEDED,
+    "seed-2": {**SEEDED, "seed": 2},
+    "top-k-1": {"temperature": 1.0, "top_k": 1},
+    "temperature-0": {"temperature": 0.0, "top_p": 0.5, "seed": 7},
+    "logprobs": {"temperature": 0.0, "logprobs": 5},
+    # Greedy and seeded rows in one batch: each row must match its uniform-batch counterpart.
+    "mixed": [{"temperature": 0.0} if index % 2 == 0 else SEEDED for index in range(len(PROMPTS))],
+    "logit-bias": {"temperature": 0.0, "logit_bias": {str(BIASED_TOKEN): 100.0}},
+    "allowed-tokens": {"temperature": 1.0, "seed": 3, "allowed_token_ids": ALLOWED_TOKENS},
+    # seed-1 plus penalties and min_p: any difference from seed-1 comes from them.
+    "penalties": {
+        **SEEDED,
+        "min_p": 0.05,
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.5,
+        "repetition_penalty": 1.2,
+    },
+}
+
 # vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
@@ -128,8 +153,10 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, tmp_path_factory) -> dict[str, di
 
 @pytest.fixture(scope="session")
 def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
-    """The same models through vLLM's own CPU path (the scheduler-feature runs only need the plugin)."""
-    return run_greedy(greedy_jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
+    """The same models through vLLM's own CPU path; of the sampling sets only logprobs are compared with it."""
+    jobs = {name: dict(job) for name, job in greedy_jobs.items()}
+    jobs[DEFAULT_MODEL]["sampling"] = {"logprobs": SAMPLING_SETS["logprobs"]}
+    return run_greedy(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
 
 
 def transformers_argmax(model_dir: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:

@@ -1,4 +1,4 @@
-"""Greedy generation through vLLM's `LLM()`, run as its own process by the tests.
+"""Generation through vLLM's `LLM()`, run as its own process by the tests: greedy, plus named sampling sets.
 
 Whether vms_plugin or vLLM's own CPU path runs is decided by the environment (VMS_DISABLE=1 gives plain vLLM).
 vLLM spawns its engine process, which needs this to be a real file with a main guard. Several models can be
@@ -26,19 +26,43 @@ def generate(job: dict, enforce_eager: bool) -> dict:
         **job.get("engine_args", {}),
     }
     llm = LLM(model=job["model"], **engine_args)
+    prompts = [{"prompt_token_ids": ids} for ids in job["prompts"]]
     params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"], ignore_eos=True, detokenize=False)
     for _ in range(job.get("repeat", 1)):  # a repeat finds the prompts' blocks in the prefix cache
-        outputs = llm.generate([{"prompt_token_ids": ids} for ids in job["prompts"]], params)
+        outputs = llm.generate(prompts, params)
+    sampled = {}
+    for name, options in job.get("sampling", {}).items():  # each set is one batch of all prompts
+        per_prompt = options if isinstance(options, list) else [options] * len(prompts)
+        params = [_sampling_params(job["max_tokens"], prompt_options) for prompt_options in per_prompt]
+        sampled[name] = [_completion(output) for output in llm.generate(prompts, params)]
     counters = {metric.name: getattr(metric, "value", None) for metric in llm.get_metrics()}
     result = {
         "platform": type(current_platform).__name__,
         "token_ids": [list(output.outputs[0].token_ids) for output in outputs],
         "counters": {name: value for name, value in counters.items() if isinstance(value, int | float)},
+        "sampled": sampled,
     }
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
     return result
+
+
+def _sampling_params(max_tokens: int, options: dict):
+    from vllm import SamplingParams
+
+    options = {"max_tokens": max_tokens, "ignore_eos": True, "detokenize": False, **options}
+    if "logit_bias" in options:  # JSON keys are strings; vLLM wants token ids
+        options["logit_bias"] = {int(token): bias for token, bias in options["logit_bias"].items()}
+    return SamplingParams(**options)
+
+
+def _completion(output) -> dict:
+    completion = output.outputs[0]
+    logprobs = [
+        {str(token): [entry.logprob, entry.rank] for token, entry in step.items()} for step in completion.logprobs or []
+    ]
+    return {"token_ids": list(completion.token_ids), "logprobs": logprobs}
 
 
 def main() -> None:

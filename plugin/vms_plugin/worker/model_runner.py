@@ -1,26 +1,25 @@
-"""Runs one scheduler step on the MindSpore model: request bookkeeping, one batched forward, greedy sampling.
+"""Runs one scheduler step on the MindSpore model: request bookkeeping, one batched forward, sampling.
 
 vLLM sends only what changed since the last step (new requests, new blocks, finished ids), so the runner keeps
 each live request's tokens and block ids. It also remembers the tokens it sampled: the scheduler sends them back
 only for pipeline parallelism.
 """
 
-import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import Tensor, ops
+import torch
+from mindspore import Tensor
 from vllm.config import VllmConfig
 from vllm.v1.core.sched.output import SchedulerOutput
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
 from vms_plugin.attention.paged import AttentionInputs
 from vms_plugin.models.registry import build_model
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
-
-logger = logging.getLogger("vllm." + __name__)
+from vms_plugin.worker.sampling import BatchSampler, SamplingState
 
 
 @dataclass
@@ -29,7 +28,7 @@ class RequestState:
     output_token_ids: list[int]
     block_ids: list[int]
     num_computed: int
-    wants_sampling_beyond_greedy: bool = field(default=False)
+    sampling: SamplingState
 
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
@@ -62,13 +61,14 @@ class MindSporeModelRunner:
         self.model = None
         self.requests: dict[str, RequestState] = {}
         self.pending: PendingStep | None = None
-        self._warned_non_greedy = False
+        self.sampler: BatchSampler | None = None
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
         self.model = build_model(model_dir)
+        self.sampler = BatchSampler(self.vllm_config)
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         for attention in self.model.attention_layers():
@@ -103,16 +103,23 @@ class MindSporeModelRunner:
         step, self.pending = self.pending, None
         if step is None:
             return EMPTY_MODEL_RUNNER_OUTPUT
-        sampled: dict[str, list[int]] = {req_id: [] for req_id in step.req_ids}
+        req_id_to_index = {req_id: index for index, req_id in enumerate(step.req_ids)}
+        sampled: list[list[int]] = [[] for _ in step.req_ids]
+        logprobs = None
         if step.logits is not None:
-            token_ids = ops.Argmax(axis=-1, output_type=ms.int32)(step.logits).asnumpy().tolist()
-            for req_id, token_id in zip(step.sampling_req_ids, token_ids, strict=True):
+            rows = [self.requests[req_id].sampling for req_id in step.sampling_req_ids]
+            output = self.sampler.sample(step.logits, rows)
+            for req_id, token_id in zip(step.sampling_req_ids, output.sampled_token_ids[:, 0].tolist(), strict=True):
                 self.requests[req_id].output_token_ids.append(token_id)
-                sampled[req_id] = [token_id]
+                sampled[req_id_to_index[req_id]] = [token_id]
+            if output.logprobs_tensors is not None:
+                rows_in_output = [req_id_to_index[req_id] for req_id in step.sampling_req_ids]
+                logprobs = _spread_rows(output.logprobs_tensors, rows_in_output, len(step.req_ids)).tolists()
         return ModelRunnerOutput(
             req_ids=step.req_ids,
-            req_id_to_index={req_id: index for index, req_id in enumerate(step.req_ids)},
-            sampled_token_ids=[sampled[req_id] for req_id in step.req_ids],
+            req_id_to_index=req_id_to_index,
+            sampled_token_ids=sampled,
+            logprobs=logprobs,
         )
 
     def _update_states(self, scheduler_output: SchedulerOutput) -> None:
@@ -123,13 +130,16 @@ class MindSporeModelRunner:
         for new in scheduler_output.scheduled_new_reqs:
             if new.prompt_token_ids is None:
                 raise ValueError(f"request {new.req_id} has no prompt token ids (prompt embeddings are not supported)")
+            if new.sampling_params is None:
+                raise ValueError(f"request {new.req_id} has no sampling parameters (pooling is not supported)")
+            prompt, outputs = list(new.prompt_token_ids), []
             self.requests[new.req_id] = RequestState(
-                prompt_token_ids=list(new.prompt_token_ids),
-                output_token_ids=[],
+                prompt_token_ids=prompt,
+                output_token_ids=outputs,
                 block_ids=list(new.block_ids[0]),
                 num_computed=new.num_computed_tokens,
+                sampling=SamplingState.for_request(new.sampling_params, prompt, outputs),
             )
-            self._warn_if_not_greedy(new.sampling_params)
         cached = scheduler_output.scheduled_cached_reqs
         for index, req_id in enumerate(cached.req_ids):
             state = self.requests[req_id]
@@ -158,13 +168,15 @@ class MindSporeModelRunner:
         logits_index = batch.logits_index if len(batch.logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))
 
-    def _warn_if_not_greedy(self, sampling_params) -> None:
-        if self._warned_non_greedy or sampling_params is None:
-            return
-        if sampling_params.temperature > 0 and sampling_params.top_k != 1:
-            logger.warning(
-                "vms_plugin samples greedily for now: temperature/top_p/top_k/penalties of requests are ignored "
-                "(first seen on a request with temperature=%s)",
-                sampling_params.temperature,
-            )
-            self._warned_non_greedy = True
+
+def _spread_rows(tensors: LogprobsTensors, rows: list[int], num_rows: int) -> LogprobsTensors:
+    """Logprobs of the sampling rows placed at their request's row; requests that did not sample get zeros."""
+
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        full = torch.zeros((num_rows, *values.shape[1:]), dtype=values.dtype)
+        full[rows] = values
+        return full
+
+    return LogprobsTensors(
+        spread(tensors.logprob_token_ids), spread(tensors.logprobs), spread(tensors.selected_token_ranks)
+    )

@@ -1,0 +1,69 @@
+"""Sampling through vms_plugin with vLLM's SamplingParams, on the default model (8 prompts x 32 tokens a set).
+
+Each named set of conftest.SAMPLING_SETS is one batch; these tests compare sets with each other, with the greedy
+batch and with vLLM's own CPU path.
+"""
+
+import pytest
+
+from .conftest import ALLOWED_TOKENS, BIASED_TOKEN, DEFAULT_MODEL
+
+pytestmark = pytest.mark.integration
+
+LOGPROB_TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def runs(plugin_greedy) -> dict[str, list[dict]]:
+    return plugin_greedy[DEFAULT_MODEL]["sampled"]
+
+
+def token_ids(completions: list[dict]) -> list[list[int]]:
+    return [completion["token_ids"] for completion in completions]
+
+
+def test_the_same_seed_gives_the_same_tokens_twice(runs) -> None:
+    assert token_ids(runs["seed-1"]) == token_ids(runs["seed-1-again"])
+
+
+def test_different_seeds_give_different_tokens(runs) -> None:
+    assert token_ids(runs["seed-1"]) != token_ids(runs["seed-2"])
+    assert token_ids(runs["seed-1"]) != token_ids(runs["temperature-0"])  # seeded sampling is not greedy
+
+
+def test_temperature_zero_and_top_k_one_are_greedy(runs, plugin_greedy) -> None:
+    greedy = plugin_greedy[DEFAULT_MODEL]["token_ids"]
+    assert token_ids(runs["temperature-0"]) == greedy
+    assert token_ids(runs["top-k-1"]) == greedy
+
+
+def test_each_row_of_a_mixed_batch_samples_with_its_own_parameters(runs, plugin_greedy) -> None:
+    greedy, seeded = plugin_greedy[DEFAULT_MODEL]["token_ids"], token_ids(runs["seed-1"])
+    for index, tokens in enumerate(token_ids(runs["mixed"])):
+        assert tokens == (greedy if index % 2 == 0 else seeded)[index], f"row {index}"
+
+
+def test_logit_bias_and_allowed_token_ids_shape_the_choice(runs) -> None:
+    assert {token for tokens in token_ids(runs["logit-bias"]) for token in tokens} == {BIASED_TOKEN}
+    assert {token for tokens in token_ids(runs["allowed-tokens"]) for token in tokens} <= set(ALLOWED_TOKENS)
+
+
+def test_penalties_and_min_p_change_seeded_output(runs) -> None:
+    penalised = token_ids(runs["penalties"])
+    assert all(len(tokens) == 32 for tokens in penalised)
+    assert penalised != token_ids(runs["seed-1"])
+
+
+def test_logprobs_agree_with_vllm_cpu_path(runs, vllm_cpu_greedy) -> None:
+    theirs = vllm_cpu_greedy[DEFAULT_MODEL]["sampled"]["logprobs"]
+    compared = 0
+    for prompt, (ours, reference) in enumerate(zip(runs["logprobs"], theirs, strict=True)):
+        assert ours["token_ids"] == reference["token_ids"], f"prompt {prompt}"
+        for step, (mine, other) in enumerate(zip(ours["logprobs"], reference["logprobs"], strict=True)):
+            chosen = str(ours["token_ids"][step])
+            assert mine[chosen][1] == other[chosen][1], f"prompt {prompt} step {step}: rank of the chosen token"
+            for token in mine.keys() & other.keys():  # the top-5 sets may differ only by near-ties at the edge
+                assert abs(mine[token][0] - other[token][0]) < LOGPROB_TOLERANCE, f"prompt {prompt} step {step}"
+                compared += 1
+            assert len(mine.keys() & other.keys()) >= 4
+    assert compared >= 8 * 32 * 4
