@@ -80,6 +80,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
             "model": str(default_model_dir),
             "prompts": default_prompt_ids,
             "max_tokens": DEFAULT_NEW_TOKENS,
+            "sampling": SAMPLING_SETS,
         }
     }
     for architecture, model_dir in tiny_model_dirs.items():

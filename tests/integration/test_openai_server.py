@@ -1,5 +1,6 @@
 """End to end: `vms serve` starts vLLM's OpenAI server with vms_plugin on a real port, as a user would run it."""
 
+import asyncio
 import json
 import os
 import signal
@@ -134,6 +135,62 @@ def test_streaming_chat_completion_sends_chunks_that_add_up(server: Server) -> N
         pieces.append(delta.get("content") or "")
     assert len([piece for piece in pieces if piece]) > 3
     assert "".join(pieces) == whole.json()["choices"][0]["message"]["content"]
+
+
+CONCURRENT_STREAMS = 64
+QUESTIONS = ["What is the capital of France?", "Name a primary color.", "What is 2 + 2?", "Say hello in Spanish."]
+
+
+def crowd_request(index: int) -> dict:
+    """Every fourth request is greedy; the others mix temperature, top-p, top-k, seeds and penalties."""
+    body = {
+        "model": SERVED_NAME,
+        "messages": [{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
+        "max_tokens": 8 + index % 9,
+        "stream": True,
+    }
+    if index % 4 == 0:
+        return {**body, "temperature": 0}
+    return {
+        **body,
+        "temperature": 0.5 + (index % 5) / 10,
+        "top_p": 0.8 + (index % 3) / 20,
+        "top_k": [0, 20, 50][index % 3],
+        "seed": index,
+        "presence_penalty": (index % 2) * 0.5,
+    }
+
+
+async def stream_one(client: httpx.AsyncClient, body: dict) -> tuple[str, str]:
+    """The streamed text and the finish reason of one request."""
+    text, finish = [], None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            choice = json.loads(line.removeprefix("data: "))["choices"][0]
+            text.append(choice["delta"].get("content") or "")
+            finish = choice.get("finish_reason") or finish
+    return "".join(text), finish
+
+
+async def stream_crowd(base_url: str, bodies: list[dict]) -> list[tuple[str, str]]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        return await asyncio.gather(*(stream_one(client, body) for body in bodies))
+
+
+def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server: Server) -> None:
+    bodies = [crowd_request(index) for index in range(CONCURRENT_STREAMS)]
+    results = asyncio.run(stream_crowd(server.base_url, bodies))
+    assert all(finish in ("stop", "length") for _, finish in results)
+    assert all(text for text, _ in results)
+    # Greedy requests answered in a crowd of 64 equal the same request answered alone.
+    for index in range(0, CONCURRENT_STREAMS, 4):
+        alone = httpx.post(
+            f"{server.base_url}/v1/chat/completions", json={**bodies[index], "stream": False}, timeout=120
+        ).json()["choices"][0]["message"]["content"]
+        assert results[index][0] == alone, f"request {index}"
 
 
 def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
