@@ -12,7 +12,22 @@ VOCAB_SIZE = 512
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
 
-def tiny_config(architecture: str):
+# RoPE variants with small original context lengths, so that scaling moves logits at the tests' short positions.
+ROPE_VARIANTS = {
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+    "yarn": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 64},
+}
+
+
+def tiny_config(architecture: str, rope_parameters: dict | None = None):
     from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
     common = dict(
@@ -29,29 +44,29 @@ def tiny_config(architecture: str):
         dtype="float32",
     )
     if architecture == "LlamaForCausalLM":
-        return LlamaConfig(
-            **common, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}
-        )
+        rope = rope_parameters or {"rope_type": "default", "rope_theta": 10000.0}
+        return LlamaConfig(**common, tie_word_embeddings=False, rope_parameters=rope)
+    rope = rope_parameters or {"rope_type": "default", "rope_theta": 1000000.0}
     if architecture == "Qwen2ForCausalLM":
-        return Qwen2Config(
-            **common, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}
-        )
-    return Qwen3Config(
-        **common, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}
-    )
+        return Qwen2Config(**common, tie_word_embeddings=True, rope_parameters=rope)
+    return Qwen3Config(**common, tie_word_embeddings=False, rope_parameters=rope)
 
 
-def save_tiny_model(architecture: str, target: Path, seed: int = 0) -> Path:
+def save_tiny_model(
+    architecture: str, target: Path, seed: int = 0, rope_parameters: dict | None = None, max_shard_size: str = "5GB"
+) -> Path:
+    """Save a tiny checkpoint; a small `max_shard_size` splits it into shards with an index file, as large ones are."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(architecture), dtype=torch.float32)
+    config = tiny_config(architecture, rope_parameters)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             else:
                 param.copy_(0.15 * torch.randn_like(param))
-    model.save_pretrained(target, safe_serialization=True)
+    model.save_pretrained(target, safe_serialization=True, max_shard_size=max_shard_size)
     return target

@@ -7,7 +7,7 @@ addressing and rotary positions are all on the path being compared.
 
 import numpy as np
 import pytest
-from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, ROPE_VARIANTS, VOCAB_SIZE, save_tiny_model
 
 TOLERANCE = 1e-3
 BLOCK_SIZE = 16
@@ -28,13 +28,30 @@ def mindspore_step(model, requests):
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_logits_match_transformers_through_prefill_and_paged_decode(architecture, tiny_model_dirs) -> None:
+    assert_logits_match_transformers(tiny_model_dirs[architecture])
+
+
+@pytest.mark.parametrize("variant", ROPE_VARIANTS)
+def test_rope_scaling_variants_match_transformers(variant: str, tmp_path) -> None:
+    architecture = "Qwen2ForCausalLM" if variant == "yarn" else "LlamaForCausalLM"
+    model_dir = save_tiny_model(architecture, tmp_path / variant, rope_parameters=ROPE_VARIANTS[variant])
+    assert_logits_match_transformers(model_dir)
+
+
+def test_a_sharded_checkpoint_with_an_index_loads_the_same_model(tmp_path) -> None:
+    model_dir = save_tiny_model("LlamaForCausalLM", tmp_path / "sharded", max_shard_size="200KB")
+    assert (model_dir / "model.safetensors.index.json").is_file()
+    assert len(list(model_dir.glob("*.safetensors"))) > 2
+    assert_logits_match_transformers(model_dir)
+
+
+def assert_logits_match_transformers(model_dir) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
     from vms_plugin.models.registry import build_model
     from vms_plugin.worker.batch import ScheduledRequest
 
-    model_dir = tiny_model_dirs[architecture]
     ours = build_model(model_dir)
     for attention in ours.attention_layers():
         attention.allocate_kv_cache(16 * BLOCK_SIZE)

@@ -8,20 +8,22 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, mint, nn
 
+from vms_plugin.layers.rope_scaling import RopeParameters, inverse_frequencies
 
-def rotary_tables(head_dim: int, max_positions: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+
+def rotary_tables(head_dim: int, max_positions: int, rope: RopeParameters) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin, [max_positions, head_dim], computed in float32 the way transformers does."""
-    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
-    inv_freq = (np.float32(1.0) / (np.float32(theta) ** exponents)).astype(np.float32)
+    inv_freq, attention_factor = inverse_frequencies(head_dim, rope)
     freqs = np.outer(np.arange(max_positions, dtype=np.float32), inv_freq).astype(np.float32)
     angles = np.concatenate([freqs, freqs], axis=-1)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    scale = np.float32(attention_factor)
+    return (np.cos(angles) * scale).astype(np.float32), (np.sin(angles) * scale).astype(np.float32)
 
 
 class RotaryEmbedding(nn.Cell):
-    def __init__(self, head_dim: int, max_positions: int, theta: float) -> None:
+    def __init__(self, head_dim: int, max_positions: int, rope: RopeParameters) -> None:
         super().__init__()
-        cos, sin = rotary_tables(head_dim, max_positions, theta)
+        cos, sin = rotary_tables(head_dim, max_positions, rope)
         self.cos = Tensor(cos)
         self.sin = Tensor(sin)
 

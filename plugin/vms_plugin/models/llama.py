@@ -4,7 +4,7 @@ Weights keep Hugging Face's names except two stacked projections that save matmu
 q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.stacked_params`).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import mindspore as ms
@@ -14,6 +14,7 @@ from vms_plugin.attention.paged import AttentionInputs, paged_attention
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
+from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import RotaryEmbedding, apply_rotary
 
 
@@ -27,7 +28,7 @@ class LlamaArgs:
     vocab_size: int
     head_dim: int
     rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
+    rope: RopeParameters = field(default_factory=RopeParameters)
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
     qkv_bias: bool = False  # Qwen2: biases on q/k/v only
@@ -38,10 +39,6 @@ class LlamaArgs:
     def from_hf_config(cls, config: dict[str, Any], **overrides: bool) -> "LlamaArgs":
         """Read a Hugging Face config.json; `overrides` set the architecture flags the config does not carry."""
         heads = config["num_attention_heads"]
-        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(f"rope type '{rope_type}' is not supported yet; supported: default")
         return cls(
             hidden_size=config["hidden_size"],
             intermediate_size=config["intermediate_size"],
@@ -51,7 +48,7 @@ class LlamaArgs:
             vocab_size=config["vocab_size"],
             head_dim=config.get("head_dim") or config["hidden_size"] // heads,
             rms_norm_eps=config.get("rms_norm_eps", 1e-6),
-            rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+            rope=RopeParameters.from_hf_config(config),
             max_position_embeddings=config.get("max_position_embeddings", 4096),
             tie_word_embeddings=config.get("tie_word_embeddings", False),
             qkv_bias=config.get("attention_bias", False),
@@ -134,7 +131,7 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.rotary = RotaryEmbedding(args.head_dim, args.max_position_embeddings, args.rope_theta)
+        self.rotary = RotaryEmbedding(args.head_dim, args.max_position_embeddings, args.rope)
 
     def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
         h = self.embed_tokens(input_ids)
