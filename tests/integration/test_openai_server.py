@@ -193,6 +193,58 @@ def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server
         assert results[index][0] == alone, f"request {index}"
 
 
+def metric(base_url: str, name: str) -> float:
+    return parse_metric(httpx.get(f"{base_url}/metrics", timeout=10).text, name)
+
+
+def parse_metric(exposition: str, name: str) -> float:
+    """One vLLM gauge or counter from Prometheus text, summed over its label sets."""
+    lines = exposition.splitlines()
+    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{")]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
+
+
+async def read_then_disconnect(
+    client: httpx.AsyncClient, body: dict, chunks: int, reached: asyncio.Queue, leave: asyncio.Event
+) -> None:
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        received = 0
+        async for line in response.aiter_lines():
+            received += line.startswith("data: ")
+            if received == chunks:
+                await reached.put(None)
+                await leave.wait()
+                return  # leaving the block closes the connection mid-stream
+
+
+async def start_and_abandon(base_url: str, body: dict, count: int) -> float:
+    """Open `count` long streams; once each has streamed, note how many requests run, then disconnect them all."""
+    reached: asyncio.Queue = asyncio.Queue()
+    leave = asyncio.Event()
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        readers = [asyncio.create_task(read_then_disconnect(client, body, 3, reached, leave)) for _ in range(count)]
+        for _ in range(count):
+            await reached.get()
+        response = await client.get("/metrics")
+        leave.set()
+        await asyncio.gather(*readers)
+    return parse_metric(response.text, "vllm:num_requests_running")
+
+
+def test_disconnected_clients_free_their_requests_and_kv_blocks(server: Server) -> None:
+    long_body = {**chat_request(stream=True), "max_tokens": 900, "ignore_eos": True}
+    generated_before = metric(server.base_url, "vllm:generation_tokens_total")
+    running_at_disconnect = asyncio.run(start_and_abandon(server.base_url, long_body, count=8))
+    assert running_at_disconnect == 8
+    deadline = time.monotonic() + 30
+    while metric(server.base_url, "vllm:num_requests_running") or metric(server.base_url, "vllm:kv_cache_usage_perc"):
+        assert time.monotonic() < deadline, "aborted requests still hold the engine 30 s after their clients left"
+        time.sleep(0.5)
+    generated = metric(server.base_url, "vllm:generation_tokens_total") - generated_before
+    assert generated < 8 * 900 / 4, f"{generated} tokens generated: the abandoned requests ran on"
+
+
 def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=60) == 0
