@@ -44,6 +44,7 @@ SAMPLING_SETS = {
     "top-k-1": {"temperature": 1.0, "top_k": 1},
     "temperature-0": {"temperature": 0.0, "top_p": 0.5, "seed": 7},
     "logprobs": {"temperature": 0.0, "logprobs": 5},
+    "prompt-logprobs": {"temperature": 0.0, "prompt_logprobs": 5, "max_tokens": 2},
     # Greedy and seeded rows in one batch: each row must match its uniform-batch counterpart.
     "mixed": [{"temperature": 0.0} if index % 2 == 0 else SEEDED for index in range(len(PROMPTS))],
     "logit-bias": {"temperature": 0.0, "logit_bias": {str(BIASED_TOKEN): 100.0}},
@@ -116,6 +117,8 @@ def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
             **common,
             "prompts": prompts(8, CHUNK_TOKENS + 8, 90),  # every prompt longer than one step's token budget
             "engine_args": {**no_prefix_cache, "max_num_batched_tokens": CHUNK_TOKENS, "max_num_seqs": 8},
+            # Prompt logprobs gathered chunk by chunk (see test_scheduler_features.py).
+            "sampling": {"prompt-logprobs": {"temperature": 0.0, "prompt_logprobs": 3, "max_tokens": 1}},
         },
         "prefix-caching": {
             **common,
@@ -156,7 +159,7 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, tmp_path_factory) -> dict[str, di
 def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
     """The same models through vLLM's own CPU path; of the sampling sets only logprobs are compared with it."""
     jobs = {name: dict(job) for name, job in greedy_jobs.items()}
-    jobs[DEFAULT_MODEL]["sampling"] = {"logprobs": SAMPLING_SETS["logprobs"]}
+    jobs[DEFAULT_MODEL]["sampling"] = {name: SAMPLING_SETS[name] for name in ("logprobs", "prompt-logprobs")}
     return run_greedy(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
 
 

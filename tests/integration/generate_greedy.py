@@ -58,11 +58,17 @@ def _sampling_params(max_tokens: int, options: dict):
 
 
 def _completion(output) -> dict:
+    """Token ids, and each position's logprobs as {token id: [logprob, rank]} (prompt ones start at position 1)."""
     completion = output.outputs[0]
-    logprobs = [
-        {str(token): [entry.logprob, entry.rank] for token, entry in step.items()} for step in completion.logprobs or []
-    ]
-    return {"token_ids": list(completion.token_ids), "logprobs": logprobs}
+    return {
+        "token_ids": list(completion.token_ids),
+        "logprobs": [_positions(step) for step in completion.logprobs or []],
+        "prompt_logprobs": [_positions(step) for step in (output.prompt_logprobs or [None])[1:]],
+    }
+
+
+def _positions(step) -> dict:
+    return {str(token): [entry.logprob, entry.rank] for token, entry in step.items()}
 
 
 def main() -> None:

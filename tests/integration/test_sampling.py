@@ -67,3 +67,22 @@ def test_logprobs_agree_with_vllm_cpu_path(runs, vllm_cpu_greedy) -> None:
                 compared += 1
             assert len(mine.keys() & other.keys()) >= 4
     assert compared >= 8 * 32 * 4
+
+
+def test_prompt_logprobs_agree_with_vllm_cpu_path(runs, vllm_cpu_greedy, default_prompt_ids) -> None:
+    theirs = vllm_cpu_greedy[DEFAULT_MODEL]["sampled"]["prompt-logprobs"]
+    for prompt, (ids, ours, reference) in enumerate(
+        zip(default_prompt_ids, runs["prompt-logprobs"], theirs, strict=True)
+    ):
+        assert len(ours["prompt_logprobs"]) == len(ids) - 1, (
+            f"prompt {prompt}: one entry per prompt token after the first"
+        )
+        for position, (mine, other) in enumerate(
+            zip(ours["prompt_logprobs"], reference["prompt_logprobs"], strict=True)
+        ):
+            actual = str(ids[position + 1])
+            assert actual in mine, f"prompt {prompt} position {position}: the prompt token itself is reported"
+            assert mine[actual][1] == other[actual][1], f"prompt {prompt} position {position}: rank"
+            for token in mine.keys() & other.keys():
+                assert abs(mine[token][0] - other[token][0]) < LOGPROB_TOLERANCE, f"prompt {prompt} position {position}"
+            assert len(mine.keys() & other.keys()) >= 5  # the prompt token and at least 4 of the top 5 agree

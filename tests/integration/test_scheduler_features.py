@@ -34,3 +34,23 @@ def test_prefix_cache_served_the_shared_prefix(plugin_greedy) -> None:
 
 def test_requests_were_preempted_and_resumed(plugin_greedy) -> None:
     assert plugin_greedy["preemption"]["counters"]["vllm:num_preemptions"] > 0
+
+
+def test_prompt_logprobs_gathered_over_chunks_match_transformers(plugin_greedy, scheduler_jobs) -> None:
+    """Each prompt spans several chunks; every position's logprob of the next prompt token equals transformers'."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    job = scheduler_jobs["chunked-prefill"]
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32).eval()
+    completions = plugin_greedy["chunked-prefill"]["sampled"]["prompt-logprobs"]
+    for index, (prompt, completion) in enumerate(zip(job["prompts"], completions, strict=True)):
+        with torch.no_grad():
+            expected = model(torch.tensor([prompt])).logits[0].log_softmax(-1)
+        positions = completion["prompt_logprobs"]
+        assert len(positions) == len(prompt) - 1, f"prompt {index}"
+        for position, entries in enumerate(positions):
+            token = prompt[position + 1]
+            logprob, rank = entries[str(token)]
+            assert abs(logprob - float(expected[position, token])) < 1e-3, f"prompt {index} position {position}"
+            assert rank == 1 + int((expected[position] > expected[position, token]).sum())

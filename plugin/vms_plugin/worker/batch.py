@@ -41,6 +41,7 @@ class StepBatch:
     query_positions: np.ndarray  # [R, Q] int32: position of each query slot; padding 0
     score_bias: np.ndarray  # [R, 1, 1, Q, B * block_size] float32: 0 where the key is visible, MASKED_SCORE not
     unpad_index: np.ndarray  # [T] int32: where token t sits in the flattened [R * Q] padded layout
+    query_starts: np.ndarray  # [R] int32: token index of each request's first token this step
     logits_index: np.ndarray  # [S] int32: token index of the last token of each request that samples
     sampling_rows: np.ndarray  # [S] int32: which request (row of R) each logits row belongs to
 
@@ -100,6 +101,7 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         query_positions=query_positions,
         score_bias=score_bias.astype(np.float32),
         unpad_index=unpad_index.astype(np.int32),
+        query_starts=starts,
         logits_index=logits_index,
         sampling_rows=sampling_rows,
     )

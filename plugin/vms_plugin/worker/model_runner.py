@@ -19,7 +19,8 @@ from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRun
 from vms_plugin.attention.paged import AttentionInputs
 from vms_plugin.models.registry import build_model
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
-from vms_plugin.worker.sampling import BatchSampler, SamplingState
+from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
+from vms_plugin.worker.sampling import BatchSampler, SamplingState, to_torch
 
 
 @dataclass
@@ -29,6 +30,11 @@ class RequestState:
     block_ids: list[int]
     num_computed: int
     sampling: SamplingState
+    prompt_logprobs_pending: bool  # asked for prompt logprobs and not yet given them
+
+    @property
+    def num_prompt_logprobs(self) -> int:
+        return self.sampling.params.prompt_logprobs
 
     def all_token_ids(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
@@ -40,7 +46,8 @@ class PendingStep:
 
     req_ids: list[str]
     sampling_req_ids: list[str]
-    logits: ms.Tensor | None
+    prompt_chunks: list[PromptLogprobsChunk]
+    logits: ms.Tensor | None  # the sampling rows, then the prompt-logprobs rows of each chunk in order
 
 
 def attention_inputs(batch: StepBatch) -> AttentionInputs:
@@ -62,6 +69,7 @@ class MindSporeModelRunner:
         self.requests: dict[str, RequestState] = {}
         self.pending: PendingStep | None = None
         self.sampler: BatchSampler | None = None
+        self.prompt_logprobs: PromptLogprobsCollector | None = None
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
@@ -69,6 +77,7 @@ class MindSporeModelRunner:
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
         self.model = build_model(model_dir)
         self.sampler = BatchSampler(self.vllm_config)
+        self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         for attention in self.model.attention_layers():
@@ -95,8 +104,11 @@ class MindSporeModelRunner:
             return EMPTY_MODEL_RUNNER_OUTPUT
         batch = build_step_batch(scheduled, self.block_size)
         sampling_req_ids = [req_ids[row] for row in batch.sampling_rows]
-        logits = self._forward(batch)  # also when nothing samples: prompt chunks still fill the KV cache
-        self.pending = PendingStep(req_ids, sampling_req_ids, logits if sampling_req_ids else None)
+        prompt_chunks = self._prompt_logprobs_chunks(req_ids, scheduled, batch)
+        logits_index = np.concatenate([batch.logits_index, *(chunk.token_rows for chunk in prompt_chunks)])
+        logits = self._forward(batch, logits_index)  # also when nothing samples: prompt chunks still fill the KV
+        has_rows = len(logits_index) > 0
+        self.pending = PendingStep(req_ids, sampling_req_ids, prompt_chunks, logits if has_rows else None)
         return None
 
     def sample_tokens(self) -> ModelRunnerOutput:
@@ -106,9 +118,11 @@ class MindSporeModelRunner:
         req_id_to_index = {req_id: index for index, req_id in enumerate(step.req_ids)}
         sampled: list[list[int]] = [[] for _ in step.req_ids]
         logprobs = None
-        if step.logits is not None:
+        num_sampling = len(step.sampling_req_ids)
+        prompt_logprobs = self._collect_prompt_logprobs(step, num_sampling)
+        if num_sampling:
             rows = [self.requests[req_id].sampling for req_id in step.sampling_req_ids]
-            output = self.sampler.sample(step.logits, rows)
+            output = self.sampler.sample(step.logits[:num_sampling], rows)
             for req_id, token_id in zip(step.sampling_req_ids, output.sampled_token_ids[:, 0].tolist(), strict=True):
                 self.requests[req_id].output_token_ids.append(token_id)
                 sampled[req_id_to_index[req_id]] = [token_id]
@@ -120,11 +134,52 @@ class MindSporeModelRunner:
             req_id_to_index=req_id_to_index,
             sampled_token_ids=sampled,
             logprobs=logprobs,
+            prompt_logprobs_dict=prompt_logprobs,
         )
+
+    def _prompt_logprobs_chunks(
+        self, req_ids: list[str], scheduled: list[ScheduledRequest], batch: StepBatch
+    ) -> list[PromptLogprobsChunk]:
+        chunks = []
+        for row, (req_id, request) in enumerate(zip(req_ids, scheduled, strict=True)):
+            state = self.requests[req_id]
+            if state.prompt_logprobs_pending:
+                chunk = plan_chunk(
+                    req_id,
+                    len(state.prompt_token_ids),
+                    state.num_computed,
+                    len(request.token_ids),
+                    int(batch.query_starts[row]),
+                )
+                if chunk is not None:
+                    chunks.append(chunk)
+        return chunks
+
+    def _collect_prompt_logprobs(self, step: PendingStep, num_sampling: int) -> dict[str, LogprobsTensors | None]:
+        if not step.prompt_chunks:
+            return {}
+        vocab_size = self.sampler.vocab_size
+        has_rows = any(len(chunk.token_rows) for chunk in step.prompt_chunks)
+        logits = to_torch(step.logits[num_sampling:]) if has_rows else None
+        requests = {chunk.req_id: self.requests[chunk.req_id] for chunk in step.prompt_chunks}
+        finished = self.prompt_logprobs.collect(
+            step.prompt_chunks,
+            logits,
+            prompts={req_id: state.prompt_token_ids for req_id, state in requests.items()},
+            num_logprobs={
+                req_id: vocab_size if state.num_prompt_logprobs == -1 else state.num_prompt_logprobs
+                for req_id, state in requests.items()
+            },
+        )
+        for req_id in finished:
+            requests[req_id].prompt_logprobs_pending = False
+        return finished
 
     def _update_states(self, scheduler_output: SchedulerOutput) -> None:
         for req_id in scheduler_output.finished_req_ids:
             self.requests.pop(req_id, None)
+            if self.prompt_logprobs is not None:
+                self.prompt_logprobs.forget(req_id)
         if scheduler_output.kv_cache_block_copies:
             self._copy_kv_blocks(scheduler_output.kv_cache_block_copies)
         for new in scheduler_output.scheduled_new_reqs:
@@ -139,6 +194,7 @@ class MindSporeModelRunner:
                 block_ids=list(new.block_ids[0]),
                 num_computed=new.num_computed_tokens,
                 sampling=SamplingState.for_request(new.sampling_params, prompt, outputs),
+                prompt_logprobs_pending=new.sampling_params.prompt_logprobs is not None,
             )
         cached = scheduler_output.scheduled_cached_reqs
         for index, req_id in enumerate(cached.req_ids):
@@ -162,10 +218,10 @@ class MindSporeModelRunner:
             wants_logits=end >= len(tokens),
         )
 
-    def _forward(self, batch: StepBatch) -> ms.Tensor:
+    def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
         inputs = attention_inputs(batch)
         # A step without sampling still needs a valid index; its logits are discarded.
-        logits_index = batch.logits_index if len(batch.logits_index) else np.zeros(1, dtype=np.int32)
+        logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))
 
 

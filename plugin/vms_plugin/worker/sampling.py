@@ -51,9 +51,8 @@ class BatchSampler:
 
     def sample(self, logits: ms.Tensor, rows: Sequence[SamplingState]) -> SamplerOutput:
         """One token for each row of `logits` [S, vocab], row i belonging to `rows[i]`."""
-        torch_logits = torch.utils.dlpack.from_dlpack(to_dlpack(logits))  # zero-copy; __dlpack__ is not accepted
         self._update_logits_processors(rows)
-        return self.sampler(torch_logits, self._metadata(rows))
+        return self.sampler(to_torch(logits), self._metadata(rows))
 
     def _update_logits_processors(self, rows: Sequence[SamplingState]) -> None:
         added = [(index, row.params, row.prompt_token_ids, row.output_token_ids) for index, row in enumerate(rows)]
@@ -110,6 +109,11 @@ class BatchSampler:
                 mask[index] = True
                 mask[index, p.allowed_token_ids] = False
         return mask
+
+
+def to_torch(tensor: ms.Tensor) -> torch.Tensor:
+    """The same memory seen as a torch tensor (zero-copy; torch does not accept MindSpore's __dlpack__)."""
+    return torch.utils.dlpack.from_dlpack(to_dlpack(tensor))
 
 
 def _floats(values: list[float]) -> torch.Tensor:
