@@ -12,8 +12,9 @@ STAMP := $(VENV)/.setup-$(SETUP_HASH)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test bench lint clean
 
 setup: $(STAMP)
 
@@ -35,6 +36,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark (not a test): vms vs vLLM's CPU backend vs llama.cpp; report in bench/results/.
+bench: setup
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(PIP) install -c requirements/compute.txt -r requirements/bench.txt
+	$(BIN)/vms bench $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -18,6 +18,9 @@ USAGE_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its options belong to the harness's own parser
+        return _bench(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -51,6 +54,12 @@ def _serve(args: argparse.Namespace) -> int:
     os.execv(command[0], command)  # vLLM takes over this process, so signals reach it directly
 
 
+def _bench(bench_args: Sequence[str]) -> int:
+    from vms_bench.cli import main as bench_main  # the harness is heavy (matplotlib, psutil): only when asked
+
+    return bench_main(list(bench_args))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vms", description="vLLM with MindSpore: serve models on Ascend or CPU.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,4 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-model-len", type=int, default=2048)
     serve.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: extra arguments for vLLM")
     serve.set_defaults(handler=_serve)
+
+    commands.add_parser(  # listed in --help; main() hands its arguments to the harness
+        "bench", help="benchmark vms against vLLM's CPU backend and llama.cpp (vms bench --help)", add_help=False
+    )
     return parser

@@ -17,11 +17,11 @@ def mindspore_step(model, requests):
     """Logits for every token of one batched step."""
     from mindspore import Tensor
 
+    from vms_plugin.attention.paged_inputs import attention_inputs
     from vms_plugin.worker.batch import build_step_batch
-    from vms_plugin.worker.model_runner import attention_inputs
 
     batch = build_step_batch(requests, BLOCK_SIZE)
-    inputs = attention_inputs(batch)
+    inputs = attention_inputs(batch, model.attention_layers()[0].head_layout())
     every_token = Tensor(np.arange(len(batch.input_ids), dtype=np.int32))
     return model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, every_token).asnumpy()
 

@@ -1,9 +1,12 @@
 """Paged attention from basic MindSpore ops (the CPU path; MindSpore's fused PagedAttention has no CPU kernel).
 
-The KV cache of a layer is two tensors of shape [num_blocks * block_size, num_kv_heads, head_dim]: row
-`block_id * block_size + offset` holds one token, so vLLM's block ids address it directly. A step first writes
-its new K/V rows (slot_mapping), then every request gathers its context through its block table and attends
-with a causal mask by position. All requests of the step are handled by one set of batched ops.
+The KV cache of a layer is two tensors of shape [num_kv_heads * slots, head_dim], head-major: row
+`kv_head * slots + block_id * block_size + offset` holds one head of one token, so vLLM's block ids address it
+directly. The layout is chosen so that the whole step is gathers and batched matmuls with no transpose:
+MindSpore's CPU transpose costs ~1 ms per layer at decode sizes, more than the attention maths. Every
+rearrangement (new K/V rows into the cache, context rows out of it, queries grouped by KV head, outputs back
+to token order) is a gather or scatter through row indices the host computed once per step
+(`paged_inputs.py`).
 """
 
 from typing import NamedTuple
@@ -13,13 +16,20 @@ from mindspore import Parameter, mint, ops
 
 
 class AttentionInputs(NamedTuple):
-    """The per-step index tensors, built once per step on the host (see worker/batch.py)."""
+    """The per-step row indices and mask, built once per step on the host and shared by every layer.
 
-    slot_mapping: ms.Tensor  # [T]: cache row written by each new token
-    context_slots: ms.Tensor  # [R, C]: cache rows of each request's context, C = blocks * block_size
-    query_index: ms.Tensor  # [R, Q]: token index of each padded query slot (T = the zero row)
-    score_bias: ms.Tensor  # [R, 1, 1, Q, C]: 0 for visible keys, a large negative number for the others
-    unpad_index: ms.Tensor  # [T]: row of each token in the flattened [R * Q] padded output
+    T tokens, R requests, Q longest query, C context slots per request, H heads, KVH KV heads, G = H / KVH.
+    """
+
+    write_rows: ms.Tensor  # [T, KVH]: cache row of each new token's K/V, per KV head
+    context_rows: ms.Tensor  # [KVH, R, C]: cache rows of each request's context, per KV head
+    query_rows: ms.Tensor  # [KVH, R, G * Q]: row of q.reshape(T * H, D) for each (group head, query slot)
+    score_bias: ms.Tensor  # [1, R, 1, Q, C]: 0 for visible keys, a large negative number for the others
+    output_rows: ms.Tensor  # [T * H]: row of the flattened [KVH * R * G * Q] output for each (token, head)
+
+
+_scores_matmul = ops.BatchMatMul(transpose_b=True)
+_values_matmul = ops.BatchMatMul()
 
 
 def paged_attention(
@@ -32,25 +42,19 @@ def paged_attention(
     scale: float,
 ) -> ms.Tensor:
     """q [T, H, D], k and v [T, KVH, D] -> attention output [T, H * D]; writes k and v into the caches."""
-    ops.scatter_update(k_cache, inputs.slot_mapping, k)
-    ops.scatter_update(v_cache, inputs.slot_mapping, v)
-    num_heads, head_dim = q.shape[1:]
-    num_kv_heads = k.shape[1]
-    group = num_heads // num_kv_heads
-    num_reqs, max_query = inputs.query_index.shape
-    context = inputs.context_slots.shape[1]
+    ops.scatter_update(k_cache, inputs.write_rows, k)
+    ops.scatter_update(v_cache, inputs.write_rows, v)
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads, num_reqs, group_queries = inputs.query_rows.shape
+    max_query, context = inputs.score_bias.shape[3:]
 
-    keys = k_cache[inputs.context_slots].transpose(0, 2, 3, 1)  # [R, KVH, D, C]
-    values = v_cache[inputs.context_slots].transpose(0, 2, 1, 3)  # [R, KVH, C, D]
-    padded = mint.cat([q, mint.zeros((1, num_heads, head_dim), dtype=q.dtype)])[inputs.query_index]
-    # Heads sharing a KV head are stacked on the query axis so one batched matmul serves the whole group.
-    queries = padded.reshape(num_reqs, max_query, num_kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4)
-    queries = queries.reshape(num_reqs, num_kv_heads, group * max_query, head_dim)
+    keys = ops.gather(k_cache, inputs.context_rows, 0)  # [KVH, R, C, D]
+    values = ops.gather(v_cache, inputs.context_rows, 0)
+    # Heads sharing a KV head are stacked on the query axis, so one batched matmul serves the whole group.
+    queries = ops.gather(q.reshape(num_tokens * num_heads, head_dim), inputs.query_rows, 0)  # [KVH, R, G*Q, D]
 
-    scores = mint.matmul(queries, keys) * scale
-    scores = scores.reshape(num_reqs, num_kv_heads, group, max_query, context) + inputs.score_bias
-    probs = mint.softmax(scores, dim=-1).reshape(num_reqs, num_kv_heads, group * max_query, context)
-
-    out = mint.matmul(probs, values).reshape(num_reqs, num_kv_heads, group, max_query, head_dim)
-    out = out.transpose(0, 3, 1, 2, 4).reshape(num_reqs * max_query, num_heads * head_dim)
-    return out[inputs.unpad_index]
+    scores = _scores_matmul(queries, keys) * scale
+    scores = scores.reshape(num_kv_heads, num_reqs, group_queries // max_query, max_query, context)
+    probs = mint.softmax(scores + inputs.score_bias, dim=-1).reshape(num_kv_heads, num_reqs, group_queries, context)
+    out = _values_matmul(probs, values).reshape(-1, head_dim)  # [KVH * R * G * Q, D]
+    return ops.gather(out, inputs.output_rows, 0).reshape(num_tokens, num_heads * head_dim)

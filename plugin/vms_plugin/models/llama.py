@@ -8,9 +8,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import mindspore as ms
-from mindspore import Parameter, mint, nn, ops
+import numpy as np
+from mindspore import Parameter, Tensor, mint, nn, ops
 
 from vms_plugin.attention.paged import AttentionInputs, paged_attention
+from vms_plugin.attention.paged_inputs import HeadLayout
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
@@ -75,16 +77,25 @@ class Attention(nn.Cell):
         self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
+        self.num_slots = 0
 
     def allocate_kv_cache(self, num_slots: int) -> None:
-        shape = (num_slots, self.num_kv_heads, self.head_dim)
+        """Head-major caches, [KVH * num_slots, D] (see attention/paged.py)."""
+        shape = (self.num_kv_heads * num_slots, self.head_dim)
+        self.num_slots = num_slots
         # Graph mode needs every parameter name to be unique across the model.
         self.k_cache = Parameter(ops.zeros(shape, ms.float32), name=f"k_cache.{self.layer_index}", requires_grad=False)
         self.v_cache = Parameter(ops.zeros(shape, ms.float32), name=f"v_cache.{self.layer_index}", requires_grad=False)
 
-    def copy_kv_slots(self, src: ms.Tensor, dst: ms.Tensor) -> None:
-        ops.scatter_update(self.k_cache, dst, self.k_cache[src])
-        ops.scatter_update(self.v_cache, dst, self.v_cache[src])
+    def copy_kv_slots(self, src: np.ndarray, dst: np.ndarray) -> None:
+        """Copy token slots `src` to `dst` for every KV head."""
+        head_base = np.arange(self.num_kv_heads, dtype=np.int32)[None, :] * self.num_slots
+        src_rows, dst_rows = Tensor(src[:, None] + head_base), Tensor(dst[:, None] + head_base)
+        ops.scatter_update(self.k_cache, dst_rows, ops.gather(self.k_cache, src_rows, 0))
+        ops.scatter_update(self.v_cache, dst_rows, ops.gather(self.v_cache, src_rows, 0))
+
+    def head_layout(self) -> HeadLayout:
+        return HeadLayout(self.num_heads, self.num_kv_heads, self.num_slots)
 
     def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)

@@ -16,7 +16,7 @@ from vllm.config import VllmConfig
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
-from vms_plugin.attention.paged import AttentionInputs
+from vms_plugin.attention.paged_inputs import attention_inputs
 from vms_plugin.models.registry import build_model
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
@@ -50,17 +50,6 @@ class PendingStep:
     logits: ms.Tensor | None  # the sampling rows, then the prompt-logprobs rows of each chunk in order
 
 
-def attention_inputs(batch: StepBatch) -> AttentionInputs:
-    """The step's index and mask arrays as MindSpore tensors, shared by every layer."""
-    return AttentionInputs(
-        slot_mapping=Tensor(batch.slot_mapping),
-        context_slots=Tensor(batch.context_slots),
-        query_index=Tensor(batch.query_index),
-        score_bias=Tensor(batch.score_bias),
-        unpad_index=Tensor(batch.unpad_index),
-    )
-
-
 class MindSporeModelRunner:
     def __init__(self, vllm_config: VllmConfig) -> None:
         self.vllm_config = vllm_config
@@ -87,8 +76,8 @@ class MindSporeModelRunner:
         """Copy-on-write of shared prefix blocks, requested by the scheduler before the step runs."""
         pairs = np.array(copies, dtype=np.int32)
         offsets = np.arange(self.block_size, dtype=np.int32)
-        src = Tensor((pairs[:, :1] * self.block_size + offsets).reshape(-1))
-        dst = Tensor((pairs[:, 1:] * self.block_size + offsets).reshape(-1))
+        src = (pairs[:, :1] * self.block_size + offsets).reshape(-1)
+        dst = (pairs[:, 1:] * self.block_size + offsets).reshape(-1)
         for attention in self.model.attention_layers():
             attention.copy_kv_slots(src, dst)
 
@@ -219,7 +208,7 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
-        inputs = attention_inputs(batch)
+        inputs = attention_inputs(batch, self.model.attention_layers()[0].head_layout())
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))

@@ -1,0 +1,5 @@
+import sys
+
+from vms_bench.cli import main
+
+sys.exit(main())

