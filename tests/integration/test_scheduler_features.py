@@ -53,4 +53,8 @@ def test_prompt_logprobs_gathered_over_chunks_match_transformers(plugin_greedy, 
             token = prompt[position + 1]
             logprob, rank = entries[str(token)]
             assert abs(logprob - float(expected[position, token])) < 1e-3, f"prompt {index} position {position}"
-            assert rank == 1 + int((expected[position] > expected[position, token]).sum())
+            # Rank: tokens whose logprob is within the tolerance of this one may order either way.
+            reference = float(expected[position, token])
+            surely_above = int((expected[position] > reference + 1e-3).sum())
+            maybe_above = int((expected[position] > reference - 1e-3).sum()) - 1
+            assert 1 + surely_above <= rank <= 1 + maybe_above, f"prompt {index} position {position}: rank {rank}"

@@ -24,7 +24,7 @@ class AttentionInputs(NamedTuple):
     write_rows: ms.Tensor  # [T, KVH]: cache row of each new token's K/V, per KV head
     context_rows: ms.Tensor  # [KVH, R, C]: cache rows of each request's context, per KV head
     query_rows: ms.Tensor  # [KVH, R, G * Q]: row of q.reshape(T * H, D) for each (group head, query slot)
-    score_bias: ms.Tensor  # [1, R, 1, Q, C]: 0 for visible keys, a large negative number for the others
+    score_bias: ms.Tensor  # [KVH or 1, R, G or 1, Q, C]: 0 for visible keys, a large negative number for the others
     output_rows: ms.Tensor  # [T * H]: row of the flattened [KVH * R * G * Q] output for each (token, head)
 
 

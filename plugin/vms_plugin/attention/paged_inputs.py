@@ -11,6 +11,10 @@ from mindspore import Tensor
 from vms_plugin.attention.paged import AttentionInputs
 from vms_plugin.worker.batch import StepBatch
 
+# Up to this many elements (16 MB) the mask is expanded to the full score shape on the host; beyond it (long
+# prefills) it stays broadcast, trading speed for memory.
+MATERIALIZED_BIAS_LIMIT = 4 << 20
+
 
 @dataclass(frozen=True)
 class HeadLayout:
@@ -50,6 +54,9 @@ def attention_index_arrays(batch: StepBatch, layout: HeadLayout) -> tuple[np.nda
     output_rows = output_rows + slot[:, None]
 
     score_bias = batch.score_bias.reshape(1, num_reqs, 1, max_query, -1)
+    full_shape = (kv_heads, num_reqs, group, max_query, score_bias.shape[-1])
+    if np.prod(full_shape) <= MATERIALIZED_BIAS_LIMIT:  # a same-shape add is ~9x faster than a broadcast one
+        score_bias = np.ascontiguousarray(np.broadcast_to(score_bias, full_shape))
     return (
         write_rows.astype(np.int32),
         context_rows.astype(np.int32),

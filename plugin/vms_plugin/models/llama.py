@@ -97,7 +97,7 @@ class Attention(nn.Cell):
     def head_layout(self) -> HeadLayout:
         return HeadLayout(self.num_heads, self.num_kv_heads, self.num_slots)
 
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ...], inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
         # q and k heads are normalised and rotated together: one set of ops instead of two.
         qk = qkv[:, : self.q_size + self.kv_size].reshape(-1, self.num_heads + self.num_kv_heads, self.head_dim)
@@ -131,7 +131,7 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ...], inputs: AttentionInputs) -> ms.Tensor:
         h = x + self.self_attn(self.input_layernorm(x), rotary, inputs)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -143,10 +143,11 @@ class LlamaModel(nn.Cell):
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.rotary = RotaryEmbedding(args.head_dim, args.max_position_embeddings, args.rope)
+        self.num_rotated_heads = args.num_attention_heads + args.num_key_value_heads  # q and k, rotated together
 
     def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
         h = self.embed_tokens(input_ids)
-        rotary = self.rotary(positions)  # looked up once, applied by every layer
+        rotary = self.rotary(positions, self.num_rotated_heads)  # looked up once, applied by every layer
         for layer in self.layers:
             h = layer(h, rotary, inputs)
         return h
@@ -155,9 +156,13 @@ class LlamaModel(nn.Cell):
 class LlamaForCausalLM(nn.Cell):
     # Checkpoint names (suffixes) concatenated, in order, into one of our parameters.
     stacked_params: ClassVar[dict[str, tuple[str, ...]]] = {
-        "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        "self_attn.qkv_proj.weight_t": (
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "self_attn.v_proj.weight",
+        ),
         "self_attn.qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
-        "mlp.gate_up_proj.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+        "mlp.gate_up_proj.weight_t": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
 
     @classmethod
@@ -170,6 +175,12 @@ class LlamaForCausalLM(nn.Cell):
         self.model = LlamaModel(args)
         self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size)
         self.logits_matmul = ops.MatMul(transpose_b=True)
+
+    def fold_norm_weights(self) -> None:
+        """After loading: each layer's two norms feed one linear each (qkv, gate_up), so their weights fold in."""
+        for layer in self.model.layers:
+            layer.input_layernorm.fold_into(layer.self_attn.qkv_proj)
+            layer.post_attention_layernorm.fold_into(layer.mlp.gate_up_proj)
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]

@@ -15,6 +15,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from vms_plugin.layers.linear import TRANSPOSED_WEIGHT
+
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
 
 
@@ -66,7 +68,10 @@ def open_checkpoint(model_dir: Path) -> Iterator[Mapping[str, SafetensorsFile]]:
 
 
 def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[str, ...]]) -> None:
-    """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0)."""
+    """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0).
+
+    Parameters named `weight_t` (see layers/linear.py) take the checkpoint's `weight`, transposed.
+    """
     with open_checkpoint(model_dir) as tensors:
         for name, param in model.parameters_and_names():
             if name.endswith(("k_cache", "v_cache")):
@@ -77,6 +82,8 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
             parts = [tensors[source].read_float32(source) for source in sources]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            if name.endswith(TRANSPOSED_WEIGHT):
+                value = np.ascontiguousarray(value.T)
             if tuple(value.shape) != tuple(param.shape):
                 raise CheckpointError(
                     f"tensor {sources[0]} has shape {tuple(value.shape)} but the model expects {tuple(param.shape)}"
@@ -89,4 +96,6 @@ def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[st
         if name.endswith(suffix):
             prefix = name[: -len(suffix)]
             return tuple(prefix + part for part in parts)
+    if name.endswith(TRANSPOSED_WEIGHT):
+        return (name[: -len(TRANSPOSED_WEIGHT)] + "weight",)
     return (name,)
