@@ -1,7 +1,11 @@
-"""`vms`: the command line of the appliance (`vms model prepare`, `vms serve`)."""
+"""`vms`: the command line of the appliance (`vms model prepare`, `vms serve`, `vms config`, `vms bench`).
+
+`vms serve` and `vms config` read the VMS_* settings (settings.py); their flags override the variables.
+"""
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +16,10 @@ from vms_supervisor.default_model import (
     default_model_dir,
     prepare_default_model,
 )
-from vms_supervisor.engine_command import EngineOptions, check_model, engine_argv
+from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
+from vms_supervisor.engine_command import check_model, engine_argv
+from vms_supervisor.npu_probe import probe
+from vms_supervisor.settings import Settings, SettingsError, load_settings
 
 USAGE_ERROR = 2
 
@@ -25,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ModelPrepareError, FileNotFoundError, ValueError) as error:
+    except SettingsError as error:
+        for problem in error.problems:
+            print(f"vms: error: {problem}", file=sys.stderr)
+        return USAGE_ERROR
+    except (ModelPrepareError, DeviceError, FileNotFoundError, ValueError) as error:
         print(f"vms: error: {error}", file=sys.stderr)
         return USAGE_ERROR
 
@@ -36,22 +47,46 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    model_dir = args.model
-    if model_dir is None:
-        model_dir = prepare_default_model()
-    check_model(model_dir)
-    options = EngineOptions(
-        model_dir=model_dir,
-        served_model_name=args.served_model_name or (DEFAULT_MODEL_NAME if args.model is None else str(model_dir)),
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        model=args.model,
+        served_model_name=args.served_model_name,
         host=args.host,
         port=args.port,
         max_model_len=args.max_model_len,
-        extra_args=tuple(args.engine_args[1:] if args.engine_args[:1] == ["--"] else args.engine_args),
+        engine_args=shlex.join(args.engine_args[1:] if args.engine_args[:1] == ["--"] else args.engine_args) or None,
     )
-    command = engine_argv(options)
+
+
+def _device(settings: Settings) -> DeviceChoice:
+    choice = choose_device(settings, probe())
+    if choice.warning:
+        print(f"vms: warning: {choice.warning}", file=sys.stderr)
+    if choice.device == "ascend":
+        raise DeviceError("the Ascend path of vms_plugin is not built yet; set VMS_DEVICE=cpu to serve on the CPU")
+    return choice
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    model_dir = settings.model or prepare_default_model()
+    check_model(model_dir)
+    _device(settings)
+    command = engine_argv(settings, model_dir)
     print("vms: starting", " ".join(command), file=sys.stderr, flush=True)
     os.execv(command[0], command)  # vLLM takes over this process, so signals reach it directly
+
+
+def _config(args: argparse.Namespace) -> int:
+    """Print the effective settings (secrets redacted) and the engine command line, without starting anything."""
+    settings = _settings(args)
+    settings.token()  # an unreadable token file is a configuration error too
+    choice = _device(settings)
+    for name, value in settings.redacted().items():
+        print(f"{name}={'' if value is None else value}")
+    print(f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}")
+    print("engine:", " ".join(engine_argv(settings, settings.model or default_model_dir())))
+    return 0
 
 
 def _bench(bench_args: Sequence[str]) -> int:
@@ -72,18 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     prepare.set_defaults(handler=_prepare)
 
     serve = commands.add_parser("serve", help="serve a model with vLLM's OpenAI-compatible server")
-    serve.add_argument(
-        "--model",
-        type=Path,
-        default=Path(os.environ["VMS_MODEL"]) if os.environ.get("VMS_MODEL") else None,
-        help="local Hugging Face model directory (default: $VMS_MODEL, else the embedded default model)",
-    )
-    serve.add_argument("--served-model-name", default=None, help="model name in the API (default: the model's)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-model-len", type=int, default=2048)
-    serve.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: extra arguments for vLLM")
+    config = commands.add_parser("config", help="print the effective VMS_* settings and the engine command line")
+    for command in (serve, config):
+        command.add_argument("--model", type=Path, default=None, help="model directory (overrides VMS_MODEL)")
+        command.add_argument("--served-model-name", default=None, help="overrides VMS_SERVED_MODEL_NAME")
+        command.add_argument("--host", default=None, help="overrides VMS_HOST (default 127.0.0.1)")
+        command.add_argument("--port", type=int, default=None, help="overrides VMS_PORT (default 8000)")
+        command.add_argument("--max-model-len", type=int, default=None, help="overrides VMS_MAX_MODEL_LEN")
+        command.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: vLLM arguments (VMS_ENGINE_ARGS)")
     serve.set_defaults(handler=_serve)
+    config.set_defaults(handler=_config)
 
     commands.add_parser(  # listed in --help; main() hands its arguments to the harness
         "bench", help="benchmark vms against vLLM's CPU backend and llama.cpp (vms bench --help)", add_help=False

@@ -1,0 +1,83 @@
+"""The admin API: Kubernetes probes (open) and admin endpoints (bearer token), served by the operator process.
+
+The app only reads and drives an `Operator` (see `operator_view.py`), so it can be tested on its own and the
+operator keeps all process handling.
+"""
+
+import hmac
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from vms_admin.metrics import render_metrics
+from vms_admin.operator_view import Operator
+
+MAX_LOG_LINES = 10_000
+
+
+def create_app(operator: Operator) -> FastAPI:
+    app = FastAPI(title="vms admin", description="Health probes and administration of the vms engine")
+
+    def probe(ok: bool) -> JSONResponse:
+        status = operator.status()
+        body = {"status": "ok" if ok else "unavailable", "state": status["state"], "reason": status["last_error"]}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/health/live", tags=["probes"])
+    @app.get("/v2/health/live", tags=["probes"], include_in_schema=False)
+    def live() -> JSONResponse:
+        """200 while the operator runs: a dead engine is restarted by the operator, not by Kubernetes."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/health/ready", tags=["probes"])
+    @app.get("/v2/health/ready", tags=["probes"], include_in_schema=False)
+    def ready() -> JSONResponse:
+        """200 only while the engine answers and the operator is not draining."""
+        return probe(operator.ready())
+
+    @app.get("/health/startup", tags=["probes"])
+    def startup() -> JSONResponse:
+        """200 once the engine has been ready at least once."""
+        return probe(operator.has_started())
+
+    def authorised(request: Request) -> None:
+        expected = operator.admin_token()
+        if expected is None:
+            raise HTTPException(403, "admin endpoints are disabled: set VMS_ADMIN_TOKEN or VMS_ADMIN_TOKEN_FILE")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise HTTPException(403, "wrong bearer token")
+
+    admin = [Depends(authorised)]
+
+    @app.get("/admin/status", dependencies=admin, tags=["admin"])
+    def status() -> dict:
+        return operator.status()
+
+    @app.get("/admin/devices", dependencies=admin, tags=["admin"])
+    def devices() -> dict:
+        return operator.devices()
+
+    @app.get("/admin/config", dependencies=admin, tags=["admin"])
+    def config() -> dict:
+        return operator.config()
+
+    @app.post("/admin/engine/{action}", dependencies=admin, tags=["admin"])
+    def engine(action: str) -> dict:
+        if action not in ("start", "stop", "restart"):
+            raise HTTPException(404, f"unknown engine action '{action}'; allowed: start, stop, restart")
+        operator.control(action)
+        return operator.status()
+
+    @app.get("/admin/logs", dependencies=admin, tags=["admin"], response_class=PlainTextResponse)
+    def logs(lines: int = Query(200, ge=1, le=MAX_LOG_LINES)) -> str:
+        return operator.log_tail(lines)
+
+    @app.get("/metrics", dependencies=admin, tags=["admin"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(render_metrics(operator), media_type="text/plain; version=0.0.4")
+
+    return app

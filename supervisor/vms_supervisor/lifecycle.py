@@ -1,0 +1,122 @@
+"""The engine's life as the operator sees it: a state machine driven by observations, with restart backoff and
+crash-loop detection. Pure logic with the clock passed in, so that timing is tested without waiting.
+
+    starting -> ready -> unhealthy -> restarting -> starting -> ...
+        any state -> failed   (crash-loop limit reached: readiness stays false until a manual start)
+        any state -> stopped  (an operator stopped the engine)
+
+The operator loop calls `observe()` every health interval with whether the engine process runs and whether its
+/health answered, and carries out the returned action through supervisord.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    UNHEALTHY = "unhealthy"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class Action(StrEnum):
+    NONE = "none"
+    START = "start"  # start the engine program
+    STOP = "stop"  # stop it (before a restart, or for good)
+
+
+@dataclass(frozen=True)
+class Policy:
+    start_timeout: float
+    failure_threshold: int
+    backoff_initial: float
+    backoff_max: float
+    backoff_factor: float
+    crash_loop_limit: int
+    crash_loop_window: float
+
+    def backoff(self, restarts_in_window: int) -> float:
+        """Seconds to wait before restart number `restarts_in_window` (0-based): exponential, capped."""
+        return min(self.backoff_initial * self.backoff_factor**restarts_in_window, self.backoff_max)
+
+
+@dataclass
+class Lifecycle:
+    policy: Policy
+    state: State = State.STOPPED
+    restarts: int = 0  # since the operator started, for /admin/status and metrics
+    last_error: str | None = None
+    since: float = 0.0  # when the current state began
+    _restart_times: deque = field(default_factory=deque)
+    _failed_checks: int = 0
+    _start_at: float | None = None  # when a pending restart may start the engine
+
+    @property
+    def ready(self) -> bool:
+        return self.state == State.READY
+
+    def start(self, now: float) -> Action:
+        """A start requested by the operator (at boot or through the admin API): counters begin afresh."""
+        self._restart_times.clear()
+        self.last_error = None
+        self._enter(State.STARTING, now)
+        return Action.START
+
+    def stop(self, now: float) -> Action:
+        self._enter(State.STOPPED, now)
+        return Action.STOP
+
+    def observe(self, now: float, running: bool, healthy: bool) -> Action:
+        if self.state in (State.STOPPED, State.FAILED):
+            return Action.NONE
+        if self.state == State.RESTARTING:
+            if now >= self._start_at:
+                self._enter(State.STARTING, now)
+                return Action.START
+            return Action.NONE
+        if not running:
+            return self._restart(now, "the engine process exited")
+        if self.state == State.STARTING:
+            if healthy:
+                self._enter(State.READY, now)
+            elif now - self.since > self.policy.start_timeout:
+                return self._restart(now, f"the engine did not answer /health within {self.policy.start_timeout:g} s")
+            return Action.NONE
+        if healthy:
+            self._failed_checks = 0
+            if self.state == State.UNHEALTHY:
+                self._enter(State.READY, now)
+            return Action.NONE
+        self._failed_checks += 1
+        if self.state == State.READY:
+            self._enter(State.UNHEALTHY, now, keep_checks=True)
+        if self._failed_checks >= self.policy.failure_threshold:
+            return self._restart(now, f"/health failed {self._failed_checks} times in a row")
+        return Action.NONE
+
+    def _restart(self, now: float, reason: str) -> Action:
+        self.last_error = reason
+        window_start = now - self.policy.crash_loop_window
+        while self._restart_times and self._restart_times[0] < window_start:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= self.policy.crash_loop_limit:
+            self.last_error = (
+                f"crash loop: {len(self._restart_times)} restarts within {self.policy.crash_loop_window:g} s; "
+                f"last: {reason}"
+            )
+            self._enter(State.FAILED, now)
+            return Action.STOP
+        self._start_at = now + self.policy.backoff(len(self._restart_times))
+        self._restart_times.append(now)
+        self.restarts += 1
+        self._enter(State.RESTARTING, now)
+        return Action.STOP
+
+    def _enter(self, state: State, now: float, keep_checks: bool = False) -> None:
+        self.state, self.since = state, now
+        if not keep_checks:
+            self._failed_checks = 0
