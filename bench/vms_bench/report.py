@@ -72,7 +72,7 @@ def markdown(result: dict) -> str:
         cells = [f"{label} ({unit}, {'higher' if higher_better else 'lower'} is better)"]
         for backend in present:
             figure = summaries[backend].get(name)
-            cells.append(f"{figure['median']:.3g} ({figure['min']:.3g})" if figure else "-")
+            cells.append(f"{_number(figure['median'])} ({_number(figure['min'])})" if figure else "-")
         cells += [f"{peers[peer][name]:.2f}" if name in peers[peer] else "-" for peer in peers]
         lines.append("| " + " | ".join(cells) + " |")
     machine = result["machine"]
@@ -97,6 +97,11 @@ def markdown(result: dict) -> str:
     for backend, reason in result["skipped"].items():
         lines.append(f"\n**{backend} not run:** {reason}")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Three significant digits, without switching to exponent notation for thousands."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def plot(result: dict, path: Path) -> None:
