@@ -26,6 +26,10 @@ class HeadLayout:
     def group(self) -> int:
         return self.num_heads // self.num_kv_heads
 
+    def head_rows(self, slots: np.ndarray) -> np.ndarray:
+        """Cache rows of token `slots` for every KV head: shape slots.shape + [KVH] (the head-major layout)."""
+        return slots[..., None] + np.arange(self.num_kv_heads, dtype=np.int64) * self.slots_per_head
+
 
 def attention_inputs(batch: StepBatch, layout: HeadLayout) -> AttentionInputs:
     return AttentionInputs(*(Tensor(array) for array in attention_index_arrays(batch, layout)))
@@ -36,10 +40,8 @@ def attention_index_arrays(batch: StepBatch, layout: HeadLayout) -> tuple[np.nda
     num_tokens = len(batch.input_ids)
     num_reqs, max_query = batch.query_index.shape
     heads, kv_heads, group = layout.num_heads, layout.num_kv_heads, layout.group
-    head_base = np.arange(kv_heads, dtype=np.int64) * layout.slots_per_head
-
-    write_rows = batch.slot_mapping[:, None] + head_base[None, :]
-    context_rows = batch.context_slots[None, :, :] + head_base[:, None, None]
+    write_rows = layout.head_rows(batch.slot_mapping)  # [T, KVH]
+    context_rows = np.moveaxis(layout.head_rows(batch.context_slots), -1, 0)  # [KVH, R, C]
 
     # Padding query slots (index T) read token 0: their outputs are never gathered back.
     query_token = np.where(batch.query_index == num_tokens, 0, batch.query_index)
@@ -48,7 +50,7 @@ def attention_index_arrays(batch: StepBatch, layout: HeadLayout) -> tuple[np.nda
 
     # Token t of request r at query slot s, head h = kvh * G + g, sits at ((kvh * R + r) * G + g) * Q + s.
     request_and_slot = batch.unpad_index  # r * Q + s for each token
-    request, slot = request_and_slot // max_query, request_and_slot % max_query
+    request, slot = np.divmod(request_and_slot, max_query)
     kv_head, in_group = np.divmod(np.arange(heads), group)
     output_rows = ((kv_head[None, :] * num_reqs + request[:, None]) * group + in_group[None, :]) * max_query
     output_rows = output_rows + slot[:, None]

@@ -89,8 +89,8 @@ class Attention(nn.Cell):
 
     def copy_kv_slots(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy token slots `src` to `dst` for every KV head."""
-        head_base = np.arange(self.num_kv_heads, dtype=np.int32)[None, :] * self.num_slots
-        src_rows, dst_rows = Tensor(src[:, None] + head_base), Tensor(dst[:, None] + head_base)
+        layout = self.head_layout()
+        src_rows, dst_rows = (Tensor(layout.head_rows(slots).astype(np.int32)) for slots in (src, dst))
         ops.scatter_update(self.k_cache, dst_rows, ops.gather(self.k_cache, src_rows, 0))
         ops.scatter_update(self.v_cache, dst_rows, ops.gather(self.v_cache, src_rows, 0))
 

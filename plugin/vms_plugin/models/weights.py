@@ -5,8 +5,6 @@ rather than twice it. The format is read directly (a JSON header, then raw littl
 numpy reader of the `safetensors` package cannot return bfloat16, the dtype most checkpoints ship in.
 """
 
-import json
-import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,26 +14,15 @@ import numpy as np
 from mindspore import nn
 
 from vms_plugin.layers.linear import TRANSPOSED_WEIGHT
+from vms_plugin.models.safetensors_header import CheckpointError, read_header
 
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
-
-
-class CheckpointError(ValueError):
-    """The checkpoint is missing, unreadable or does not fit the model; the message says which file or tensor."""
 
 
 class SafetensorsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            with path.open("rb") as handle:
-                (header_size,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(header_size))
-        except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
-        header.pop("__metadata__", None)
-        self.entries: dict[str, dict] = header
-        self.data_start = 8 + header_size
+        self.entries, self.data_start = read_header(path)
         self.buffer = np.memmap(path, dtype=np.uint8, mode="r")
 
     def read_float32(self, name: str) -> np.ndarray:

@@ -1,0 +1,24 @@
+"""The header of a safetensors file (a little-endian length, then JSON), read without MindSpore or numpy.
+
+The weight loader maps tensors through it, and `vms bench` counts a model's parameters with it.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, unreadable or does not fit the model; the message says which file or tensor."""
+
+
+def read_header(path: Path) -> tuple[dict[str, dict], int]:
+    """Tensor entries (dtype, shape, data_offsets) by name, and where the data starts in the file."""
+    try:
+        with path.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+    header.pop("__metadata__", None)
+    return header, 8 + header_size
