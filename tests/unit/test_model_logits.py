@@ -17,13 +17,13 @@ def mindspore_step(model, requests):
     """Logits for every token of one batched step."""
     from mindspore import Tensor
 
-    from vms_plugin.attention.paged_inputs import attention_inputs
+    from vms_plugin.attention.paged import attention_inputs
     from vms_plugin.worker.batch import build_step_batch
 
     batch = build_step_batch(requests, BLOCK_SIZE)
-    inputs = attention_inputs(batch, model.attention_layers()[0].head_layout())
+    inputs = attention_inputs(batch)
     every_token = Tensor(np.arange(len(batch.input_ids), dtype=np.int32))
-    return model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, every_token).asnumpy()
+    return model(Tensor(batch.input_ids), inputs, every_token).asnumpy()
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

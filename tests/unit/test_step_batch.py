@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vms_plugin.worker.batch import MASKED_SCORE, ScheduledRequest, build_step_batch
+from vms_plugin.worker.batch import ScheduledRequest, build_step_batch
 
 
 def test_mixed_prefill_and_decode_flatten_into_one_token_axis() -> None:
@@ -17,10 +17,7 @@ def test_mixed_prefill_and_decode_flatten_into_one_token_axis() -> None:
     # A: positions 0-3 in block 7 (slots 28-31), position 4 in block 2 (slot 8). B: position 6 -> block 9, offset 2.
     np.testing.assert_array_equal(batch.slot_mapping, [28, 29, 30, 31, 8, 38])
     np.testing.assert_array_equal(batch.block_table, [[7, 2], [3, 9]])
-    # Padded queries: A uses all 5 slots; B uses one and the rest point at the zero row (index 6 = T).
-    np.testing.assert_array_equal(batch.query_index, [[0, 1, 2, 3, 4], [5, 6, 6, 6, 6]])
-    np.testing.assert_array_equal(batch.query_positions, [[0, 1, 2, 3, 4], [6, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(batch.unpad_index, [0, 1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(batch.token_requests, [0, 0, 0, 0, 0, 1])
     np.testing.assert_array_equal(batch.logits_index, [4, 5])
     np.testing.assert_array_equal(batch.sampling_rows, [0, 1])
 
@@ -34,19 +31,9 @@ def test_partial_prefill_chunk_does_not_sample_and_continues_at_its_position() -
     np.testing.assert_array_equal(batch.positions, [2, 4, 5, 6])
     np.testing.assert_array_equal(batch.slot_mapping, [26, 16, 17, 18])
     np.testing.assert_array_equal(batch.block_table, [[6, 0], [1, 4]])
-    np.testing.assert_array_equal(batch.query_index, [[0, 4, 4], [1, 2, 3]])
-    np.testing.assert_array_equal(batch.query_positions, [[2, 0, 0], [4, 5, 6]])
+    np.testing.assert_array_equal(batch.token_requests, [0, 1, 1, 1])
     # Context rows: block 6 -> slots 24-27, then padding block 0; blocks 1 and 4 -> slots 4-7 and 16-19.
     np.testing.assert_array_equal(batch.context_slots, [[24, 25, 26, 27, 0, 1, 2, 3], [4, 5, 6, 7, 16, 17, 18, 19]])
-    # The decode query at position 2 sees context positions 0-2; padding slots (position 0) see only position 0;
-    # the chunk's query at position 5 sees 0-5.
-    visible = batch.score_bias[:, 0, 0] == 0
-    np.testing.assert_array_equal(visible[0, 0], [1, 1, 1, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(visible[0, 1], [1, 0, 0, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(visible[1, 1], [1, 1, 1, 1, 1, 1, 0, 0])
-    assert batch.score_bias.shape == (2, 1, 1, 3, 8)
-    assert set(np.unique(batch.score_bias)) == {0.0, MASKED_SCORE}
-    np.testing.assert_array_equal(batch.unpad_index, [0, 3, 4, 5])
     np.testing.assert_array_equal(batch.logits_index, [0])
     np.testing.assert_array_equal(batch.sampling_rows, [0])
 

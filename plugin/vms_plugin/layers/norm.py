@@ -1,28 +1,23 @@
-"""RMSNorm from basic ops (MindSpore's fused RmsNorm has no CPU kernel).
+"""RMSNorm as one fused kernel (MindSpore's RmsNorm has no CPU kernel; from basic ops it is five launches).
 
-When a norm feeds only a linear layer, its per-feature weight can be folded into that layer's weight rows
-(`fold_into`): one broadcasting multiply less per norm, the slowest op of the norm on CPU.
+Called with a residual, it adds the residual first and returns the sum too, as vLLM's layers do: the add of
+one layer and the norm of the next are one launch.
 """
 
 import mindspore as ms
-from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
-from vms_plugin.layers.linear import Linear
+from vms_plugin.kernels.cpu import add_rms_norm, rms_norm
 
 
 class RMSNorm(nn.Cell):
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
         self.weight = Parameter(ops.ones((size,), ms.float32), name="weight")
-        self.eps = Tensor(eps, ms.float32)  # a Python float would be a float64 scalar in graph mode
-        self.weight_folded = False
+        self.eps = Tensor([eps], ms.float32)
 
-    def fold_into(self, linear: Linear) -> None:
-        """Scale `linear`'s input rows by this norm's weight, (x * w) @ W = x @ (w[:, None] * W), once."""
-        weight = self.weight.asnumpy()
-        linear.weight_t.set_data(Tensor(linear.weight_t.asnumpy() * weight[:, None]))
-        self.weight_folded = True
-
-    def construct(self, x: ms.Tensor) -> ms.Tensor:
-        normed = x * mint.rsqrt(mint.mean(mint.square(x), -1, keepdim=True) + self.eps)
-        return normed if self.weight_folded else normed * self.weight
+    def construct(self, x: ms.Tensor, residual: ms.Tensor | None = None) -> ms.Tensor | tuple[ms.Tensor, ms.Tensor]:
+        """rms_norm(x), or (rms_norm(x + residual), x + residual)."""
+        if residual is None:
+            return rms_norm(x, self.weight, self.eps)
+        return add_rms_norm(x, residual, self.weight, self.eps)

@@ -9,15 +9,15 @@ from typing import Any, ClassVar
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
-from vms_plugin.attention.paged import AttentionInputs, paged_attention
-from vms_plugin.attention.paged_inputs import HeadLayout
+from vms_plugin.attention.paged import AttentionInputs
+from vms_plugin.kernels.cpu import copy_slots, paged_attention, rope_and_cache, silu_mul
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.rope_scaling import RopeParameters
-from vms_plugin.layers.rotary import RotaryEmbedding, apply_rotary
+from vms_plugin.layers.rotary import rotary_tensors
 
 
 @dataclass(frozen=True)
@@ -70,60 +70,52 @@ class Attention(nn.Cell):
         self.head_dim = args.head_dim
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
-        self.scale = self.head_dim**-0.5
+        self.scale = Tensor([self.head_dim**-0.5], ms.float32)
         self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size, bias=args.qkv_bias)
         self.o_proj = Linear(self.q_size, args.hidden_size, bias=args.o_bias)
         self.q_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
-        self.num_slots = 0
 
     def allocate_kv_cache(self, num_slots: int) -> None:
-        """Head-major caches, [KVH * num_slots, D] (see attention/paged.py)."""
-        shape = (self.num_kv_heads * num_slots, self.head_dim)
-        self.num_slots = num_slots
+        """Head-major caches, [KVH, num_slots, D] (see attention/paged.py)."""
+        shape = (self.num_kv_heads, num_slots, self.head_dim)
         # Graph mode needs every parameter name to be unique across the model.
         self.k_cache = Parameter(ops.zeros(shape, ms.float32), name=f"k_cache.{self.layer_index}", requires_grad=False)
         self.v_cache = Parameter(ops.zeros(shape, ms.float32), name=f"v_cache.{self.layer_index}", requires_grad=False)
 
     def copy_kv_slots(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy token slots `src` to `dst` for every KV head."""
-        layout = self.head_layout()
-        src_rows, dst_rows = (Tensor(layout.head_rows(slots).astype(np.int32)) for slots in (src, dst))
-        ops.scatter_update(self.k_cache, dst_rows, ops.gather(self.k_cache, src_rows, 0))
-        ops.scatter_update(self.v_cache, dst_rows, ops.gather(self.v_cache, src_rows, 0))
+        copy_slots(self.k_cache, self.v_cache, Tensor(src.astype(np.int32)), Tensor(dst.astype(np.int32)))
 
-    def head_layout(self) -> HeadLayout:
-        return HeadLayout(self.num_heads, self.num_kv_heads, self.num_slots)
+    def qk_norm_weights(self) -> tuple[Parameter, Parameter, ms.Tensor] | None:
+        return None if self.q_norm is None else (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
 
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ...], inputs: AttentionInputs) -> ms.Tensor:
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
-        # q and k heads are normalised and rotated together: one set of ops instead of two.
-        qk = qkv[:, : self.q_size + self.kv_size].reshape(-1, self.num_heads + self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            qk = mint.cat([self.q_norm(qk[:, : self.num_heads]), self.k_norm(qk[:, self.num_heads :])], dim=1)
-        qk = apply_rotary(qk, *rotary)
-        q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
-        v = qkv[:, self.q_size + self.kv_size :].reshape(-1, self.num_kv_heads, self.head_dim)
-        out = paged_attention(q, k, v, self.k_cache, self.v_cache, inputs, self.scale)
+        q = rope_and_cache(
+            qkv, *rotary, inputs.positions, inputs.slot_mapping, self.k_cache, self.v_cache, self.qk_norm_weights()
+        )
+        out = paged_attention(
+            q, self.k_cache, self.v_cache, inputs.positions, inputs.token_requests, inputs.context_slots, self.scale
+        )
         return self.o_proj(out)
 
 
 class MLP(nn.Cell):
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
-        self.intermediate_size = args.intermediate_size
         self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size)
         self.down_proj = Linear(args.intermediate_size, args.hidden_size)
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        gate_up = self.gate_up_proj(x)
-        gate, up = gate_up[:, : self.intermediate_size], gate_up[:, self.intermediate_size :]
-        return self.down_proj(mint.nn.functional.silu(gate) * up)
+        return self.down_proj(silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Cell):
+    """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py)."""
+
     def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
@@ -131,9 +123,15 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
 
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ...], inputs: AttentionInputs) -> ms.Tensor:
-        h = x + self.self_attn(self.input_layernorm(x), rotary, inputs)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def construct(
+        self, x: ms.Tensor, residual: ms.Tensor | None, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs
+    ) -> tuple[ms.Tensor, ms.Tensor]:
+        if residual is None:
+            x, residual = self.input_layernorm(x), x
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x, residual = self.post_attention_layernorm(self.self_attn(x, rotary, inputs), residual)
+        return self.mlp(x), residual
 
 
 class LlamaModel(nn.Cell):
@@ -142,15 +140,14 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.rotary = RotaryEmbedding(args.head_dim, args.max_position_embeddings, args.rope)
-        self.num_rotated_heads = args.num_attention_heads + args.num_key_value_heads  # q and k, rotated together
+        self.rotary = rotary_tensors(args.head_dim, args.max_position_embeddings, args.rope)
 
-    def construct(self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs) -> ms.Tensor:
-        h = self.embed_tokens(input_ids)
-        rotary = self.rotary(positions, self.num_rotated_heads)  # looked up once, applied by every layer
+    def construct(self, input_ids: ms.Tensor, inputs: AttentionInputs) -> tuple[ms.Tensor, ms.Tensor]:
+        """The last layer's (output, residual); their sum, normalised, is the final hidden state."""
+        h, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
-            h = layer(h, rotary, inputs)
-        return h
+            h, residual = layer(h, residual, self.rotary, inputs)
+        return h, residual
 
 
 class LlamaForCausalLM(nn.Cell):
@@ -176,21 +173,13 @@ class LlamaForCausalLM(nn.Cell):
         self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size)
         self.logits_matmul = ops.MatMul(transpose_b=True)
 
-    def fold_norm_weights(self) -> None:
-        """After loading: each layer's two norms feed one linear each (qkv, gate_up), so their weights fold in."""
-        for layer in self.model.layers:
-            layer.input_layernorm.fold_into(layer.self_attn.qkv_proj)
-            layer.post_attention_layernorm.fold_into(layer.mlp.gate_up_proj)
-
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
 
-    def construct(
-        self, input_ids: ms.Tensor, positions: ms.Tensor, inputs: AttentionInputs, logits_index: ms.Tensor
-    ) -> ms.Tensor:
+    def construct(self, input_ids: ms.Tensor, inputs: AttentionInputs, logits_index: ms.Tensor) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
-        hidden = self.model(input_ids, positions, inputs)[logits_index]
-        hidden = self.model.norm(hidden)
+        h, residual = self.model(input_ids, inputs)
+        hidden, _ = self.model.norm(h[logits_index], residual[logits_index])
         if self.lm_head is None:
             return self.logits_matmul(hidden, self.model.embed_tokens.weight)
         return self.lm_head(hidden)

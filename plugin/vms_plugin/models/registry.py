@@ -55,5 +55,4 @@ def build_model(model_dir: Path):
     model_class = getattr(importlib.import_module(module_name), class_name)
     model = model_class.from_hf_config(config)
     load_weights(model, model_dir, model_class.stacked_params)
-    model.fold_norm_weights()
     return model

@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Added to the attention score of a key a query must not see; finite so that no row can turn into NaN.
-MASKED_SCORE = np.float32(np.finfo(np.float32).min)
-
 
 @dataclass(frozen=True)
 class ScheduledRequest:
@@ -27,20 +24,17 @@ class ScheduledRequest:
 
 @dataclass(frozen=True)
 class StepBatch:
-    """Flat per-token arrays plus padded per-request views used by paged attention.
+    """Flat per-token arrays plus the per-request context slots paged attention reads.
 
-    T = total scheduled tokens, R = requests, Q = longest query of the step, B = most blocks of any request.
+    T = total scheduled tokens, R = requests, B = most blocks of any request.
     """
 
     input_ids: np.ndarray  # [T] int32
     positions: np.ndarray  # [T] int32
     slot_mapping: np.ndarray  # [T] int32: block_id * block_size + offset, where each new K/V goes
     block_table: np.ndarray  # [R, B] int32, padded with block 0 (masked out by position)
-    context_slots: np.ndarray  # [R, B * block_size] int32: cache row of each context position of each request
-    query_index: np.ndarray  # [R, Q] int32: token index of each query slot; padding points at T (a zero row)
-    query_positions: np.ndarray  # [R, Q] int32: position of each query slot; padding 0
-    score_bias: np.ndarray  # [R, 1, 1, Q, B * block_size] float32: 0 where the key is visible, MASKED_SCORE not
-    unpad_index: np.ndarray  # [T] int32: where token t sits in the flattened [R * Q] padded layout
+    context_slots: np.ndarray  # [R, B * block_size] int32: cache slot of each context position of each request
+    token_requests: np.ndarray  # [T] int32: the request (row of R) of each token
     query_starts: np.ndarray  # [R] int32: token index of each request's first token this step
     logits_index: np.ndarray  # [S] int32: token index of the last token of each request that samples
     sampling_rows: np.ndarray  # [S] int32: which request (row of R) each logits row belongs to
@@ -55,7 +49,6 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         raise ValueError("every scheduled request must run at least one token")
     num_tokens = int(lengths.sum())
     num_reqs = len(requests)
-    max_query = int(lengths.max())
     max_blocks = max(len(r.block_ids) for r in requests)
 
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
@@ -77,17 +70,7 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
             f"but was given {owned_blocks[row]}"
         )
     slot_mapping = block_table[req_of_token, positions // block_size] * block_size + positions % block_size
-
-    query_index = np.full((num_reqs, max_query), num_tokens, dtype=np.int32)
-    query_positions = np.zeros((num_reqs, max_query), dtype=np.int32)
-    query_index[req_of_token, offset_in_req] = np.arange(num_tokens, dtype=np.int32)
-    query_positions[req_of_token, offset_in_req] = positions
-    unpad_index = req_of_token * max_query + offset_in_req
     context_slots = (block_table[:, :, None] * block_size + np.arange(block_size, dtype=np.int32)).reshape(num_reqs, -1)
-    # Causal and paged at once: context position j is visible to a query at position p iff j <= p. Padding query
-    # slots sit at position 0, so they see one key and never produce NaN; their output is dropped.
-    visible = np.arange(context_slots.shape[1], dtype=np.int32) <= query_positions[:, :, None]
-    score_bias = np.where(visible, np.float32(0), MASKED_SCORE)[:, None, None, :, :]
 
     sampling_rows = np.array([i for i, r in enumerate(requests) if r.wants_logits], dtype=np.int32)
     logits_index = (starts + lengths - 1)[sampling_rows].astype(np.int32)
@@ -97,10 +80,7 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         slot_mapping=slot_mapping.astype(np.int32),
         block_table=block_table,
         context_slots=context_slots.astype(np.int32),
-        query_index=query_index,
-        query_positions=query_positions,
-        score_bias=score_bias.astype(np.float32),
-        unpad_index=unpad_index.astype(np.int32),
+        token_requests=req_of_token,
         query_starts=starts,
         logits_index=logits_index,
         sampling_rows=sampling_rows,

@@ -16,7 +16,7 @@ from vllm.config import VllmConfig
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
-from vms_plugin.attention.paged_inputs import HeadLayout, attention_inputs
+from vms_plugin.attention.paged import attention_inputs
 from vms_plugin.models.registry import build_model
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
@@ -59,7 +59,6 @@ class MindSporeModelRunner:
         self.pending: PendingStep | None = None
         self.sampler: BatchSampler | None = None
         self.prompt_logprobs: PromptLogprobsCollector | None = None
-        self.head_layout: HeadLayout | None = None
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
@@ -72,7 +71,6 @@ class MindSporeModelRunner:
     def allocate_kv_cache(self, num_blocks: int) -> None:
         for attention in self.model.attention_layers():
             attention.allocate_kv_cache(num_blocks * self.block_size)
-        self.head_layout = self.model.attention_layers()[0].head_layout()  # the same for every layer
 
     def _copy_kv_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Copy-on-write of shared prefix blocks, requested by the scheduler before the step runs."""
@@ -210,10 +208,10 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
-        inputs = attention_inputs(batch, self.head_layout)
+        inputs = attention_inputs(batch)
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
-        return self.model(Tensor(batch.input_ids), Tensor(batch.positions), inputs, Tensor(logits_index))
+        return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
 
 
 def _spread_rows(tensors: LogprobsTensors, rows: list[int], num_rows: int) -> LogprobsTensors:
