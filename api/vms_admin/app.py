@@ -20,7 +20,8 @@ def create_app(operator: Operator) -> FastAPI:
 
     def probe(ok: bool) -> JSONResponse:
         status = operator.status()
-        body = {"status": "ok" if ok else "unavailable", "state": status["state"], "reason": status["last_error"]}
+        reason = "draining: shutting down" if status.get("draining") else status["last_error"]
+        body = {"status": "ok" if ok else "unavailable", "state": status["state"], "reason": reason}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/health/live", tags=["probes"])

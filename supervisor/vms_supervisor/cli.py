@@ -17,9 +17,10 @@ from vms_supervisor.default_model import (
     prepare_default_model,
 )
 from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
-from vms_supervisor.engine_command import check_model, engine_argv
+from vms_supervisor.engine_command import check_model, engine_argv, served_name
 from vms_supervisor.npu_probe import probe
-from vms_supervisor.settings import Settings, SettingsError, load_settings
+from vms_supervisor.serve import run_supervisord
+from vms_supervisor.settings import Settings, SettingsError, env_name, load_settings
 
 USAGE_ERROR = 2
 
@@ -48,14 +49,21 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        model=args.model,
-        served_model_name=args.served_model_name,
-        host=args.host,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        engine_args=shlex.join(args.engine_args[1:] if args.engine_args[:1] == ["--"] else args.engine_args) or None,
-    )
+    """VMS_* settings with the command line's flags winning; the flags are also put into the environment, which
+    the operator program (started by supervisord) reads its settings from."""
+    overrides = {
+        "model": args.model,
+        "served_model_name": args.served_model_name,
+        "host": args.host,
+        "port": args.port,
+        "admin_port": args.admin_port,
+        "max_model_len": args.max_model_len,
+        "engine_args": shlex.join(args.engine_args[1:] if args.engine_args[:1] == ["--"] else args.engine_args),
+    }
+    given = {name: value for name, value in overrides.items() if value not in (None, "")}
+    settings = load_settings(**given)
+    os.environ.update({env_name(name): str(value) for name, value in given.items()})
+    return settings
 
 
 def _device(settings: Settings) -> DeviceChoice:
@@ -68,13 +76,21 @@ def _device(settings: Settings) -> DeviceChoice:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Check everything that can be checked before a process starts, then hand over to supervisord."""
     settings = _settings(args)
+    settings.token()  # an unreadable token file stops the start here, with exit code 2
     model_dir = settings.model or prepare_default_model()
     check_model(model_dir)
-    _device(settings)
+    choice = _device(settings)
     command = engine_argv(settings, model_dir)
-    print("vms: starting", " ".join(command), file=sys.stderr, flush=True)
-    os.execv(command[0], command)  # vLLM takes over this process, so signals reach it directly
+    print(
+        f"vms: serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
+        f"(admin API and probes on port {settings.admin_port})",
+        file=sys.stderr,
+        flush=True,
+    )
+    print("vms: engine:", shlex.join(command), file=sys.stderr, flush=True)
+    return run_supervisord(settings, command, choice.device)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -106,13 +122,16 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="convert again even if the directory is complete")
     prepare.set_defaults(handler=_prepare)
 
-    serve = commands.add_parser("serve", help="serve a model with vLLM's OpenAI-compatible server")
+    serve = commands.add_parser(
+        "serve", help="serve a model: vLLM's OpenAI server under supervisord, with the operator and admin API"
+    )
     config = commands.add_parser("config", help="print the effective VMS_* settings and the engine command line")
     for command in (serve, config):
         command.add_argument("--model", type=Path, default=None, help="model directory (overrides VMS_MODEL)")
         command.add_argument("--served-model-name", default=None, help="overrides VMS_SERVED_MODEL_NAME")
         command.add_argument("--host", default=None, help="overrides VMS_HOST (default 127.0.0.1)")
         command.add_argument("--port", type=int, default=None, help="overrides VMS_PORT (default 8000)")
+        command.add_argument("--admin-port", type=int, default=None, help="overrides VMS_ADMIN_PORT (default 8081)")
         command.add_argument("--max-model-len", type=int, default=None, help="overrides VMS_MAX_MODEL_LEN")
         command.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: vLLM arguments (VMS_ENGINE_ARGS)")
     serve.set_defaults(handler=_serve)

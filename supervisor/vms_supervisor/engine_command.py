@@ -29,6 +29,8 @@ def engine_argv(settings: Settings, model_dir: Path) -> list[str]:
     argv += ["--max-model-len", str(settings.max_model_len)]
     # Sized explicitly: vLLM's default share of RAM fails on hosts whose NUMA node 0 holds little free memory.
     argv += ["--kv-cache-memory-bytes", str(int(settings.kv_cache_memory))]
+    # The operator polls /health every few seconds and scrapes /metrics: not worth a log line each.
+    argv += ["--disable-access-log-for-endpoints", "/health,/metrics"]
     if settings.dtype != "auto":
         argv += ["--dtype", settings.dtype]
     if settings.tensor_parallel_size != "auto":

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     drain_timeout: Seconds = Field(30.0, description="seconds in-flight requests may finish after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="operator and engine logs")
     engine_args: str = Field("", description="extra vLLM arguments, shell-quoted (not the flags set above)")
+    run_dir: Path | None = Field(
+        None, description="supervisord config, socket and logs; unset: a fresh temporary directory per start"
+    )
 
     @field_validator("log_level", "device", "dtype", mode="before")
     @classmethod

@@ -1,80 +1,51 @@
-"""End to end: `vms serve` starts vLLM's OpenAI server with vms_plugin on a real port, as a user would run it."""
+"""End to end: `vms serve` serves vLLM's OpenAI API with vms_plugin on a real port, as a user would run it."""
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import VMS
+
+from integration.served import Served, parse_metric, start, stop
 
 pytestmark = pytest.mark.integration
 
 SERVED_NAME = "smollm2-test"
-START_TIMEOUT_S = 600
 QUESTION = "What is the capital of France?"
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen
-    base_url: str
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"server exited with {server.process.returncode}; log tail:\n{server.log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"server not healthy after {START_TIMEOUT_S} s; log tail:\n{server.log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
-def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [VMS, "serve", "--model", str(default_model_dir), "--served-model-name", SERVED_NAME]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024"]
-    with log.open("w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    served = start(
+        tmp_path_factory.mktemp("server"),
+        {},
+        "--model",
+        str(default_model_dir),
+        "--served-model-name",
+        SERVED_NAME,
+        "--max-model-len",
+        "1024",
+    )
     try:
-        wait_healthy(server)
-        yield server
+        served.wait_ready()
+        yield served
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(served)
 
 
-def test_health_answers_200(server: Server) -> None:
+def test_health_answers_200(server: Served) -> None:
     assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
 
 
-def test_the_mindspore_platform_is_serving(server: Server) -> None:
+def test_the_mindspore_platform_is_serving(server: Served) -> None:
     assert "vms_plugin: MindSpore" in server.log.read_text()
 
 
-def test_models_lists_the_served_name(server: Server) -> None:
+def test_models_lists_the_served_name(server: Served) -> None:
     models = httpx.get(f"{server.base_url}/v1/models", timeout=10).json()
     assert [model["id"] for model in models["data"]] == [SERVED_NAME]
 
@@ -111,7 +82,7 @@ def transformers_greedy_reply(model_dir: Path, max_tokens: int) -> str:
     return tokenizer.decode(generated)
 
 
-def test_chat_completion_matches_transformers_greedy(server: Server, default_model_dir: Path) -> None:
+def test_chat_completion_matches_transformers_greedy(server: Served, default_model_dir: Path) -> None:
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat_request(stream=False), timeout=120)
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
@@ -120,7 +91,7 @@ def test_chat_completion_matches_transformers_greedy(server: Server, default_mod
     assert "Paris" in choice["message"]["content"]
 
 
-def test_streaming_chat_completion_sends_chunks_that_add_up(server: Server) -> None:
+def test_streaming_chat_completion_sends_chunks_that_add_up(server: Served) -> None:
     whole = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat_request(stream=False), timeout=120)
     pieces: list[str] = []
     with httpx.stream(
@@ -180,7 +151,7 @@ async def stream_crowd(base_url: str, bodies: list[dict]) -> list[tuple[str, str
         return await asyncio.gather(*(stream_one(client, body) for body in bodies))
 
 
-def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server: Server) -> None:
+def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server: Served) -> None:
     bodies = [crowd_request(index) for index in range(CONCURRENT_STREAMS)]
     results = asyncio.run(stream_crowd(server.base_url, bodies))
     assert all(finish in ("stop", "length") for _, finish in results)
@@ -195,14 +166,6 @@ def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server
 
 def metric(base_url: str, name: str) -> float:
     return parse_metric(httpx.get(f"{base_url}/metrics", timeout=10).text, name)
-
-
-def parse_metric(exposition: str, name: str) -> float:
-    """One vLLM gauge or counter from Prometheus text, summed over its label sets."""
-    lines = exposition.splitlines()
-    values = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{")]
-    assert values, f"{name} not in /metrics"
-    return sum(values)
 
 
 async def read_then_disconnect(
@@ -232,7 +195,7 @@ async def start_and_abandon(base_url: str, body: dict, count: int) -> float:
     return parse_metric(response.text, "vllm:num_requests_running")
 
 
-def test_disconnected_clients_free_their_requests_and_kv_blocks(server: Server) -> None:
+def test_disconnected_clients_free_their_requests_and_kv_blocks(server: Served) -> None:
     long_body = {**chat_request(stream=True), "max_tokens": 900, "ignore_eos": True}
     generated_before = metric(server.base_url, "vllm:generation_tokens_total")
     running_at_disconnect = asyncio.run(start_and_abandon(server.base_url, long_body, count=8))
@@ -245,8 +208,12 @@ def test_disconnected_clients_free_their_requests_and_kv_blocks(server: Server) 
     assert generated < 8 * 900 / 4, f"{generated} tokens generated: the abandoned requests ran on"
 
 
-def test_sigterm_stops_the_server_cleanly(server: Server) -> None:
+def test_sigterm_stops_the_server_cleanly(server: Served) -> None:
+    tree = server.process_tree()  # supervisord, operator, watchdog, the engine and its children
+    assert len(tree) >= 5, [process.name() for process in tree]
     server.process.send_signal(signal.SIGTERM)
-    assert server.process.wait(timeout=60) == 0
+    assert server.process.wait(timeout=90) == 0, server.log_tail()
+    time.sleep(1)
+    assert [process.pid for process in tree if process.is_running() and process.status() != "zombie"] == []
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.base_url}/health", timeout=2)

@@ -1,0 +1,55 @@
+"""The engine's log file: its last lines for /admin/logs, and a follower that echoes it to the operator's stdout
+(so `docker logs` shows the engine too, while supervisord keeps the rotated file)."""
+
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+TAIL_CHUNK = 64 * 1024
+
+
+def tail(path: Path, lines: int) -> str:
+    """The last `lines` lines of `path`, reading backwards in chunks rather than the whole file."""
+    try:
+        with path.open("rb") as file:
+            file.seek(0, 2)
+            position, data = file.tell(), b""
+            while position > 0 and data.count(b"\n") <= lines:
+                step = min(TAIL_CHUNK, position)
+                position -= step
+                file.seek(position)
+                data = file.read(step) + data
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+class LogFollower(threading.Thread):
+    """Copies lines appended to `path` to `out` with a prefix; starts again at the top when the file is rotated."""
+
+    def __init__(self, path: Path, prefix: str, stop: threading.Event, out: TextIO = sys.stdout) -> None:
+        super().__init__(name="engine-log", daemon=True)
+        self.path, self.prefix, self.stop, self.out = path, prefix, stop, out
+
+    def run(self) -> None:
+        file, inode = None, None
+        while not self.stop.is_set():
+            try:
+                current = self.path.stat().st_ino
+            except FileNotFoundError:
+                current = None
+            if current is not None and current != inode:  # created or rotated
+                if file:
+                    file.close()
+                file, inode = self.path.open("r", errors="replace"), current
+            if file is None or not self._copy(file):
+                self.stop.wait(0.5)
+
+    def _copy(self, file) -> bool:
+        lines = file.readlines()
+        for line in lines:
+            self.out.write(self.prefix + line if line.endswith("\n") else self.prefix + line + "\n")
+        if lines:
+            self.out.flush()
+        return bool(lines)

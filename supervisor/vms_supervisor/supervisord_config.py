@@ -1,0 +1,49 @@
+"""The supervisord configuration of one `vms serve` run: image/supervisord.conf with this run's values.
+
+Commands are shell-quoted for supervisord's parser and their percent signs doubled, so a model path or a
+vLLM argument containing spaces or '%' reaches the program unchanged.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+from string import Template
+
+from vms_supervisor.settings import Settings
+
+TEMPLATE = Path(__file__).with_name("supervisord.conf")  # a link to image/supervisord.conf
+ENGINE_PROGRAM = "engine"
+OPERATOR_PROGRAM = "operator"
+ENGINE_STOP_SECONDS = 20  # vLLM's own shutdown takes a few seconds; then the whole process group is killed
+
+
+def socket_path(run_dir: Path) -> Path:
+    return run_dir / "supervisor.sock"
+
+
+def engine_log_path(run_dir: Path) -> Path:
+    return run_dir / "logs" / "engine.log"
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(argv).replace("%", "%%")
+
+
+def render(settings: Settings, run_dir: Path, engine_argv: list[str], device: str) -> Path:
+    """Write `run_dir`/supervisord.conf (and the logs directory) and return the config's path."""
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    values = {
+        "run_dir": str(run_dir).replace("%", "%%"),
+        "supervisord_log_level": "debug" if settings.log_level == "debug" else "info",
+        "operator_command": _command(
+            [python, "-m", "vms_supervisor.operator", "--run-dir", str(run_dir), "--device", device]
+        ),
+        "operator_stop_seconds": str(int(settings.drain_timeout) + 10),
+        "engine_command": _command(engine_argv),
+        "engine_stop_seconds": str(ENGINE_STOP_SECONDS),
+        "watchdog_command": _command([python, "-m", "vms_supervisor.watchdog", "--run-dir", str(run_dir)]),
+    }
+    config = run_dir / "supervisord.conf"
+    config.write_text(Template(TEMPLATE.read_text()).substitute(values))
+    return config

@@ -1,0 +1,250 @@
+"""The operator's parts on their own: the rendered supervisord config, the engine operator against stand-in
+supervisord and engine (real processes where process handling is the point), log files, the engine's HTTP
+answers and the watchdog's event protocol. The whole operator with the real engine: tests/integration."""
+
+import configparser
+import io
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from vms_supervisor import operator as operator_module
+from vms_supervisor.engine_http import EngineEndpoint
+from vms_supervisor.log_files import LogFollower, tail
+from vms_supervisor.operator import EngineOperator
+from vms_supervisor.settings import Settings
+from vms_supervisor.supervisor_client import ProgramInfo, SupervisorGone
+from vms_supervisor.supervisord_config import render
+from vms_supervisor.watchdog import marker_path
+
+
+def test_supervisord_config_runs_the_engine_command_unchanged_and_supervised(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run dir"
+    engine = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/my model 100%"]
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(render(Settings(drain_timeout=45), run_dir, engine, "cpu"))
+
+    def argv(program: str) -> list[str]:
+        return shlex.split(config[f"program:{program}"]["command"].replace("%%", "%"))
+
+    assert argv("engine") == engine
+    assert argv("operator")[-4:] == ["--run-dir", str(run_dir), "--device", "cpu"]
+    program = config["program:engine"]
+    assert (program["autostart"], program["stopasgroup"], program["killasgroup"]) == ("false", "true", "true")
+    assert (program["stdout_logfile_maxbytes"], program["stdout_logfile_backups"]) == ("50MB", "5")
+    # supervisord stops higher priority numbers first: the operator drains before the engine is stopped.
+    assert int(config["program:operator"]["priority"]) > int(program["priority"])
+    assert int(config["program:operator"]["stopwaitsecs"]) > 45
+    assert (run_dir / "logs").is_dir()
+
+
+class StandInSupervisor:
+    def __init__(self) -> None:
+        self.info = ProgramInfo("STOPPED", None)
+        self.calls: list[str] = []
+        self.gone = False
+
+    def engine(self) -> ProgramInfo:
+        if self.gone:
+            raise SupervisorGone("SHUTDOWN_STATE")
+        return self.info
+
+    def start_engine(self) -> None:
+        self.calls.append("start")
+        self.info = ProgramInfo("RUNNING", 4242)
+
+    def stop_engine(self) -> None:
+        self.calls.append("stop")
+        self.info = ProgramInfo("STOPPED", None)
+
+
+class StandInEngine:
+    def __init__(self) -> None:
+        self.answers = False
+        self.requests = [0]
+
+    def healthy(self, timeout: float) -> bool:
+        return self.answers
+
+    def in_flight(self) -> int:
+        return self.requests.pop(0) if len(self.requests) > 1 else self.requests[0]
+
+    def metrics(self) -> str:
+        return ""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+@pytest.fixture
+def parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(operator_module, "DRAIN_POLL_SECONDS", 0)
+    supervisor, engine = StandInSupervisor(), StandInEngine()
+    settings = Settings(drain_timeout=10, health_interval=1)
+    return EngineOperator(settings, tmp_path, "cpu", supervisor, engine, clock=Clock()), supervisor, engine
+
+
+def test_ready_only_after_the_engine_answers(parts) -> None:
+    operator, supervisor, engine = parts
+    stop = threading.Event()
+    stop.set()
+    operator.run(stop)  # starts the engine, then returns at once
+    assert supervisor.calls == ["start"]
+    operator.check()
+    assert not operator.ready() and not operator.has_started()
+    engine.answers = True
+    operator.check()
+    assert operator.ready() and operator.has_started()
+    assert operator.status()["engine_pid"] == 4242
+
+
+def test_drain_turns_readiness_off_first_and_waits_for_requests_in_flight(parts) -> None:
+    operator, supervisor, engine = parts
+    supervisor.start_engine()
+    engine.answers = True
+    operator.lifecycle.start(0)
+    operator.check()
+    engine.requests = [3, 2, 1, 0]
+    operator.drain()
+    assert not operator.ready() and operator.status()["draining"]
+    assert engine.requests == [0]
+
+
+def test_drain_gives_up_at_the_drain_timeout(parts) -> None:
+    operator, supervisor, engine = parts
+    supervisor.start_engine()
+    engine.answers = True
+    operator.lifecycle.start(0)
+    operator.check()
+    engine.requests = [5]  # never finishes
+    started = operator.clock.now
+    operator.drain()
+    assert operator.clock.now - started >= operator.settings.drain_timeout
+
+
+def test_the_loop_ends_quietly_when_supervisord_shuts_down(parts) -> None:
+    operator, supervisor, _ = parts
+    supervisor.gone = True
+    operator.run(threading.Event())  # would loop forever if SupervisorGone escaped or were ignored
+    assert operator.status()["engine_pid"] is None
+
+
+def test_what_a_dead_engine_leaves_behind_in_its_process_group_is_killed(parts) -> None:
+    operator, supervisor, _ = parts
+    leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)  # its own process group, like the engine
+    try:
+        supervisor.info = ProgramInfo("RUNNING", leftover.pid)
+        operator.lifecycle.start(0)
+        operator.check()
+        supervisor.info = ProgramInfo("EXITED", None)  # the main process died; this child did not
+        operator.check()
+        assert leftover.wait(timeout=5) == -signal.SIGKILL
+        assert operator.lifecycle.last_error == "the engine process exited"
+    finally:
+        leftover.kill()
+
+
+def test_log_tail_reads_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text("".join(f"line {n}\n" for n in range(50_000)))
+    assert tail(log, 3) == "line 49997\nline 49998\nline 49999"
+    assert tail(tmp_path / "missing.log", 3) == ""
+
+
+def test_log_follower_echoes_new_lines_across_a_rotation(tmp_path: Path) -> None:
+    log, out, stop = tmp_path / "engine.log", io.StringIO(), threading.Event()
+    log.write_text("first\n")
+    follower = LogFollower(log, "engine | ", stop, out)
+    follower.start()
+    try:
+        wait_for(lambda: "engine | first\n" in out.getvalue())
+        log.rename(tmp_path / "engine.log.1")  # what supervisord does at its size limit
+        log.write_text("after rotation\n")
+        wait_for(lambda: "engine | after rotation\n" in out.getvalue())
+    finally:
+        stop.set()
+        follower.join(timeout=5)
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+class MetricsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = (
+            b'vllm:num_requests_running{engine="0",model_name="m"} 2.0\n'
+            b'vllm:num_requests_waiting{engine="0",model_name="m"} 1.0\n'
+            b"vllm:num_requests_running_total 99.0\n"
+        )
+        self.send_response(200 if self.path in ("/metrics", "/health") else 404)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_in_flight_counts_running_and_waiting_requests() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = EngineEndpoint("0.0.0.0", server.server_address[1])  # bound to all: reached on loopback
+        assert endpoint.in_flight() == 3
+        assert endpoint.healthy(timeout=2)
+    finally:
+        server.shutdown()
+
+
+def test_an_engine_that_accepts_but_never_answers_is_unhealthy() -> None:
+    with socket.socket() as listener:  # like a SIGSTOPped engine: the kernel accepts, nobody answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        endpoint = EngineEndpoint("127.0.0.1", listener.getsockname()[1])
+        started = time.monotonic()
+        assert not endpoint.healthy(timeout=0.5)
+        assert time.monotonic() - started < 3
+        assert endpoint.in_flight(timeout=0.5) is None
+
+
+def event(name: str, payload: str) -> str:
+    return (
+        f"ver:3.0 server:supervisor serial:1 pool:watchdog poolserial:1 eventname:{name} len:{len(payload)}\n{payload}"
+    )
+
+
+def test_watchdog_ignores_the_engine_and_marks_the_operator_exit(tmp_path: Path) -> None:
+    engine_exit = event(
+        "PROCESS_STATE_EXITED", "processname:engine groupname:engine from_state:RUNNING expected:0 pid:7"
+    )
+    operator_exit = event("PROCESS_STATE_EXITED", "processname:operator groupname:operator from_state:RUNNING pid:8")
+    result = subprocess.run(
+        [sys.executable, "-m", "vms_supervisor.watchdog", "--run-dir", str(tmp_path)],
+        input=engine_exit + operator_exit,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "READY\nRESULT 2\nOKREADY\nRESULT 2\nOKREADY\n"
+    assert "processname" in marker_path(tmp_path).read_text()
+    assert "the operator exited" in result.stderr
