@@ -13,8 +13,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The image: `make image` builds the cpu flavour; FLAVOUR=ascend for Atlas A2. BASE_IMAGE empty: the Dockerfile's.
+IMAGE ?= vms:latest
+FLAVOUR ?= cpu
+BASE_IMAGE ?=
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint image image-test clean
 
 setup: $(STAMP)
 
@@ -45,6 +49,17 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --failure-threshold error Dockerfile
+
+image:
+	docker build --network host --build-arg FLAVOUR=$(FLAVOUR) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null) \
+		--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+
+# Container tests through the Docker API (CI: the daemonless sandbox, see .ci/run); they build their own image.
+image-test: setup
+	$(BIN)/python -m pytest tests/container $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV)

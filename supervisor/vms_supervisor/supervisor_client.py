@@ -1,5 +1,6 @@
 """The operator's handle on supervisord: start, stop and inspect the engine program over the XML-RPC socket."""
 
+import threading
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,13 @@ class SupervisorClient:
         transport = SupervisorTransport(serverurl=f"unix://{socket_path(run_dir)}")
         # The host part is ignored: the transport talks to the unix socket.
         self._rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        # One persistent connection, used by the health loop and the admin API's threads: one call at a time.
+        self._lock = threading.Lock()
 
     def _call(self, method: str, *args):
         try:
-            return getattr(self._rpc.supervisor, method)(*args)
+            with self._lock:
+                return getattr(self._rpc.supervisor, method)(*args)
         except xmlrpc.client.Fault as fault:
             if "SHUTDOWN_STATE" in fault.faultString:
                 raise SupervisorGone(fault.faultString) from None

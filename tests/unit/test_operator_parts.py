@@ -113,12 +113,19 @@ def test_ready_only_after_the_engine_answers(parts) -> None:
     assert operator.status()["engine_pid"] == 4242
 
 
-def test_drain_turns_readiness_off_first_and_waits_for_requests_in_flight(parts) -> None:
+def serving(parts) -> tuple[EngineOperator, StandInEngine]:
+    """The operator with its engine started and answering, as before a SIGTERM."""
     operator, supervisor, engine = parts
     supervisor.start_engine()
     engine.answers = True
     operator.lifecycle.start(0)
     operator.check()
+    assert operator.ready()
+    return operator, engine
+
+
+def test_drain_turns_readiness_off_first_and_waits_for_requests_in_flight(parts) -> None:
+    operator, engine = serving(parts)
     engine.requests = [3, 2, 1, 0]
     operator.drain()
     assert not operator.ready() and operator.status()["draining"]
@@ -126,11 +133,7 @@ def test_drain_turns_readiness_off_first_and_waits_for_requests_in_flight(parts)
 
 
 def test_drain_gives_up_at_the_drain_timeout(parts) -> None:
-    operator, supervisor, engine = parts
-    supervisor.start_engine()
-    engine.answers = True
-    operator.lifecycle.start(0)
-    operator.check()
+    operator, engine = serving(parts)
     engine.requests = [5]  # never finishes
     started = operator.clock.now
     operator.drain()

@@ -1,0 +1,205 @@
+"""The image as an operator uses it, through the Docker API (the daemonless sandbox in CI: podman, host network).
+
+Built once per session with the cpu flavour on the sandbox's local Python base; then run with env
+configuration, a fake NPU device node and a fake `npu-smi` printing a real Atlas 800I A2 output. Skipped, loudly,
+when no Docker API answers (see `make image-test`).
+"""
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.container
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "unit" / "npu_smi" / "atlas_800i_a2_910b4_8chips.txt"
+TAG = "localhost/vms:test"
+BASE_IMAGE = os.environ.get("VMS_TEST_BASE_IMAGE", "localhost/python-base:3.11")
+TOKEN = "container-token"
+REVISION = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+READY_TIMEOUT_S = 600
+DRAIN_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope="session")
+def docker():
+    try:
+        import docker as docker_sdk
+
+        client = docker_sdk.from_env(timeout=1800)
+        client.ping()
+    except Exception as error:  # any failure means there is no engine to test with
+        pytest.skip(
+            f"CONTAINER TESTS SKIPPED: no Docker API answers ({error}). Run "
+            '`eval "$(../shared/tools/container-sandbox up)"` first, or `make image-test`.'
+        )
+    return client
+
+
+@pytest.fixture(scope="session")
+def image(docker):
+    started = time.monotonic()
+    built, _ = docker.images.build(
+        path=str(REPO),
+        tag=TAG,
+        buildargs={"BASE_IMAGE": BASE_IMAGE, "FLAVOUR": "cpu", "REVISION": REVISION},
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        pull=False,
+    )
+    size_gb = built.attrs["Size"] / 1e9
+    print(f"image {TAG} built in {time.monotonic() - started:.0f} s, {size_gb:.2f} GB")
+    return built
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fake_npu_smi(directory: Path) -> Path:
+    script = directory / "npu-smi"
+    script.write_text(f"#!/bin/sh\ncat /opt/npu-smi-output.txt\n# fixture: {FIXTURE.name}\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture(scope="module")
+def appliance(docker, image, tmp_path_factory) -> Iterator[dict]:
+    port, admin_port = free_port(), free_port()
+    script = fake_npu_smi(tmp_path_factory.mktemp("npu"))
+    container = docker.containers.run(
+        TAG,
+        detach=True,
+        network_mode="host",
+        init=True,
+        shm_size="1g",  # vLLM's shared-memory queues need more than Docker's default 64 MB
+        devices=["/dev/null:/dev/davinci0:rwm"],
+        volumes={
+            str(script): {"bind": "/usr/local/bin/npu-smi", "mode": "ro"},
+            str(FIXTURE): {"bind": "/opt/npu-smi-output.txt", "mode": "ro"},
+        },
+        environment={
+            "VMS_DEVICE": "auto",
+            "VMS_HOST": "127.0.0.1",
+            "VMS_PORT": str(port),
+            "VMS_ADMIN_PORT": str(admin_port),
+            "VMS_ADMIN_TOKEN": TOKEN,
+            "VMS_MAX_MODEL_LEN": "1024",
+            "VMS_KV_CACHE_MEMORY": "256MiB",
+            "VMS_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
+        },
+    )
+    served = {"container": container, "base": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin_port}"}
+    try:
+        wait_ready(served)
+        yield served
+    finally:
+        container.reload()
+        if container.status == "running":
+            container.kill()
+        container.remove(force=True)
+
+
+def wait_ready(served: dict) -> None:
+    container, deadline = served["container"], time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "exited":
+            pytest.fail(f"container exited: {container.logs().decode()[-4000:]}")
+        try:
+            if httpx.get(served["admin"] + "/health/ready", timeout=3).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(2)
+    pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {container.logs().decode()[-4000:]}")
+
+
+def admin(served: dict, path: str) -> httpx.Response:
+    return httpx.get(served["admin"] + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+
+
+def test_image_runs_as_non_root_with_ports_labels_and_a_healthcheck(docker, image, appliance) -> None:
+    config = image.attrs["Config"]
+    assert config["User"] == "10001"  # the vms user, numeric for runAsNonRoot
+    assert set(config["ExposedPorts"]) == {"8000/tcp", "8081/tcp"}
+    assert set(config["Volumes"]) == {"/var/cache/vms"}
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.revision"] == REVISION
+    assert labels["org.opencontainers.image.base.name"] == BASE_IMAGE
+    # Podman keeps the healthcheck in the container's configuration, not in the image inspect.
+    healthcheck = docker.api.inspect_container(appliance["container"].id)["Config"]["Healthcheck"]
+    assert "vms_supervisor.healthcheck" in " ".join(healthcheck["Test"])
+    uid = appliance["container"].exec_run(["id", "-u"]).output.decode().strip()
+    assert uid != "0"
+
+
+def test_the_fake_npu_is_probed_but_without_cann_it_serves_on_cpu(appliance) -> None:
+    devices = admin(appliance, "/admin/devices").json()
+    assert devices["device_nodes"] == [0]  # /dev/davinci0, the fake node
+    assert len(devices["npu_smi"]["chips"]) == 8
+    assert devices["device"] == "cpu"
+    assert admin(appliance, "/admin/status").json()["device"] == "cpu"
+    logs = appliance["container"].logs().decode()
+    assert "VMS_DEVICE=auto: no usable Ascend NPU" in logs and "CANN" in logs
+
+
+def test_a_chat_completion_works_from_the_host(appliance) -> None:
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+    reply = httpx.post(appliance["base"] + "/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+
+
+def test_the_admin_api_needs_the_token(appliance) -> None:
+    assert httpx.get(appliance["admin"] + "/admin/status", timeout=10).status_code == 401
+    assert admin(appliance, "/admin/status").json()["state"] == "ready"
+
+
+def test_docker_reports_the_container_healthy(docker, appliance) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        health = docker.api.inspect_container(appliance["container"].id)["State"]["Health"]["Status"]
+        if health == "healthy":
+            return
+        assert time.monotonic() < deadline, f"health status still {health!r}"
+        time.sleep(2)
+
+
+def test_docker_stop_exits_cleanly_within_the_drain_timeout(docker, appliance) -> None:
+    container = appliance["container"]
+    started = time.monotonic()
+    container.stop(timeout=DRAIN_TIMEOUT_S + 30)
+    took = time.monotonic() - started
+    state = docker.api.inspect_container(container.id)["State"]
+    assert state["ExitCode"] == 0, container.logs().decode()[-3000:]
+    assert took < DRAIN_TIMEOUT_S + 30
+    print(f"docker stop took {took:.1f} s")
+
+
+def test_a_bad_setting_exits_2_with_the_message(docker, image) -> None:
+    container = docker.containers.run(
+        TAG, detach=True, network_mode="host", init=True, environment={"VMS_PORT": "99999"}
+    )
+    try:
+        result = container.wait(timeout=120)
+        logs = container.logs().decode()
+        assert result["StatusCode"] == 2, logs
+        assert "VMS_PORT=" in logs and "65535" in logs
+    finally:
+        container.remove(force=True)
