@@ -1,4 +1,5 @@
-"""`vms`: the command line of the appliance (`vms model prepare`, `vms serve`, `vms config`, `vms bench`).
+"""`vms`: the command line of the appliance (`vms model prepare`, `vms serve`, `vms config`, `vms doctor`,
+`vms bench`).
 
 `vms serve` and `vms config` read the VMS_* settings (settings.py); their flags override the variables.
 """
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its options belong to the harness's own parser
         return _bench(argv[1:])
+    if argv[:1] == ["doctor"]:
+        from vms_supervisor.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -137,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     config.set_defaults(handler=_config)
 
+    commands.add_parser(  # listed in --help; main() hands its arguments to vms_supervisor.doctor
+        "doctor",
+        help="check this host for the NPU path: CANN, driver, devices, npu-smi, MindSpore, vLLM, plugin",
+        add_help=False,
+    )
     commands.add_parser(  # listed in --help; main() hands its arguments to the harness
         "bench", help="benchmark vms against vLLM's CPU backend and llama.cpp (vms bench --help)", add_help=False
     )

@@ -131,7 +131,13 @@ def run_npu_smi(timeout: float = 10.0) -> NpuSmiReport:
     return report
 
 
-def probe(dev: Path = Path("/dev"), environ: dict[str, str] | None = None) -> ProbeResult:
+def probe(
+    dev: Path = Path("/dev"),
+    environ: dict[str, str] | None = None,
+    cann_files: tuple[str, ...] = CANN_VERSION_FILES,
+    driver_file: str = DRIVER_VERSION_FILE,
+) -> ProbeResult:
+    """The host as this process sees it; the paths are parameters so that tests can build fake hosts."""
     environ = os.environ if environ is None else environ
     nodes = sorted(int(m.group(1)) for p in _list(dev) if (m := DAVINCI_NODE.match(p.name)))
     return ProbeResult(
@@ -139,8 +145,8 @@ def probe(dev: Path = Path("/dev"), environ: dict[str, str] | None = None) -> Pr
         manager_nodes=[name for name in MANAGER_NODES if (dev / name).exists()],
         visible_devices={name: environ[name] for name in VISIBLE_DEVICE_VARIABLES if name in environ},
         npu_smi=run_npu_smi() if nodes else NpuSmiReport(None, (), "no device nodes, npu-smi not run"),
-        cann_version=_read_version(CANN_VERSION_FILES),
-        driver_version=_read_version((DRIVER_VERSION_FILE,)),
+        cann_version=_read_version(cann_files),
+        driver_version=_read_version((driver_file,)),
     )
 
 
