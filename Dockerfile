@@ -78,16 +78,11 @@ EXPOSE 8000 8081
 HEALTHCHECK --interval=10s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "-m", "vms_supervisor.healthcheck"]
 
-# Last, so that a new commit changes only this metadata layer (every RUN after an ARG would be rebuilt).
-ARG VERSION=0.1.0
-# Where the sources come from and which commit: `make image` passes the git remote and HEAD.
-ARG SOURCE=""
-ARG REVISION=""
+# Static labels here; version, revision and source are given at build time (`make image` passes
+# --label org.opencontainers.image.{version,revision,source}=...): a LABEL fed by a build ARG is not part of
+# buildah's cache key, so a cached build would keep the previous commit's revision.
 LABEL org.opencontainers.image.title="vms" \
       org.opencontainers.image.description="vLLM with MindSpore: an OpenAI-compatible LLM server for Ascend NPUs and CPUs, with health probes and an admin API" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.vms.flavour="${FLAVOUR}"

@@ -53,9 +53,11 @@ lint: setup
 
 image:
 	docker build --network host --build-arg FLAVOUR=$(FLAVOUR) \
-		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null) \
-		--build-arg SOURCE=$$(git remote get-url origin 2>/dev/null) \
-		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		--label org.opencontainers.image.version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+		--label org.opencontainers.image.revision=$$(git rev-parse HEAD 2>/dev/null) \
+		--label org.opencontainers.image.source=$$(git remote get-url origin 2>/dev/null) \
+		-t $(IMAGE) .
 
 # Container tests through the Docker API (CI: the daemonless sandbox, see .ci/run); they build their own image.
 image-test: setup

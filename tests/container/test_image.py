@@ -48,7 +48,8 @@ def image(docker):
     built, _ = docker.images.build(
         path=str(REPO),
         tag=TAG,
-        buildargs={"BASE_IMAGE": BASE_IMAGE, "FLAVOUR": "cpu", "REVISION": REVISION},
+        buildargs={"BASE_IMAGE": BASE_IMAGE, "FLAVOUR": "cpu"},
+        labels={"org.opencontainers.image.version": "0.1.0", "org.opencontainers.image.revision": REVISION},
         network_mode="host",
         rm=True,
         forcerm=True,
