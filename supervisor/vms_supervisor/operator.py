@@ -234,8 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = EngineEndpoint(settings.host, settings.port)
     operator = EngineOperator(settings, args.run_dir, args.device, SupervisorClient(args.run_dir), engine)
     stop = threading.Event()
+
+    def on_signal(*_) -> None:
+        operator.draining = True  # readiness off now, even if the loop is in the middle of a health check
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     try:
         server, thread = serve_admin_api(operator, settings)
     except RuntimeError as error:

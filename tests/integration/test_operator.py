@@ -128,8 +128,11 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(served: Served) -> No
         assert time.monotonic() < deadline, "the request never started running"
         time.sleep(0.1)
     served.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert served.sample()[0] == 503, "readiness must turn false at once on SIGTERM"
+    signalled = time.monotonic()
+    while served.sample()[0] == 200:  # vms serve -> supervisord -> operator: a signal relay, not a poll
+        assert time.monotonic() - signalled < 2, "readiness must turn false at once on SIGTERM"
+        time.sleep(0.05)
+    print(f"readiness false {time.monotonic() - signalled:.2f} s after SIGTERM")
     client.join(timeout=300)
     response = result["response"]
     assert response.status_code == 200, response.text

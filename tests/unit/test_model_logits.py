@@ -17,11 +17,11 @@ def mindspore_step(model, requests):
     """Logits for every token of one batched step."""
     from mindspore import Tensor
 
-    from vms_plugin.attention.paged import attention_inputs
+    from vms_plugin.ops import layer_ops
     from vms_plugin.worker.batch import build_step_batch
 
     batch = build_step_batch(requests, BLOCK_SIZE)
-    inputs = attention_inputs(batch)
+    inputs = layer_ops().attention_inputs(batch)
     every_token = Tensor(np.arange(len(batch.input_ids), dtype=np.int32))
     return model(Tensor(batch.input_ids), inputs, every_token).asnumpy()
 
@@ -54,7 +54,7 @@ def assert_logits_match_transformers(model_dir) -> None:
 
     ours = build_model(model_dir)
     for attention in ours.attention_layers():
-        attention.allocate_kv_cache(16 * BLOCK_SIZE)
+        attention.allocate_kv_cache(16, BLOCK_SIZE)
     reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     rng = np.random.default_rng(0)
     prompts = [rng.integers(0, VOCAB_SIZE, size=n).tolist() for n in (21, 5, 13)]

@@ -11,13 +11,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from vms_plugin.attention.paged import AttentionInputs
-from vms_plugin.kernels.cpu import copy_slots, paged_attention, rope_and_cache, silu_mul
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tensors
+from vms_plugin.ops import layer_ops
+from vms_plugin.ops.interface import StepInputs
 
 
 @dataclass(frozen=True)
@@ -65,41 +65,37 @@ class Attention(nn.Cell):
     def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
         self.layer_index = layer_index
-        self.num_heads = args.num_attention_heads
-        self.num_kv_heads = args.num_key_value_heads
-        self.head_dim = args.head_dim
-        self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
-        self.scale = Tensor([self.head_dim**-0.5], ms.float32)
+        self.heads = (args.num_attention_heads, args.num_key_value_heads, args.head_dim)  # (H, K, D)
+        self.q_size = args.num_attention_heads * args.head_dim
+        self.kv_size = args.num_key_value_heads * args.head_dim
+        self.scale = args.head_dim**-0.5
         self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size, bias=args.qkv_bias)
         self.o_proj = Linear(self.q_size, args.hidden_size, bias=args.o_bias)
-        self.q_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, args.rms_norm_eps) if args.qk_norm else None
+        self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
+        self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
+        self.ops = layer_ops()
 
-    def allocate_kv_cache(self, num_slots: int) -> None:
-        """Head-major caches, [KVH, num_slots, D] (see attention/paged.py)."""
-        shape = (self.num_kv_heads, num_slots, self.head_dim)
+    def allocate_kv_cache(self, num_blocks: int, block_size: int) -> None:
+        """K and V caches for `num_blocks` of vLLM's blocks, in the layout the device's ops use."""
+        _, kv_heads, head_dim = self.heads
+        shape = self.ops.kv_cache_shape(num_blocks * block_size, block_size, kv_heads, head_dim)
         # Graph mode needs every parameter name to be unique across the model.
         self.k_cache = Parameter(ops.zeros(shape, ms.float32), name=f"k_cache.{self.layer_index}", requires_grad=False)
         self.v_cache = Parameter(ops.zeros(shape, ms.float32), name=f"v_cache.{self.layer_index}", requires_grad=False)
 
     def copy_kv_slots(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy token slots `src` to `dst` for every KV head."""
-        copy_slots(self.k_cache, self.v_cache, Tensor(src.astype(np.int32)), Tensor(dst.astype(np.int32)))
+        self.ops.copy_slots(self.k_cache, self.v_cache, Tensor(src.astype(np.int32)), Tensor(dst.astype(np.int32)))
 
-    def qk_norm_weights(self) -> tuple[Parameter, Parameter, ms.Tensor] | None:
+    def qk_norm_weights(self) -> tuple[Parameter, Parameter, float] | None:
         return None if self.q_norm is None else (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
 
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs) -> ms.Tensor:
+    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: StepInputs) -> ms.Tensor:
         qkv = self.qkv_proj(x)
-        q = rope_and_cache(
-            qkv, *rotary, inputs.positions, inputs.slot_mapping, self.k_cache, self.v_cache, self.qk_norm_weights()
-        )
-        out = paged_attention(
-            q, self.k_cache, self.v_cache, inputs.positions, inputs.token_requests, inputs.context_slots, self.scale
-        )
+        q = self.ops.rope_and_cache(qkv, rotary, self.k_cache, self.v_cache, inputs, self.heads, self.qk_norm_weights())
+        out = self.ops.paged_attention(q, self.k_cache, self.v_cache, inputs, self.heads, self.scale)
         return self.o_proj(out)
 
 
@@ -108,9 +104,10 @@ class MLP(nn.Cell):
         super().__init__()
         self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size)
         self.down_proj = Linear(args.intermediate_size, args.hidden_size)
+        self.ops = layer_ops()
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        return self.down_proj(silu_mul(self.gate_up_proj(x)))
+        return self.down_proj(self.ops.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Cell):
@@ -124,7 +121,7 @@ class DecoderLayer(nn.Cell):
         self.mlp = MLP(args)
 
     def construct(
-        self, x: ms.Tensor, residual: ms.Tensor | None, rotary: tuple[ms.Tensor, ms.Tensor], inputs: AttentionInputs
+        self, x: ms.Tensor, residual: ms.Tensor | None, rotary: tuple[ms.Tensor, ms.Tensor], inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
         if residual is None:
             x, residual = self.input_layernorm(x), x
@@ -142,7 +139,7 @@ class LlamaModel(nn.Cell):
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.rotary = rotary_tensors(args.head_dim, args.max_position_embeddings, args.rope)
 
-    def construct(self, input_ids: ms.Tensor, inputs: AttentionInputs) -> tuple[ms.Tensor, ms.Tensor]:
+    def construct(self, input_ids: ms.Tensor, inputs: StepInputs) -> tuple[ms.Tensor, ms.Tensor]:
         """The last layer's (output, residual); their sum, normalised, is the final hidden state."""
         h, residual = self.embed_tokens(input_ids), None
         for layer in self.layers:
@@ -176,7 +173,7 @@ class LlamaForCausalLM(nn.Cell):
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
 
-    def construct(self, input_ids: ms.Tensor, inputs: AttentionInputs, logits_index: ms.Tensor) -> ms.Tensor:
+    def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
         h, residual = self.model(input_ids, inputs)
         hidden, _ = self.model.norm(h[logits_index], residual[logits_index])

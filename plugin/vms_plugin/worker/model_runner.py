@@ -16,8 +16,8 @@ from vllm.config import VllmConfig
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
-from vms_plugin.attention.paged import attention_inputs
 from vms_plugin.models.registry import build_model
+from vms_plugin.ops import layer_ops
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState, to_torch
@@ -70,7 +70,7 @@ class MindSporeModelRunner:
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         for attention in self.model.attention_layers():
-            attention.allocate_kv_cache(num_blocks * self.block_size)
+            attention.allocate_kv_cache(num_blocks, self.block_size)
 
     def _copy_kv_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Copy-on-write of shared prefix blocks, requested by the scheduler before the step runs."""
@@ -208,7 +208,7 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
-        inputs = attention_inputs(batch)
+        inputs = layer_ops().attention_inputs(batch)
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))

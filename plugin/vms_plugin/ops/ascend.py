@@ -1,0 +1,162 @@
+"""The Ascend implementation: MindSpore's fused NPU kernels (written against MindSpore 2.10's `mindspore.ops`).
+
+KV cache layout: [num_blocks, block_size, K, D], the layout ReshapeAndCache writes and PagedAttention reads, with
+vLLM's block ids indexing the first axis. These kernels are tuned for block size 128 (ASCEND_BLOCK_SIZE), which
+the platform must set when it runs on Ascend; any block size is correct. Per step:
+- rope + cache: ApplyRotaryPosEmb rotates q and k in place of the basic ops ([T, H*D] / [T, K*D], cos/sin tables
+  looked up by position), then ReshapeAndCache writes k and v at the step's slots;
+- attention: a decode-only step runs PagedAttention over each request's block table and context length; a step
+  with any prefill (first or chunked) gathers each request's whole context from the cache into contiguous rows
+  and runs FlashAttentionScore in the varlen "TND" layout with right-down causal masking (sparse_mode 3), so a
+  chunk's queries see the cached prefix as well as themselves — the pattern MindSpore's own LLM stack uses;
+- norms: RmsNorm and AddRmsNorm (the residual add fused into the next norm), SwiGLU: Swiglu.
+No NPU is reachable where this was written: tests/unit/test_ascend_ops.py checks every call against the
+primitives' real signatures and runs whole models through numpy stand-ins of their documented semantics.
+"""
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, mint
+
+from vms_plugin.worker.batch import StepBatch
+
+ASCEND_BLOCK_SIZE = 128
+CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
+
+
+class AscendInputs(NamedTuple):
+    """T tokens of R requests; S = the sum of the requests' context lengths."""
+
+    positions: ms.Tensor  # [T] int32
+    slot_mapping: ms.Tensor  # [T] int32: where each new K/V goes
+    block_tables: ms.Tensor  # [R, B] int32
+    seq_lens: ms.Tensor  # [R] int32: context length of each request including this step's tokens
+    actual_seq_qlen: ms.Tensor  # [R] int32: cumulative query lengths (TND layout)
+    actual_seq_kvlen: ms.Tensor  # [R] int32: cumulative context lengths
+    context_slots: ms.Tensor  # [S] int32: cache slot of every context position of every request, in order
+    decode_only: bool  # every request runs exactly one token
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """The MindSpore primitive classes used, in one place, so tests can stand in for them."""
+
+    rms_norm: Any
+    add_rms_norm: Any
+    apply_rotary_pos_emb: Any
+    reshape_and_cache: Any
+    paged_attention: Any
+    flash_attention_score: Any
+    swiglu: Any
+
+    @classmethod
+    def from_mindspore(cls) -> "Primitives":
+        from mindspore import ops
+        from mindspore.ops import auto_generate
+
+        return cls(
+            rms_norm=ops.RmsNorm,
+            add_rms_norm=auto_generate.AddRmsNorm,
+            apply_rotary_pos_emb=ops.ApplyRotaryPosEmb,
+            reshape_and_cache=ops.ReshapeAndCache,
+            paged_attention=ops.PagedAttention,
+            flash_attention_score=auto_generate.FlashAttentionScore,
+            swiglu=auto_generate.Swiglu,
+        )
+
+
+def ascend_inputs(batch: StepBatch) -> AscendInputs:
+    num_tokens, num_reqs = len(batch.input_ids), len(batch.query_starts)
+    query_lens = np.diff(np.append(batch.query_starts, num_tokens)).astype(np.int32)
+    seq_lens = (batch.positions[batch.query_starts + query_lens - 1] + 1).astype(np.int32)
+    context_slots = np.concatenate([batch.context_slots[r, : seq_lens[r]] for r in range(num_reqs)])
+    return AscendInputs(
+        Tensor(batch.positions),
+        Tensor(batch.slot_mapping),
+        Tensor(batch.block_table),
+        Tensor(seq_lens),
+        Tensor(np.cumsum(query_lens).astype(np.int32)),
+        Tensor(np.cumsum(seq_lens).astype(np.int32)),
+        Tensor(context_slots.astype(np.int32)),
+        bool((query_lens == 1).all()),
+    )
+
+
+class AscendOps:
+    name = "ascend"
+
+    def __init__(self, primitives: Primitives | None = None) -> None:
+        self.p = primitives or Primitives.from_mindspore()
+        self._add_rms_norm = self.p.add_rms_norm()
+        self._rotary = self.p.apply_rotary_pos_emb(0)  # cos_format 0: tables [max_positions, D]
+        self._reshape_and_cache = self.p.reshape_and_cache()
+        self._swiglu = self.p.swiglu()
+        self._rms_norms: dict[float, Any] = {}
+        self._attention: dict[tuple, Any] = {}
+        self._causal_mask = Tensor(np.triu(np.ones((CAUSAL_MASK_SIZE, CAUSAL_MASK_SIZE), np.uint8), k=1))
+
+    def attention_inputs(self, batch: StepBatch) -> AscendInputs:
+        return ascend_inputs(batch)
+
+    def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
+        return (num_slots // block_size, block_size, kv_heads, head_dim)
+
+    def rms_norm(self, x, weight, eps):
+        if eps not in self._rms_norms:
+            self._rms_norms[eps] = self.p.rms_norm(eps)
+        return self._rms_norms[eps](x, weight)[0]  # (y, rstd)
+
+    def add_rms_norm(self, x, residual, weight, eps):
+        normed, _, summed = self._add_rms_norm(x, residual, weight, eps)  # (y, rstd, x1 + x2)
+        return normed, summed
+
+    def rope_and_cache(self, qkv, rotary, k_cache, v_cache, inputs: AscendInputs, heads, qk_norm):
+        num_heads, kv_heads, head_dim = heads
+        q, k, v = mint.split(qkv, [num_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+        if qk_norm is not None:
+            q_weight, k_weight, eps = qk_norm
+            q = self.rms_norm(q.reshape(-1, head_dim), q_weight, eps).reshape(-1, num_heads * head_dim)
+            k = self.rms_norm(k.reshape(-1, head_dim), k_weight, eps).reshape(-1, kv_heads * head_dim)
+        q, k = self._rotary(q, k, *rotary, inputs.positions)
+        self._reshape_and_cache(k, v, k_cache, v_cache, inputs.slot_mapping)
+        return q
+
+    def paged_attention(self, q, k_cache, v_cache, inputs: AscendInputs, heads, scale):
+        num_heads, kv_heads, head_dim = heads
+        if inputs.decode_only:
+            kernel = self._kernel("paged", self.p.paged_attention, num_heads, scale, kv_heads)
+            return kernel(q, k_cache, v_cache, inputs.block_tables, inputs.seq_lens)
+        kernel = self._kernel(
+            "flash", self.p.flash_attention_score, num_heads, scale_value=scale, input_layout="TND", sparse_mode=3
+        )
+        rows = (-1, kv_heads, head_dim)
+        keys = k_cache.reshape(rows)[inputs.context_slots]  # [S, K, D] contiguous per request
+        values = v_cache.reshape(rows)[inputs.context_slots]
+        out = kernel(
+            q.reshape(-1, num_heads, head_dim),
+            keys,
+            values,
+            attn_mask=self._causal_mask,
+            actual_seq_qlen=inputs.actual_seq_qlen,
+            actual_seq_kvlen=inputs.actual_seq_kvlen,
+        )[3]  # (softmax_max, softmax_sum, softmax_out, attention_out)
+        return out.reshape(-1, num_heads * head_dim)
+
+    def silu_mul(self, gate_up):
+        return self._swiglu(gate_up, -1)
+
+    def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
+        """Copy-on-write through the cache-writing kernel: read the source slots, write them at the targets."""
+        rows = k_cache.shape[2:]
+        keys = k_cache.reshape((-1, *rows))[src].reshape(len(src), -1)
+        values = v_cache.reshape((-1, *rows))[src].reshape(len(src), -1)
+        self._reshape_and_cache(keys, values, k_cache, v_cache, dst)
+
+    def _kernel(self, kind: str, primitive, *args, **kwargs):
+        key = (kind, args, tuple(sorted(kwargs.items())))
+        if key not in self._attention:
+            self._attention[key] = primitive(*args, **kwargs)
+        return self._attention[key]

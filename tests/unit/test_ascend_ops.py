@@ -1,0 +1,222 @@
+"""The Ascend implementation (ops/ascend.py) without an NPU: every primitive it uses is replaced by a stand-in
+that first binds the call to the real MindSpore 2.10 primitive's signature (a wrong name, count or keyword
+fails here as it would on the device), then computes the result the primitive documents, with numpy. Whole
+tiny models then run through it and must give transformers' logits: the cache layout, block tables, slot
+mapping, varlen (TND) offsets and the decode / prefill split are all on that path."""
+
+import inspect
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from test_model_logits import BLOCK_SIZE, TOLERANCE, assert_logits_match_transformers, mindspore_step
+from tiny_models import ARCHITECTURES, VOCAB_SIZE
+
+import vms_plugin.ops as ops_module
+
+
+def as_np(x):
+    return None if x is None else x.asnumpy()
+
+
+def rms(x, gamma, eps):
+    rstd = 1 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    return x * rstd * gamma, rstd
+
+
+def rotate(x, cos, sin, heads):
+    shaped = x.reshape(len(x), heads, -1)
+    half = shaped.shape[-1] // 2
+    rotated = np.concatenate([-shaped[..., half:], shaped[..., :half]], axis=-1)
+    return (shaped * cos[:, None] + rotated * sin[:, None]).reshape(x.shape)
+
+
+def attend(q, keys, values, scale, visible):
+    """q [H, D] over keys/values [L, K, D], the first `visible` of them."""
+    group = q.shape[0] // keys.shape[1]
+    k = np.repeat(keys[:visible], group, axis=1)  # [L, H, D]
+    v = np.repeat(values[:visible], group, axis=1)
+    scores = np.einsum("hd,lhd->hl", q, k) * scale
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return np.einsum("hl,lhd->hd", probs / probs.sum(-1, keepdims=True), v)
+
+
+def rms_norm(init, x, gamma):
+    y, rstd = rms(as_np(x), as_np(gamma), init["epsilon"])
+    return y, rstd
+
+
+def add_rms_norm(init, x1, x2, gamma, epsilon):
+    summed = as_np(x1) + as_np(x2)
+    y, rstd = rms(summed, as_np(gamma), epsilon)
+    return y, rstd, summed
+
+
+def apply_rotary_pos_emb(init, query, key, cos, sin, position_ids):
+    assert init["cos_format"] == 0
+    positions = as_np(position_ids)
+    c, s = as_np(cos)[positions], as_np(sin)[positions]
+    head_dim = c.shape[-1]
+    q, k = as_np(query), as_np(key)
+    return rotate(q, c, s, q.shape[1] // head_dim), rotate(k, c, s, k.shape[1] // head_dim)
+
+
+def reshape_and_cache(init, key, value=None, key_cache=None, value_cache=None, slot_mapping=None):
+    slots = as_np(slot_mapping)
+    for cache, new in ((key_cache, key), (value_cache, value)):
+        blocks, block_size, kv_heads, head_dim = cache.shape
+        data = as_np(cache).reshape(blocks * block_size, kv_heads, head_dim)
+        data[slots] = as_np(new).reshape(len(slots), kv_heads, head_dim)
+        cache.set_data(ms_tensor(data.reshape(cache.shape)))
+    return np.zeros(1, np.float32)
+
+
+def paged_attention(init, query, key_cache, value_cache=None, block_tables=None, context_lens=None, **_):
+    q, tables, lengths = as_np(query), as_np(block_tables), as_np(context_lens)
+    k_cache, v_cache = as_np(key_cache), as_np(value_cache)
+    heads, block_size = init["head_num"], k_cache.shape[1]
+    assert init["kv_head_num"] == k_cache.shape[2]
+    out = np.zeros_like(q)
+    for r, (table, length) in enumerate(zip(tables, lengths, strict=True)):
+        keys = k_cache[table].reshape(-1, *k_cache.shape[2:])  # the request's blocks, in order
+        values = v_cache[table].reshape(-1, *v_cache.shape[2:])
+        out[r] = attend(q[r].reshape(heads, -1), keys, values, init["scale_value"], length).reshape(-1)
+    assert block_size == k_cache.shape[1]
+    return out
+
+
+def flash_attention_score(init, query, key, value, attn_mask=None, actual_seq_qlen=None, actual_seq_kvlen=None, **_):
+    assert (init["input_layout"], init["sparse_mode"]) == ("TND", 3)
+    assert as_np(attn_mask).shape == (2048, 2048)
+    q, k, v = as_np(query), as_np(key), as_np(value)
+    q_ends, kv_ends = as_np(actual_seq_qlen), as_np(actual_seq_kvlen)
+    out = np.zeros_like(q)
+    q_start = kv_start = 0
+    for q_end, kv_end in zip(q_ends, kv_ends, strict=True):
+        q_len, kv_len = q_end - q_start, kv_end - kv_start
+        for i in range(q_len):  # right-down causal: the last query sees every key
+            visible = kv_len - q_len + i + 1
+            out[q_start + i] = attend(
+                q[q_start + i], k[kv_start:kv_end], v[kv_start:kv_end], init["scale_value"], visible
+            )
+        q_start, kv_start = q_end, kv_end
+    return None, None, None, out
+
+
+def swiglu(init, x, dim=-1):
+    gate, up = np.split(as_np(x), 2, axis=dim)
+    return gate / (1 + np.exp(-gate)) * up
+
+
+def ms_tensor(array):
+    from mindspore import Tensor
+
+    return Tensor(array)
+
+
+STAND_INS = {
+    "rms_norm": rms_norm,
+    "add_rms_norm": add_rms_norm,
+    "apply_rotary_pos_emb": apply_rotary_pos_emb,
+    "reshape_and_cache": reshape_and_cache,
+    "paged_attention": paged_attention,
+    "flash_attention_score": flash_attention_score,
+    "swiglu": swiglu,
+}
+
+
+class StandIn:
+    """Constructed and called like the real primitive class `real`; `compute` gives the documented result."""
+
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self, real, compute) -> None:
+        self.real, self.compute = real, compute
+
+    def __call__(self, *args, **kwargs):
+        init = inspect.signature(self.real.__init__).bind(None, *args, **kwargs)
+        init.apply_defaults()
+        return BoundStandIn(self, {k: v for k, v in init.arguments.items() if k != "self"})
+
+
+class BoundStandIn:
+    def __init__(self, stand_in: StandIn, init: dict) -> None:
+        self.stand_in, self.init = stand_in, init
+
+    def __call__(self, *args, **kwargs):
+        inspect.signature(self.stand_in.real.__call__).bind(None, *args, **kwargs)
+        StandIn.calls.append(self.stand_in.real.__name__)
+        result = self.stand_in.compute(self.init, *args, **kwargs)
+        if isinstance(result, tuple):
+            return tuple(None if r is None else ms_tensor(np.asarray(r, np.float32)) for r in result)
+        return ms_tensor(np.asarray(result, np.float32))
+
+
+@pytest.fixture
+def ascend_stand_ins(monkeypatch):
+    from vms_plugin.ops.ascend import AscendOps, Primitives
+
+    real = Primitives.from_mindspore()
+    primitives = Primitives(**{name: StandIn(getattr(real, name), STAND_INS[name]) for name in STAND_INS})
+    monkeypatch.setattr(ops_module, "build_layer_ops", lambda device: AscendOps(primitives))
+    ops_module.layer_ops.cache_clear()
+    StandIn.calls.clear()
+    yield
+    ops_module.layer_ops.cache_clear()
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny_model_dirs, ascend_stand_ins) -> None:
+    assert_logits_match_transformers(tiny_model_dirs[architecture])
+    used = set(StandIn.calls)
+    assert {"ReshapeAndCache", "PagedAttention", "FlashAttentionScore", "ApplyRotaryPosEmb", "Swiglu"} <= used
+    assert {"RmsNorm", "AddRmsNorm"} <= used
+
+
+def test_a_chunked_prefill_sees_its_cached_prefix(tiny_model_dirs, ascend_stand_ins) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from vms_plugin.models.registry import build_model
+    from vms_plugin.worker.batch import ScheduledRequest
+
+    model_dir = tiny_model_dirs["LlamaForCausalLM"]
+    ours = build_model(model_dir)
+    for attention in ours.attention_layers():
+        attention.allocate_kv_cache(8, BLOCK_SIZE)
+    prompt = np.random.default_rng(3).integers(0, VOCAB_SIZE, size=29).tolist()
+    mindspore_step(ours, [ScheduledRequest(prompt[:18], 0, [5, 2], False)])  # first chunk: 18 tokens
+    logits = mindspore_step(ours, [ScheduledRequest(prompt[18:], 18, [5, 2], True)])  # the other 11, prefix cached
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(torch.tensor([prompt]))
+    np.testing.assert_allclose(logits, expected.logits[0, 18:].numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_copy_on_write_copies_cache_slots_through_reshape_and_cache(ascend_stand_ins) -> None:
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    from vms_plugin.ops import layer_ops
+
+    ops = layer_ops()
+    shape = ops.kv_cache_shape(4 * BLOCK_SIZE, BLOCK_SIZE, 2, 8)
+    assert shape == (4, BLOCK_SIZE, 2, 8)
+    data = [np.random.default_rng(seed).standard_normal(shape).astype(np.float32) for seed in (0, 1)]
+    k_cache, v_cache = (Parameter(Tensor(d), name=f"c{i}", requires_grad=False) for i, d in enumerate(data))
+    src, dst = np.arange(BLOCK_SIZE, dtype=np.int32), np.arange(2 * BLOCK_SIZE, 3 * BLOCK_SIZE, dtype=np.int32)
+    ops.copy_slots(k_cache, v_cache, Tensor(src), Tensor(dst))
+    for before, cache in zip(data, (k_cache, v_cache), strict=True):
+        expected = before.copy()
+        expected[2] = before[0]  # block 0 -> block 2
+        np.testing.assert_array_equal(cache.asnumpy(), expected)
+    assert ms.float32 == k_cache.dtype
+
+
+def test_the_implementation_is_chosen_from_the_device_or_the_override() -> None:
+    from vms_plugin.ops import device_for_ops
+
+    assert device_for_ops(None, "CPU") == "cpu"
+    assert device_for_ops(None, "Ascend") == "ascend"
+    assert device_for_ops("ascend", "CPU") == "ascend"
+    with pytest.raises(ValueError, match="VMS_OPS='npu': allowed: cpu, ascend"):
+        device_for_ops("npu", "CPU")
