@@ -13,10 +13,18 @@ from vms_admin.metrics import render_metrics
 from vms_admin.operator_view import Operator
 
 MAX_LOG_LINES = 10_000
+MAX_BODY_BYTES = 64 * 1024  # no admin endpoint takes a body; anything large is refused before it is read
 
 
 def create_app(operator: Operator) -> FastAPI:
     app = FastAPI(title="vms admin", description="Health probes and administration of the vms engine")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return await call_next(request)
 
     def probe(ok: bool) -> JSONResponse:
         status = operator.status()
