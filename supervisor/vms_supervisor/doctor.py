@@ -65,9 +65,11 @@ def device_findings(host: ProbeResult, dev: Path, npu_wanted: bool) -> list[Find
     nodes = [f"davinci{n}" for n in host.device_nodes] + list(MANAGER_NODES)
     denied = [name for name in nodes if (dev / name).exists() and not os.access(dev / name, os.R_OK | os.W_OK)]
     absent = [name for name in MANAGER_NODES if name not in host.manager_nodes]
-    problems = [f"no read/write access to {', '.join(denied)}"] * bool(denied) + [
-        f"missing {', '.join(absent)}"
-    ] * bool(absent)
+    problems = []
+    if denied:
+        problems.append(f"no read/write access to {', '.join(denied)}")
+    if absent:
+        problems.append(f"missing {', '.join(absent)}")
     findings.append(
         Finding(
             "NPU device nodes",

@@ -1,7 +1,7 @@
 """The Ascend implementation: MindSpore's fused NPU kernels (written against MindSpore 2.10's `mindspore.ops`).
 
 KV cache layout: [num_blocks, block_size, K, D], the layout ReshapeAndCache writes and PagedAttention reads, with
-vLLM's block ids indexing the first axis. These kernels are tuned for block size 128 (ASCEND_BLOCK_SIZE), which
+vLLM's block ids indexing the first axis. These kernels are tuned for block size 128, which
 the platform must set when it runs on Ascend; any block size is correct. Per step:
 - rope + cache: ApplyRotaryPosEmb rotates q and k in place of the basic ops ([T, H*D] / [T, K*D], cos/sin tables
   looked up by position), then ReshapeAndCache writes k and v at the step's slots;
@@ -23,7 +23,6 @@ from mindspore import Parameter, Tensor, mint
 
 from vms_plugin.worker.batch import StepBatch
 
-ASCEND_BLOCK_SIZE = 128
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
 
 
