@@ -33,7 +33,13 @@ class MindSporePlatform(CpuPlatform):
     def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:
         parallel_config = vllm_config.parallel_config
         chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
+        executor_backend = parallel_config.distributed_executor_backend
         super().check_and_update_config(vllm_config)
+        if executor_backend == "uni":
+            # vLLM's CPU platform moves a single worker into its own process so that torch's OpenMP threads can be
+            # pinned; the engine core then spins on a core while it waits for each step. MindSpore needs no such
+            # pinning, so the worker stays in the engine core's process and every core computes.
+            parallel_config.distributed_executor_backend = "uni"
         if not chosen_by_user:
             parallel_config.worker_cls = WORKER_CLASS
         model_config = vllm_config.model_config

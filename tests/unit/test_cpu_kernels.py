@@ -55,6 +55,7 @@ def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
 
 
 def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots() -> None:
+    import mindspore as ms
     from mindspore import Tensor
 
     from vms_plugin.kernels.cpu import rope_and_cache
@@ -66,7 +67,10 @@ def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(
     cos, sin = np.cos(angles), np.sin(angles)
     positions, slots = np.array([3, 7], dtype=np.int32), np.array([12, -1], dtype=np.int32)
 
-    q = rope_and_cache(Tensor(qkv), Tensor(cos), Tensor(sin), Tensor(positions), Tensor(slots), k_cache, v_cache)
+    no_qk_norm = (Tensor(np.ones(DIM, np.float32)), Tensor(np.ones(DIM, np.float32)), Tensor([0.0], ms.float32))
+    q = rope_and_cache(
+        Tensor(qkv), Tensor(cos), Tensor(sin), Tensor(positions), Tensor(slots), k_cache, v_cache, no_qk_norm
+    )
 
     def rotate(x, position):
         half = DIM // 2
@@ -79,6 +83,25 @@ def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(
     expected_v[:, 12] = heads[0, HEADS + KV_HEADS :]
     np.testing.assert_allclose(k_cache.asnumpy(), expected_k, atol=1e-5)  # slot -1: nothing else written
     np.testing.assert_array_equal(v_cache.asnumpy(), expected_v)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 9])
+def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows) -> None:
+    """70 outputs: one full 64-column panel and a zero-padded one; row counts cover the 4-row tiles and the rest."""
+    from mindspore import Parameter, Tensor
+
+    from vms_plugin.kernels.cpu import linear
+    from vms_plugin.kernels.pack import pack_linear_weight
+
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((70, 33)).astype(np.float32)
+    bias = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((rows, 33)).astype(np.float32)
+
+    out = linear(Tensor(x), Parameter(Tensor(pack_linear_weight(weight)), name="w"), Tensor(bias)).asnumpy()
+
+    assert out.shape == (rows, 70)
+    np.testing.assert_allclose(out, x @ weight.T + bias, atol=1e-4)
 
 
 def test_copy_slots_copies_every_kv_head_in_place() -> None:

@@ -1,4 +1,4 @@
-"""The C++ kernels of cpu_kernels.cc as MindSpore operators (Custom, func_type "aot"), one per fused step.
+"""The C++ kernels of cpu_kernels.cc as MindSpore operators (Custom, func_type "aot").
 
 Each wrapper states the shapes; cpu_kernels.cc documents the arithmetic. Operators are created on first use,
 after the library is built, and shared by every layer.
@@ -30,10 +30,10 @@ def _rotated_queries_shape(qkv, cos, sin, positions, slots, k_cache, *_):
 _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "RmsNorm": (_same_as_first, _same_as_first),
     "AddRmsNorm": (_pair_like_first, _pair_like_first),
+    "Linear": (lambda x, weight, bias: [x[0], bias[0]], _same_as_first),
     "RopeCache": (_rotated_queries_shape, _same_as_first),
-    "QkNormRopeCache": (_rotated_queries_shape, _same_as_first),
     "PagedAttention": (lambda q, *_: [q[0], q[1] * q[2]], _same_as_first),
-    "SiluMul": (lambda gate_up: [gate_up[0], gate_up[1] // 2], _same_as_first),
+    "DecoderLayer": (_pair_like_first, _pair_like_first),
     "CopySlots": (lambda *_: [1], lambda *_: ms.float32),
 }
 
@@ -54,6 +54,11 @@ def add_rms_norm(x: ms.Tensor, residual: ms.Tensor, weight: Parameter, eps: ms.T
     return _operator("AddRmsNorm")(x, residual, weight, eps)
 
 
+def linear(x: ms.Tensor, packed_weight: Parameter, bias: ms.Tensor) -> ms.Tensor:
+    """x [M, in] @ W^T + bias -> [M, out]; the weight packed by kernels/pack.py, bias [out] (zeros for none)."""
+    return _operator("Linear")(x, packed_weight, bias)
+
+
 def rope_and_cache(
     qkv: ms.Tensor,
     cos: ms.Tensor,
@@ -62,15 +67,14 @@ def rope_and_cache(
     slots: ms.Tensor,
     k_cache: Parameter,
     v_cache: Parameter,
-    qk_norm: tuple[Parameter, Parameter, ms.Tensor] | None = None,
+    qk_norm: tuple[ms.Tensor, ms.Tensor, ms.Tensor],
 ) -> ms.Tensor:
     """qkv [T, (H + 2K) * D] -> rotated q [T, H, D]; rotated k and v are written to the caches at `slots`.
 
-    With `qk_norm` = (q_norm weight, k_norm weight, eps), each q and k head is RMS-normalised first (Qwen3).
+    `qk_norm` = (q_norm weight [D], k_norm weight [D], eps [1]): with eps > 0 each q and k head is RMS-normalised
+    first (Qwen3); eps 0 turns that off.
     """
-    if qk_norm is None:
-        return _operator("RopeCache")(qkv, cos, sin, positions, slots, k_cache, v_cache)
-    return _operator("QkNormRopeCache")(qkv, cos, sin, positions, slots, k_cache, v_cache, *qk_norm)
+    return _operator("RopeCache")(qkv, cos, sin, positions, slots, k_cache, v_cache, *qk_norm)
 
 
 def paged_attention(
@@ -86,9 +90,10 @@ def paged_attention(
     return _operator("PagedAttention")(q, k_cache, v_cache, positions, token_requests, context_slots, scale)
 
 
-def silu_mul(gate_up: ms.Tensor) -> ms.Tensor:
-    """gate_up [N, 2I] -> silu(gate) * up, [N, I]."""
-    return _operator("SiluMul")(gate_up)
+def decoder_layer(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+    """A whole decoder layer in one launch -> (MLP output, residual stream); the 21 inputs in the order
+    cpu_kernels.cc's DecoderLayer lists them (ops/cpu.py assembles them)."""
+    return _operator("DecoderLayer")(*inputs)
 
 
 def copy_slots(k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:

@@ -1,24 +1,25 @@
-"""A bias-optional linear layer holding its weight transposed, [in_features, out_features].
+"""A bias-optional linear layer whose weight is in the device's layout (see ops/interface.py).
 
-MindSpore's CPU MatMul with `transpose_b` is 2-5x slower than a plain matmul on a pre-transposed weight at
-batch sizes of 32-64 rows (measured in bench/README.md), so the loader transposes Hugging Face's
-[out_features, in_features] once, at load time, into `weight_t`.
+The checkpoint's weight is [out_features, in_features]; the loader hands it to `LayerOps.linear_weight`, which
+lays it out for the device's matmul: packed 64-column panels on CPU, transposed on Ascend.
 """
 
 import mindspore as ms
-from mindspore import Parameter, mint, nn, ops
+from mindspore import Parameter, nn, ops
 
-TRANSPOSED_WEIGHT = "weight_t"  # parameter name; the checkpoint's tensor is `weight`, transposed
+from vms_plugin.ops import layer_ops
+
+DEVICE_WEIGHT = "device_weight"  # parameter name; the checkpoint's tensor is `weight`, laid out for the device
 
 
 class Linear(nn.Cell):
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
-        self.weight_t = Parameter(ops.zeros((in_features, out_features), ms.float32), name=TRANSPOSED_WEIGHT)
+        self.ops = layer_ops()
+        self.out_features = out_features
+        shape = self.ops.linear_weight_shape(in_features, out_features)
+        self.device_weight = Parameter(ops.zeros(shape, ms.float32), name=DEVICE_WEIGHT)
         self.bias = Parameter(ops.zeros((out_features,), ms.float32), name="bias") if bias else None
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        y = mint.matmul(x, self.weight_t)
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return self.ops.linear(x, self.device_weight, self.bias, self.out_features)

@@ -17,7 +17,7 @@ from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tensors
 from vms_plugin.ops import layer_ops
-from vms_plugin.ops.interface import StepInputs
+from vms_plugin.ops.interface import DecoderWeights, StepInputs
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,17 @@ class LlamaArgs:
 
 
 class Attention(nn.Cell):
+    """The attention's parameters and KV caches; the device's `decoder_layer` computes with them."""
+
     def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
         self.layer_index = layer_index
         self.heads = (args.num_attention_heads, args.num_key_value_heads, args.head_dim)  # (H, K, D)
-        self.q_size = args.num_attention_heads * args.head_dim
-        self.kv_size = args.num_key_value_heads * args.head_dim
+        q_size = args.num_attention_heads * args.head_dim
+        kv_size = args.num_key_value_heads * args.head_dim
         self.scale = args.head_dim**-0.5
-        self.qkv_proj = Linear(args.hidden_size, self.q_size + 2 * self.kv_size, bias=args.qkv_bias)
-        self.o_proj = Linear(self.q_size, args.hidden_size, bias=args.o_bias)
+        self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias)
+        self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias)
         self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
@@ -89,29 +91,21 @@ class Attention(nn.Cell):
         """Copy token slots `src` to `dst` for every KV head."""
         self.ops.copy_slots(self.k_cache, self.v_cache, Tensor(src.astype(np.int32)), Tensor(dst.astype(np.int32)))
 
-    def qk_norm_weights(self) -> tuple[Parameter, Parameter, float] | None:
-        return None if self.q_norm is None else (self.q_norm.weight, self.k_norm.weight, self.q_norm.eps)
-
-    def construct(self, x: ms.Tensor, rotary: tuple[ms.Tensor, ms.Tensor], inputs: StepInputs) -> ms.Tensor:
-        qkv = self.qkv_proj(x)
-        q = self.ops.rope_and_cache(qkv, rotary, self.k_cache, self.v_cache, inputs, self.heads, self.qk_norm_weights())
-        out = self.ops.paged_attention(q, self.k_cache, self.v_cache, inputs, self.heads, self.scale)
-        return self.o_proj(out)
-
 
 class MLP(nn.Cell):
+    """SiLU(gate) * up, then down: parameters only; the device's `decoder_layer` computes with them."""
+
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size)
         self.down_proj = Linear(args.intermediate_size, args.hidden_size)
-        self.ops = layer_ops()
-
-    def construct(self, x: ms.Tensor) -> ms.Tensor:
-        return self.down_proj(self.ops.silu_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Cell):
-    """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py)."""
+    """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py).
+
+    The whole layer is one call into the device's ops (ops/interface.py), which may run it as a single kernel.
+    """
 
     def __init__(self, args: LlamaArgs, layer_index: int) -> None:
         super().__init__()
@@ -119,16 +113,33 @@ class DecoderLayer(nn.Cell):
         self.self_attn = Attention(args, layer_index)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
+        self.eps = args.rms_norm_eps
+        self.ops = layer_ops()
+
+    def weights(self) -> DecoderWeights:
+        attn, mlp = self.self_attn, self.mlp
+        return DecoderWeights(
+            input_norm=self.input_layernorm.weight,
+            qkv=attn.qkv_proj.device_weight,
+            qkv_bias=attn.qkv_proj.bias,
+            q_norm=None if attn.q_norm is None else attn.q_norm.weight,
+            k_norm=None if attn.k_norm is None else attn.k_norm.weight,
+            o=attn.o_proj.device_weight,
+            o_bias=attn.o_proj.bias,
+            post_norm=self.post_attention_layernorm.weight,
+            gate_up=mlp.gate_up_proj.device_weight,
+            down=mlp.down_proj.device_weight,
+            k_cache=attn.k_cache,
+            v_cache=attn.v_cache,
+            heads=attn.heads,
+            eps=self.eps,
+            scale=attn.scale,
+        )
 
     def construct(
         self, x: ms.Tensor, residual: ms.Tensor | None, rotary: tuple[ms.Tensor, ms.Tensor], inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        if residual is None:
-            x, residual = self.input_layernorm(x), x
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x, residual = self.post_attention_layernorm(self.self_attn(x, rotary, inputs), residual)
-        return self.mlp(x), residual
+        return self.ops.decoder_layer(self.weights(), x, residual, rotary, inputs)
 
 
 class LlamaModel(nn.Cell):
@@ -150,14 +161,16 @@ class LlamaModel(nn.Cell):
 class LlamaForCausalLM(nn.Cell):
     # Checkpoint names (suffixes) concatenated, in order, into one of our parameters.
     stacked_params: ClassVar[dict[str, tuple[str, ...]]] = {
-        "self_attn.qkv_proj.weight_t": (
+        "self_attn.qkv_proj.device_weight": (
             "self_attn.q_proj.weight",
             "self_attn.k_proj.weight",
             "self_attn.v_proj.weight",
         ),
         "self_attn.qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
-        "mlp.gate_up_proj.weight_t": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+        "mlp.gate_up_proj.device_weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
+    # With tied embeddings the output projection is the embedding table, kept a second time in the linear layout.
+    tied_lm_head: ClassVar[dict[str, tuple[str, ...]]] = {"lm_head.device_weight": ("model.embed_tokens.weight",)}
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> "LlamaForCausalLM":
@@ -167,8 +180,14 @@ class LlamaForCausalLM(nn.Cell):
         super().__init__()
         self.args = args
         self.model = LlamaModel(args)
-        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size)
-        self.logits_matmul = ops.MatMul(transpose_b=True)
+        self.lm_head = Linear(args.hidden_size, args.vocab_size)
+
+    @property
+    def checkpoint_sources(self) -> dict[str, tuple[str, ...]]:
+        """Our parameter (suffix) -> the checkpoint tensors it is made of (see models/weights.py)."""
+        if self.args.tie_word_embeddings:
+            return {**self.stacked_params, **self.tied_lm_head}
+        return self.stacked_params
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
@@ -177,6 +196,4 @@ class LlamaForCausalLM(nn.Cell):
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
         h, residual = self.model(input_ids, inputs)
         hidden, _ = self.model.norm(h[logits_index], residual[logits_index])
-        if self.lm_head is None:
-            return self.logits_matmul(hidden, self.model.embed_tokens.weight)
         return self.lm_head(hidden)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# architecture name in config.json -> "module:class"; the class has from_hf_config() and stacked_params.
+# architecture name in config.json -> "module:class"; the class has from_hf_config() and checkpoint_sources.
 ARCHITECTURES: dict[str, str] = {
     "LlamaForCausalLM": "vms_plugin.models.llama:LlamaForCausalLM",
     "Qwen2ForCausalLM": "vms_plugin.models.qwen2:Qwen2ForCausalLM",
@@ -54,5 +54,5 @@ def build_model(model_dir: Path):
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
     model = model_class.from_hf_config(config)
-    load_weights(model, model_dir, model_class.stacked_params)
+    load_weights(model, model_dir, model.checkpoint_sources)
     return model

@@ -13,8 +13,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from vms_plugin.layers.linear import TRANSPOSED_WEIGHT
+from vms_plugin.layers.linear import DEVICE_WEIGHT
 from vms_plugin.models.safetensors_header import CheckpointError, read_header
+from vms_plugin.ops import layer_ops
 
 _NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
 
@@ -57,7 +58,7 @@ def open_checkpoint(model_dir: Path) -> Iterator[Mapping[str, SafetensorsFile]]:
 def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[str, ...]]) -> None:
     """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0).
 
-    Parameters named `weight_t` (see layers/linear.py) take the checkpoint's `weight`, transposed.
+    Parameters named `device_weight` (see layers/linear.py) take the checkpoint's `weight` in the device's layout.
     """
     with open_checkpoint(model_dir) as tensors:
         for name, param in model.parameters_and_names():
@@ -69,12 +70,15 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
             parts = [tensors[source].read_float32(source) for source in sources]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            if name.endswith(TRANSPOSED_WEIGHT):
-                value = np.ascontiguousarray(value.T)
-            if tuple(value.shape) != tuple(param.shape):
-                raise CheckpointError(
-                    f"tensor {sources[0]} has shape {tuple(value.shape)} but the model expects {tuple(param.shape)}"
-                )
+            if name.endswith(DEVICE_WEIGHT):  # the parameter holds the device's layout of an [out, in] weight
+                laid_out = value.ndim == 2 and layer_ops().linear_weight_shape(value.shape[1], value.shape[0])
+                fits = laid_out == tuple(param.shape)
+            else:
+                fits = tuple(value.shape) == tuple(param.shape)
+            if not fits:
+                raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
+            if name.endswith(DEVICE_WEIGHT):
+                value = layer_ops().linear_weight(value)
             param.set_data(ms.Tensor(value))
 
 
@@ -83,6 +87,6 @@ def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[st
         if name.endswith(suffix):
             prefix = name[: -len(suffix)]
             return tuple(prefix + part for part in parts)
-    if name.endswith(TRANSPOSED_WEIGHT):
-        return (name[: -len(TRANSPOSED_WEIGHT)] + "weight",)
+    if name.endswith(DEVICE_WEIGHT):
+        return (name[: -len(DEVICE_WEIGHT)] + "weight",)
     return (name,)

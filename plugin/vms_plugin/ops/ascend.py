@@ -21,6 +21,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, mint
 
+from vms_plugin.ops.interface import DecoderWeights
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
@@ -103,6 +104,33 @@ class AscendOps:
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (num_slots // block_size, block_size, kv_heads, head_dim)
 
+    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
+        return (in_features, out_features)
+
+    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(weight.T)  # mint.matmul on a pre-transposed weight: no transpose per call
+
+    def linear(self, x, weight, bias, out_features):
+        return self._matmul(x, weight, bias)
+
+    @staticmethod
+    def _matmul(x, weight, bias):
+        y = mint.matmul(x, weight)
+        return y if bias is None else y + bias
+
+    def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
+        w = weights
+        if residual is None:
+            x, residual = self.rms_norm(x, w.input_norm, w.eps), x
+        else:
+            x, residual = self.add_rms_norm(x, residual, w.input_norm, w.eps)
+        qkv = self._matmul(x, w.qkv, w.qkv_bias)
+        qk_norm = None if w.q_norm is None else (w.q_norm, w.k_norm, w.eps)
+        q = self.rope_and_cache(qkv, rotary, w.k_cache, w.v_cache, inputs, w.heads, qk_norm)
+        attention = self.paged_attention(q, w.k_cache, w.v_cache, inputs, w.heads, w.scale)
+        x, residual = self.add_rms_norm(self._matmul(attention, w.o, w.o_bias), residual, w.post_norm, w.eps)
+        return self._matmul(self._swiglu(self._matmul(x, w.gate_up, None), -1), w.down, None), residual
+
     def rms_norm(self, x, weight, eps):
         if eps not in self._rms_norms:
             self._rms_norms[eps] = self.p.rms_norm(eps)
@@ -143,9 +171,6 @@ class AscendOps:
             actual_seq_kvlen=inputs.actual_seq_kvlen,
         )[3]  # (softmax_max, softmax_sum, softmax_out, attention_out)
         return out.reshape(-1, num_heads * head_dim)
-
-    def silu_mul(self, gate_up):
-        return self._swiglu(gate_up, -1)
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         """Copy-on-write through the cache-writing kernel: read the source slots, write them at the targets."""

@@ -1,23 +1,36 @@
-"""The CPU implementation: vms's fused C++ kernels (kernels/cpu_kernels.cc). KV caches are head-major,
-[K, slots, D], so that one KV head's rows are contiguous for the attention kernel; any block size works."""
+"""The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), a whole decoder layer per launch.
+
+KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
+works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
+"""
 
 import mindspore as ms
-from mindspore import Parameter, Tensor
+import numpy as np
+from mindspore import Parameter, Tensor, ops
 
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
+from vms_plugin.kernels.pack import pack_linear_weight, packed_shape
+from vms_plugin.ops.interface import DecoderWeights
 
 
 class CpuOps:
     name = "cpu"
 
     def __init__(self) -> None:
-        self._scalars: dict[float, Tensor] = {}  # eps and scale as [1] tensors, made once
+        self._constants: dict[tuple, Tensor] = {}  # scalars, zero biases and layer configs, made once
 
-    def _scalar(self, value: float) -> Tensor:
-        if value not in self._scalars:
-            self._scalars[value] = Tensor([value], ms.float32)
-        return self._scalars[value]
+    def _constant(self, values: tuple[float, ...]) -> Tensor:
+        if values not in self._constants:
+            self._constants[values] = Tensor(np.array(values, dtype=np.float32))
+        return self._constants[values]
+
+    def _zeros(self, size: int) -> Tensor:
+        """A stand-in for an absent bias or norm weight (the kernels take every input)."""
+        key = ("zeros", size)
+        if key not in self._constants:
+            self._constants[key] = ops.zeros((size,), ms.float32)
+        return self._constants[key]
 
     def attention_inputs(self, batch) -> AttentionInputs:
         return attention_inputs(batch)
@@ -25,23 +38,47 @@ class CpuOps:
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (kv_heads, num_slots, head_dim)
 
+    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
+        return packed_shape(in_features, out_features)
+
+    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
+        return pack_linear_weight(weight)
+
+    def linear(self, x, weight, bias, out_features):
+        return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias)
+
     def rms_norm(self, x, weight, eps):
-        return kernels.rms_norm(x, weight, self._scalar(eps))
+        return kernels.rms_norm(x, weight, self._constant((eps,)))
 
     def add_rms_norm(self, x, residual, weight, eps):
-        return kernels.add_rms_norm(x, residual, weight, self._scalar(eps))
+        return kernels.add_rms_norm(x, residual, weight, self._constant((eps,)))
 
-    def rope_and_cache(self, qkv, rotary, k_cache, v_cache, inputs: AttentionInputs, heads, qk_norm):
-        norm = None if qk_norm is None else (qk_norm[0], qk_norm[1], self._scalar(qk_norm[2]))
-        return kernels.rope_and_cache(qkv, *rotary, inputs.positions, inputs.slot_mapping, k_cache, v_cache, norm)
-
-    def paged_attention(self, q, k_cache, v_cache, inputs: AttentionInputs, heads, scale):
-        return kernels.paged_attention(
-            q, k_cache, v_cache, inputs.positions, inputs.token_requests, inputs.context_slots, self._scalar(scale)
+    def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
+        heads, kv_heads, head_dim = weights.heads
+        qk_norm = weights.q_norm is not None
+        config = (weights.eps, float(residual is not None), weights.eps if qk_norm else 0.0, weights.scale)
+        return kernels.decoder_layer(
+            x,
+            x if residual is None else residual,
+            weights.input_norm,
+            weights.qkv,
+            self._zeros((heads + 2 * kv_heads) * head_dim) if weights.qkv_bias is None else weights.qkv_bias,
+            weights.q_norm if qk_norm else self._zeros(head_dim),
+            weights.k_norm if qk_norm else self._zeros(head_dim),
+            weights.o,
+            self._zeros(x.shape[1]) if weights.o_bias is None else weights.o_bias,
+            weights.post_norm,
+            weights.gate_up,
+            weights.down,
+            *rotary,
+            inputs.positions,
+            inputs.slot_mapping,
+            inputs.token_requests,
+            inputs.context_slots,
+            weights.k_cache,
+            weights.v_cache,
+            self._constant(config),
         )
-
-    def silu_mul(self, gate_up):
-        return kernels.silu_mul(gate_up)
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         kernels.copy_slots(k_cache, v_cache, src, dst)

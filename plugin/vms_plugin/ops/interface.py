@@ -1,9 +1,13 @@
-"""What a decoder layer asks of its device besides matmuls. Shapes: T tokens, H query heads, K KV heads, D head
-size; the KV caches' layout belongs to the implementation (`kv_cache_shape`), and only it reads or writes them."""
+"""What a model asks of its device. Shapes: T tokens, E hidden size, H query heads, K KV heads, D head size.
 
-from typing import Protocol
+Two layouts belong to the implementation and only it reads or writes them: the KV caches' (`kv_cache_shape`)
+and the linear layers' weights (`linear_weight_shape`, filled from the checkpoint through `linear_weight`).
+"""
+
+from typing import NamedTuple, Protocol
 
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter
 
 from vms_plugin.worker.batch import StepBatch
@@ -15,6 +19,26 @@ class StepInputs(Protocol):
     positions: ms.Tensor  # [T] int32
 
 
+class DecoderWeights(NamedTuple):
+    """One decoder layer's parameters and KV caches; linear weights in the implementation's layout."""
+
+    input_norm: Parameter  # [E]
+    qkv: Parameter  # q, k and v projections stacked: (H + 2K) * D outputs
+    qkv_bias: Parameter | None  # Qwen2
+    q_norm: Parameter | None  # [D], Qwen3: RMSNorm over each head of q and k before rotary
+    k_norm: Parameter | None
+    o: Parameter
+    o_bias: Parameter | None
+    post_norm: Parameter  # [E]
+    gate_up: Parameter  # gate and up projections stacked: 2I outputs
+    down: Parameter
+    k_cache: Parameter
+    v_cache: Parameter
+    heads: tuple[int, int, int]  # (H, K, D)
+    eps: float  # every RMSNorm's epsilon
+    scale: float  # attention scale
+
+
 class LayerOps(Protocol):
     name: str
 
@@ -24,43 +48,38 @@ class LayerOps(Protocol):
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         """Shape of one layer's K (and V) cache holding `num_slots` = num_blocks * block_size tokens."""
 
+    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
+        """Shape of a linear layer's weight parameter."""
+
+    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
+        """A checkpoint's weight [out, in] (float32) in this implementation's layout."""
+
+    def linear(self, x: ms.Tensor, weight: Parameter, bias: Parameter | None, out_features: int) -> ms.Tensor:
+        """x [N, in] -> x @ W^T + bias, [N, out]."""
+
     def rms_norm(self, x: ms.Tensor, weight: Parameter, eps: float) -> ms.Tensor:
-        """x [N, hidden] normalised and scaled."""
+        """x [N, E] normalised and scaled."""
 
     def add_rms_norm(
         self, x: ms.Tensor, residual: ms.Tensor, weight: Parameter, eps: float
     ) -> tuple[ms.Tensor, ms.Tensor]:
         """(rms_norm(x + residual), x + residual)."""
 
-    def rope_and_cache(
+    def decoder_layer(
         self,
-        qkv: ms.Tensor,
+        weights: DecoderWeights,
+        x: ms.Tensor,
+        residual: ms.Tensor | None,
         rotary: tuple[ms.Tensor, ms.Tensor],
-        k_cache: Parameter,
-        v_cache: Parameter,
         inputs: StepInputs,
-        heads: tuple[int, int, int],
-        qk_norm: tuple[Parameter, Parameter, float] | None,
-    ) -> ms.Tensor:
-        """qkv [T, (H + 2K) * D] -> rotated queries; rotated keys and the values go into the caches.
+    ) -> tuple[ms.Tensor, ms.Tensor]:
+        """A pre-norm decoder layer -> (MLP output, residual stream), unsummed: the next norm adds them.
 
-        `heads` is (H, K, D); `rotary` the (cos, sin) tables [max_positions, D]; `qk_norm` (Qwen3) the per-head
-        RMSNorm weights of q and k and their epsilon.
+        `residual` is None in the first layer (x is then the residual stream). Per layer: RMSNorm, qkv projection,
+        rotary (after the per-head q/k norm if any) with k and v written to the caches at the step's slots, causal
+        attention over each request's cached context, o projection, residual add + RMSNorm, SiLU(gate) * up, down
+        projection. `rotary` is the (cos, sin) tables [max_positions, D].
         """
-
-    def paged_attention(
-        self,
-        q: ms.Tensor,
-        k_cache: Parameter,
-        v_cache: Parameter,
-        inputs: StepInputs,
-        heads: tuple[int, int, int],
-        scale: float,
-    ) -> ms.Tensor:
-        """Causal attention of the step's queries over their requests' cached context -> [T, H * D]."""
-
-    def silu_mul(self, gate_up: ms.Tensor) -> ms.Tensor:
-        """gate_up [N, 2I] -> silu(gate) * up [N, I]."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""
