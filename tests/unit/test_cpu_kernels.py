@@ -85,9 +85,10 @@ def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(
     np.testing.assert_array_equal(v_cache.asnumpy(), expected_v)
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 9])
+@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13])
 def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows) -> None:
-    """70 outputs: one full 64-column panel and a zero-padded one; row counts cover the 4-row tiles and the rest."""
+    """70 outputs: one full 64-column panel and a zero-padded one; the row counts cover whole tiles (6 rows on
+    AVX-512) and every remainder path."""
     from mindspore import Parameter, Tensor
 
     from vms_plugin.kernels.cpu import linear

@@ -33,6 +33,22 @@ inline Vec LoadVec(const float *p) {
 
 inline void StoreVec(float *p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
 
+// The 16 lanes summed as a tree (halves, quarters, then four scalars): a lane-by-lane loop is a chain of 15
+// dependent adds, and attention does one of these per score.
+inline float HorizontalSum(Vec v) {
+  typedef float Half __attribute__((vector_size(32), aligned(4)));
+  typedef float Quarter __attribute__((vector_size(16), aligned(4)));
+  Half low, high;
+  std::memcpy(&low, &v, sizeof(Half));
+  std::memcpy(&high, reinterpret_cast<const char *>(&v) + sizeof(Half), sizeof(Half));
+  const Half half = low + high;
+  Quarter first, second;
+  std::memcpy(&first, &half, sizeof(Quarter));
+  std::memcpy(&second, reinterpret_cast<const char *>(&half) + sizeof(Quarter), sizeof(Quarter));
+  const Quarter quarter = first + second;
+  return (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
+}
+
 // Four independent vector accumulators: no dependency chain between FMAs, no -ffast-math needed.
 inline float Dot(const float *a, const float *b, int64_t n) {
   Vec acc[4] = {};
@@ -41,9 +57,7 @@ inline float Dot(const float *a, const float *b, int64_t n) {
     for (int v = 0; v < 4; ++v) acc[v] += LoadVec(a + i + v * kLanes) * LoadVec(b + i + v * kLanes);
   }
   for (; i + kLanes <= n; i += kLanes) acc[0] += LoadVec(a + i) * LoadVec(b + i);
-  const Vec total = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-  float sum = 0.0f;
-  for (int lane = 0; lane < kLanes; ++lane) sum += total[lane];
+  float sum = HorizontalSum((acc[0] + acc[1]) + (acc[2] + acc[3]));
   for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
@@ -100,12 +114,22 @@ inline void PanelTile(const float *x, int64_t k_size, const float *panel, const 
   }
 }
 
-// Rows of x in tiles of four (the rest one at a time) against one panel, written to out[:, 0:64].
+// Rows per tile: 6 x 4 accumulators + 4 weight vectors fill AVX-512's 32 registers; AVX2 has 16 of half width.
+#ifdef __AVX512F__
+constexpr int kTileRows = 6;
+#else
+constexpr int kTileRows = 2;
+#endif
+
+// Rows of x in tiles of kTileRows (the rest one at a time) against one panel, written to out[:, 0:64].
 inline void PanelRows(const float *x, int64_t m, int64_t k_size, const float *panel, const float *bias, float *out,
                       int64_t out_stride) {
   int64_t r = 0;
-  for (; r + 4 <= m; r += 4) PanelTile<4>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
-  for (; r < m; ++r) PanelTile<1>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
+  for (; r + kTileRows <= m; r += kTileRows) {
+    PanelTile<kTileRows>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
+  }
+  for (; r + 2 <= m; r += 2) PanelTile<2>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
+  if (r < m) PanelTile<1>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
 }
 
 void PackedLinear(const float *x, int64_t m, int64_t k_size, const float *packed, int64_t n, const float *bias,
