@@ -72,9 +72,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _device(settings: Settings) -> DeviceChoice:
+    """The device to serve on; its warning is the caller's to print once every check has passed."""
     choice = choose_device(settings, probe())
-    if choice.warning:
-        print(f"vms: warning: {choice.warning}", file=sys.stderr)
     if choice.device == "ascend":
         raise DeviceError("the Ascend path of vms_plugin is not built yet; set VMS_DEVICE=cpu to serve on the CPU")
     return choice
@@ -84,9 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
     """Check everything that can be checked before a process starts, then hand over to supervisord."""
     settings = _settings(args)
     settings.token()  # an unreadable token file stops the start here, with exit code 2
-    model_dir = settings.model or prepare_default_model()
-    check_model(model_dir)
     choice = _device(settings)
+    model_dir = _checked_model(settings)
+    _warn(choice)
     command = engine_argv(settings, model_dir)
     print(
         f"vms: serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
@@ -98,11 +97,27 @@ def _serve(args: argparse.Namespace) -> int:
     return run_supervisord(settings, command, choice.device)
 
 
+def _warn(choice: DeviceChoice) -> None:
+    if choice.warning:
+        print(f"vms: warning: {choice.warning}", file=sys.stderr)
+
+
+def _checked_model(settings: Settings) -> Path:
+    """The model directory to serve, its config read and its architecture supported; errors name VMS_MODEL."""
+    model_dir = settings.model or prepare_default_model()
+    try:
+        check_model(model_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"VMS_MODEL={model_dir}: {error}") from None
+    return model_dir
+
+
 def _config(args: argparse.Namespace) -> int:
     """Print the effective settings (secrets redacted) and the engine command line, without starting anything."""
     settings = _settings(args)
     settings.token()  # an unreadable token file is a configuration error too
     choice = _device(settings)
+    _warn(choice)
     for name, value in settings.redacted().items():
         print(f"{name}={'' if value is None else value}")
     print(f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}")

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         if self.port == self.admin_port:
             raise ValueError("VMS_PORT and VMS_ADMIN_PORT must differ")
         if self.admin_token is not None and self.admin_token_file is not None:
-            raise ValueError("set VMS_ADMIN_TOKEN or VMS_ADMIN_TOKEN_FILE, not both")
+            raise ValueError("VMS_ADMIN_TOKEN and VMS_ADMIN_TOKEN_FILE are both set: set one of them")
         return self
 
     def engine_arguments(self) -> list[str]:
@@ -124,11 +124,15 @@ class Settings(BaseSettings):
         """The admin token, read from its file when one is configured."""
         if self.admin_token_file is not None:
             try:
-                return self.admin_token_file.read_text().strip() or None
-            except OSError as error:
+                token = self.admin_token_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as error:
                 raise SettingsError(
                     [f"VMS_ADMIN_TOKEN_FILE={self.admin_token_file}: cannot read it ({error})"]
                 ) from None
+            if not token:
+                # An empty secret would leave the admin API open while the operator believes it is protected.
+                raise SettingsError([f"VMS_ADMIN_TOKEN_FILE={self.admin_token_file}: the file is empty"])
+            return token
         return self.admin_token.get_secret_value() if self.admin_token else None
 
     def redacted(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ class UnsupportedModelError(ValueError):
 def read_config(model_dir: Path) -> dict[str, Any]:
     config_path = model_dir / "config.json"
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        raise FileNotFoundError(f"model directory {model_dir} does not exist or is not a directory")
     try:
         return json.loads(config_path.read_text())
     except FileNotFoundError:
