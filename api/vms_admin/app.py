@@ -15,6 +15,14 @@ from vms_admin.operator_view import Operator
 MAX_LOG_LINES = 10_000
 MAX_BODY_BYTES = 64 * 1024  # no admin endpoint takes a body; anything large is refused before it is read
 
+# Documented in the OpenAPI schema, so that clients (and the schema fuzzing in tests/reliability) know every status.
+NOT_READY = {503: {"description": "not ready (or not yet started): the body says the state and why"}}
+ADMIN_DENIED = {
+    401: {"description": "no bearer token"},
+    403: {"description": "wrong bearer token, or admin endpoints disabled (no token configured)"},
+    413: {"description": f"request body over {MAX_BODY_BYTES} bytes"},
+}
+
 
 def create_app(operator: Operator) -> FastAPI:
     app = FastAPI(title="vms admin", description="Health probes and administration of the vms engine")
@@ -38,13 +46,13 @@ def create_app(operator: Operator) -> FastAPI:
         """200 while the operator runs: a dead engine is restarted by the operator, not by Kubernetes."""
         return JSONResponse({"status": "ok"})
 
-    @app.get("/health/ready", tags=["probes"])
+    @app.get("/health/ready", tags=["probes"], responses=NOT_READY)
     @app.get("/v2/health/ready", tags=["probes"], include_in_schema=False)
     def ready() -> JSONResponse:
         """200 only while the engine answers and the operator is not draining."""
         return probe(operator.ready())
 
-    @app.get("/health/startup", tags=["probes"])
+    @app.get("/health/startup", tags=["probes"], responses=NOT_READY)
     def startup() -> JSONResponse:
         """200 once the engine has been ready at least once."""
         return probe(operator.has_started())
@@ -62,30 +70,37 @@ def create_app(operator: Operator) -> FastAPI:
 
     admin = [Depends(authorised)]
 
-    @app.get("/admin/status", dependencies=admin, tags=["admin"])
+    @app.get("/admin/status", dependencies=admin, tags=["admin"], responses=ADMIN_DENIED)
     def status() -> dict:
         return operator.status()
 
-    @app.get("/admin/devices", dependencies=admin, tags=["admin"])
+    @app.get("/admin/devices", dependencies=admin, tags=["admin"], responses=ADMIN_DENIED)
     def devices() -> dict:
         return operator.devices()
 
-    @app.get("/admin/config", dependencies=admin, tags=["admin"])
+    @app.get("/admin/config", dependencies=admin, tags=["admin"], responses=ADMIN_DENIED)
     def config() -> dict:
         return operator.config()
 
-    @app.post("/admin/engine/{action}", dependencies=admin, tags=["admin"])
+    @app.post(
+        "/admin/engine/{action}",
+        dependencies=admin,
+        tags=["admin"],
+        responses={**ADMIN_DENIED, 404: {"description": "unknown action; allowed: start, stop, restart"}},
+    )
     def engine(action: str) -> dict:
         if action not in ("start", "stop", "restart"):
             raise HTTPException(404, f"unknown engine action '{action}'; allowed: start, stop, restart")
         operator.control(action)
         return operator.status()
 
-    @app.get("/admin/logs", dependencies=admin, tags=["admin"], response_class=PlainTextResponse)
+    @app.get(
+        "/admin/logs", dependencies=admin, tags=["admin"], response_class=PlainTextResponse, responses=ADMIN_DENIED
+    )
     def logs(lines: int = Query(200, ge=1, le=MAX_LOG_LINES)) -> str:
         return operator.log_tail(lines)
 
-    @app.get("/metrics", dependencies=admin, tags=["admin"], response_class=PlainTextResponse)
+    @app.get("/metrics", dependencies=admin, tags=["admin"], response_class=PlainTextResponse, responses=ADMIN_DENIED)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(render_metrics(operator), media_type="text/plain; version=0.0.4")
 
