@@ -3,13 +3,17 @@
 vLLM and the plugin read Hugging Face directories, so the GGUF is converted once into the model cache: config,
 tokenizer (with its chat template) and dequantized float32 safetensors. Nothing is downloaded. The directory is
 written under a temporary name and renamed into place, so an interrupted or failed run never leaves a
-half-written model that a later run would mistake for a finished one.
+half-written model that a later run would mistake for a finished one. Preparations of one directory take turns
+under a file lock, which also lets a run clear the staging directories of runs that were killed.
 """
 
+import fcntl
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -55,7 +59,25 @@ def prepare_default_model(gguf_path: Path | None = None, output_dir: Path | None
         return output_dir
     _check_gguf(gguf_path)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    with _exclusive(output_dir):
+        if is_prepared(output_dir) and not force:  # another run finished it while we waited
+            return output_dir
+        staging_prefix = f".{output_dir.name}.tmp-"
+        for stale in output_dir.parent.glob(staging_prefix + "*"):  # left by a killed run: none is live now
+            shutil.rmtree(stale, ignore_errors=True)
+        _convert_into_place(gguf_path, output_dir, staging_prefix)
+    return output_dir
+
+
+@contextmanager
+def _exclusive(output_dir: Path) -> Iterator[None]:
+    with (output_dir.parent / f".{output_dir.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
+        yield
+
+
+def _convert_into_place(gguf_path: Path, output_dir: Path, staging_prefix: str) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix, dir=output_dir.parent))
     try:
         _convert(gguf_path, staging)
         (staging / COMPLETE_MARKER).write_text(f"converted from {gguf_path.name}\n")
@@ -65,7 +87,6 @@ def prepare_default_model(gguf_path: Path | None = None, output_dir: Path | None
         staging.rename(output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
 
 
 def _check_gguf(gguf_path: Path) -> None:
