@@ -3,6 +3,10 @@
 supervisord runs in its own session, so a Ctrl-C in the terminal reaches only this process, which turns it into
 one SIGTERM for supervisord: the operator drains, then the engine stops, in that order. The exit code is 0 for a
 clean stop and 1 when the operator died (the watchdog's marker) or supervisord failed.
+
+`vms serve` is a child subreaper: if supervisord itself is killed, its children (operator, engine and the
+engine's own processes) are handed to `vms serve` instead of init, and are stopped before it exits, so a dead
+supervisord never leaves an engine serving with nobody watching (in the container, the exit then ends it).
 """
 
 import contextlib
@@ -12,19 +16,43 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psutil
 
 from vms_supervisor.settings import Settings
 from vms_supervisor.supervisord_config import render
 from vms_supervisor.watchdog import marker_path
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LEFTOVER_GRACE_S = 10.0
+
+
+def _prctl(option: int, value: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's signal forwarding still applies
+        ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def _die_with_parent() -> None:
     """In the child: if `vms serve` is killed outright, supervisord gets SIGTERM rather than living on."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's signal forwarding still applies
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_leftovers(grace_s: float = LEFTOVER_GRACE_S) -> int:
+    """SIGTERM every process still below us (orphans handed over as subreaper), SIGKILL what outlives `grace_s`;
+    returns how many there were."""
+    leftovers = psutil.Process().children(recursive=True)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=grace_s)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(leftovers)
 
 
 def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> int:
@@ -32,6 +60,7 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
     run_dir = Path(tempfile.mkdtemp(prefix="vms-")) if temporary else settings.run_dir
     config = render(settings, run_dir, engine_argv, device)
     print(f"vms: run directory {run_dir} (engine log: {run_dir}/logs/engine.log)", file=sys.stderr, flush=True)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(config)],
         start_new_session=True,
@@ -44,6 +73,13 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     code = supervisord.wait()
+    started = time.monotonic()
+    leftovers = stop_leftovers()
+    if leftovers:
+        print(
+            f"vms: stopped {leftovers} process(es) supervisord left behind in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
     if marker_path(run_dir).exists():
         print(f"vms: error: the operator exited unexpectedly; logs in {run_dir}/logs", file=sys.stderr)
         return 1
