@@ -193,6 +193,36 @@ def test_docker_stop_exits_cleanly_within_the_drain_timeout(docker, appliance) -
     print(f"docker stop took {took:.1f} s")
 
 
+# supervisord's argv holds "supervisor.supervisord" as one word (python -m ...); this script's own argv does not.
+KILL_SUPERVISORD = (
+    "import psutil; "
+    "[p.kill() for p in psutil.process_iter(['cmdline']) if 'supervisor.supervisord' in (p.info['cmdline'] or [])]"
+)
+
+
+def test_a_killed_supervisord_ends_the_container_non_zero(docker, image) -> None:
+    """Operator faults in the container: the orchestrator must see an exit (and restart), not a silent engine."""
+    port, admin_port = free_port(), free_port()
+    container = docker.containers.run(
+        TAG,
+        detach=True,
+        network_mode="host",
+        init=True,
+        shm_size="1g",
+        environment={"VMS_HOST": "127.0.0.1", "VMS_PORT": str(port), "VMS_ADMIN_PORT": str(admin_port)},
+    )
+    served = {"container": container, "base": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin_port}"}
+    try:
+        wait_ready(served)
+        assert container.exec_run(["python3", "-c", KILL_SUPERVISORD]).exit_code == 0
+        result = container.wait(timeout=120)
+        logs = container.logs().decode()
+        assert result["StatusCode"] != 0, logs[-3000:]
+        assert "supervisord exited" in logs or "left behind" in logs, logs[-3000:]
+    finally:
+        container.remove(force=True)
+
+
 def test_a_bad_setting_exits_2_with_the_message(docker, image) -> None:
     container = docker.containers.run(
         TAG, detach=True, network_mode="host", init=True, environment={"VMS_PORT": "99999"}
