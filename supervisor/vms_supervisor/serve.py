@@ -11,6 +11,7 @@ supervisord never leaves an engine serving with nobody watching (in the containe
 
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,19 @@ def _prctl(option: int, value: int) -> None:
 def _die_with_parent() -> None:
     """In the child: if `vms serve` is killed outright, supervisord gets SIGTERM rather than living on."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def reap_adopted(keep_pid: int) -> None:
+    """As a subreaper we inherit orphans (a killed engine's children, killed in turn by the operator): reap them
+    as they die, as init would, so none lingers as a zombie. `keep_pid` (supervisord) is left to Popen.wait."""
+
+    def reap(_signum: int, _frame) -> None:
+        for child in psutil.Process().children():
+            if child.pid != keep_pid:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(child.pid, os.WNOHANG)
+
+    signal.signal(signal.SIGCHLD, reap)
 
 
 def stop_leftovers(grace_s: float = LEFTOVER_GRACE_S) -> int:
@@ -72,6 +86,7 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    reap_adopted(supervisord.pid)
     code = supervisord.wait()
     started = time.monotonic()
     leftovers = stop_leftovers()
