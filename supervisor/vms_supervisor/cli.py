@@ -89,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
     command = engine_argv(settings, model_dir)
     print(
         f"vms: serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
-        f"(admin API and probes on port {settings.admin_port})",
+        f"(admin API and probes on http://{settings.admin_address}:{settings.admin_port})",
         file=sys.stderr,
         flush=True,
     )

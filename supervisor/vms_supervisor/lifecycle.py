@@ -27,6 +27,7 @@ class Action(StrEnum):
     NONE = "none"
     START = "start"  # start the engine program
     STOP = "stop"  # stop it (before a restart, or for good)
+    KILL = "kill"  # kill it outright: it does not answer, so a graceful stop would only wait for the stop timeout
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ class Lifecycle:
             if healthy:
                 self._enter(State.READY, now)
             elif now - self.since > self.policy.start_timeout:
-                return self._restart(now, f"the engine did not answer /health within {self.policy.start_timeout:g} s")
+                return self._restart(
+                    now, f"the engine did not answer /health within {self.policy.start_timeout:g} s", Action.KILL
+                )
             return Action.NONE
         if healthy:
             self._failed_checks = 0
@@ -95,10 +98,12 @@ class Lifecycle:
         if self.state == State.READY:
             self._enter(State.UNHEALTHY, now, keep_checks=True)
         if self._failed_checks >= self.policy.failure_threshold:
-            return self._restart(now, f"/health failed {self._failed_checks} times in a row")
+            return self._restart(now, f"/health failed {self._failed_checks} times in a row", Action.KILL)
         return Action.NONE
 
-    def _restart(self, now: float, reason: str) -> Action:
+    def _restart(self, now: float, reason: str, end: Action = Action.STOP) -> Action:
+        """Count a restart and schedule it after the backoff (or give up in a crash loop); `end` is how the
+        current engine is ended."""
         self.last_error = reason
         window_start = now - self.policy.crash_loop_window
         while self._restart_times and self._restart_times[0] < window_start:
@@ -109,12 +114,12 @@ class Lifecycle:
                 f"last: {reason}"
             )
             self._enter(State.FAILED, now)
-            return Action.STOP
+            return end
         self._start_at = now + self.policy.backoff(len(self._restart_times))
         self._restart_times.append(now)
         self.restarts += 1
         self._enter(State.RESTARTING, now)
-        return Action.STOP
+        return end
 
     def _enter(self, state: State, now: float, keep_checks: bool = False) -> None:
         self.state, self.since = state, now

@@ -1,5 +1,5 @@
 """The engine's log file: its last lines for /admin/logs, and a follower that echoes it to the operator's stdout
-(so `docker logs` shows the engine too, while supervisord keeps the rotated file)."""
+(so `docker logs` shows the engine too, while supervisord keeps the rotated files: engine.log, engine.log.1, ...)."""
 
 import sys
 import threading
@@ -10,7 +10,21 @@ TAIL_CHUNK = 64 * 1024
 
 
 def tail(path: Path, lines: int) -> str:
-    """The last `lines` lines of `path`, reading backwards in chunks rather than the whole file."""
+    """The last `lines` lines of the log at `path`, continued into its rotated predecessors (path.1, path.2, ...)
+    when the current file holds fewer: a rotation a moment ago must not make the recent history vanish."""
+    collected: list[str] = []
+    generation = 0
+    while len(collected) < lines:
+        current = path if generation == 0 else path.with_name(f"{path.name}.{generation}")
+        if not current.exists():
+            break
+        collected = _tail_of_file(current, lines - len(collected)) + collected
+        generation += 1
+    return "\n".join(collected)
+
+
+def _tail_of_file(path: Path, lines: int) -> list[str]:
+    """The last `lines` lines of one file, reading backwards in chunks rather than the whole file."""
     try:
         with path.open("rb") as file:
             file.seek(0, 2)
@@ -20,9 +34,9 @@ def tail(path: Path, lines: int) -> str:
                 position -= step
                 file.seek(position)
                 data = file.read(step) + data
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:  # rotated away between the check and the open
+        return []
+    return data.decode(errors="replace").splitlines()[-lines:]
 
 
 class LogFollower(threading.Thread):
@@ -41,6 +55,7 @@ class LogFollower(threading.Thread):
                 current = None
             if current is not None and current != inode:  # created or rotated
                 if file:
+                    self._copy(file)  # the lines written just before the rotation
                     file.close()
                 file, inode = self.path.open("r", errors="replace"), current
             if file is None or not self._copy(file):

@@ -31,6 +31,7 @@ from vms_supervisor.supervisord_config import engine_log_path
 logger = logging.getLogger("vms.operator")
 STARTING_POLL_SECONDS = 1.0  # while the engine starts, readiness is noticed within a second
 DRAIN_POLL_SECONDS = 0.5
+REDACTED = "[redacted]"
 
 
 def policy(settings: Settings) -> Policy:
@@ -125,7 +126,10 @@ class EngineOperator:
         logger.info("engine %s requested through the admin API", action)
 
     def log_tail(self, lines: int) -> str:
-        return tail(engine_log_path(self.run_dir), lines)
+        """The engine log's last lines, the admin token blanked out: a client can put any text into a logged
+        request (a stop string, a request id), and whoever reads the logs must not learn the token from it."""
+        text = tail(engine_log_path(self.run_dir), lines)
+        return text.replace(self._token, REDACTED) if self._token else text
 
     def engine_metrics(self) -> str:
         return self.engine.metrics() if self.lifecycle.state in (State.READY, State.UNHEALTHY) else ""
@@ -149,7 +153,7 @@ class EngineOperator:
         if running:
             self._engine_group = engine.pid  # supervisord starts each program in a process group of its own
         else:
-            self._kill_leftovers()
+            self._kill_engine_group("killed what was left of the engine's process group %d")
         healthy = running and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
         with self._lock:
             before = self.lifecycle.state
@@ -173,12 +177,13 @@ class EngineOperator:
             time.sleep(DRAIN_POLL_SECONDS)
         logger.info("drained; the engine stops next")
 
-    def _kill_leftovers(self) -> None:
-        """An engine whose main process died can leave children behind (vLLM's engine core); they go too."""
+    def _kill_engine_group(self, message: str) -> None:
+        """SIGKILL to the engine's process group: what a dead engine left behind (vLLM's engine core), or an
+        engine that no longer answers."""
         if self._engine_group is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._engine_group, signal.SIGKILL)
-                logger.info("killed what was left of the engine's process group %d", self._engine_group)
+                logger.info(message, self._engine_group)
             self._engine_group = None
 
     def _interval(self) -> float:
@@ -193,6 +198,9 @@ class EngineOperator:
         elif action == Action.STOP:
             logger.info("stopping the engine")
             self.supervisor.stop_engine()
+        elif action == Action.KILL:
+            self._kill_engine_group("killed the engine's process group %d: it does not answer")
+            self.supervisor.stop_engine()  # returns once supervisord has seen it exit
 
 
 def serve_admin_api(operator: EngineOperator, settings: Settings):
@@ -203,7 +211,7 @@ def serve_admin_api(operator: EngineOperator, settings: Settings):
 
     config = uvicorn.Config(
         create_app(operator),
-        host=settings.host,
+        host=settings.admin_address,
         port=settings.admin_port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
@@ -213,7 +221,7 @@ def serve_admin_api(operator: EngineOperator, settings: Settings):
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise RuntimeError(f"the admin API could not listen on {settings.host}:{settings.admin_port}")
+            raise RuntimeError(f"the admin API could not listen on {settings.admin_address}:{settings.admin_port}")
         time.sleep(0.05)
     return server, thread
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address both servers bind to (the image sets 0.0.0.0)")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="OpenAI-compatible API port")
     admin_port: Annotated[int, Field(ge=1, le=65535)] = Field(8081, description="admin API and probes port")
+    admin_host: str | None = Field(
+        None, description="address the admin API and probes bind to; unset: VMS_HOST (127.0.0.1 keeps them local)"
+    )
     admin_token: SecretStr | None = Field(None, description="bearer token for /admin endpoints")
     admin_token_file: Path | None = Field(None, description="file holding the admin token (e.g. a mounted secret)")
     engine_start_timeout: Seconds = Field(600.0, description="seconds the engine may take to answer /health")
@@ -67,6 +70,10 @@ class Settings(BaseSettings):
     crash_loop_window: Seconds = Field(300.0, description="crash-loop window, in seconds")
     drain_timeout: Seconds = Field(30.0, description="seconds in-flight requests may finish after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="operator and engine logs")
+    engine_log_max_bytes: ByteSize = Field(
+        ByteSize(50 << 20), description="size at which the engine log (VMS_RUN_DIR/logs/engine.log) is rotated"
+    )
+    engine_log_backups: Annotated[int, Field(ge=1)] = Field(5, description="rotated engine logs kept")
     engine_args: str = Field("", description="extra vLLM arguments, shell-quoted (not the flags set above)")
     run_dir: Path | None = Field(
         None, description="supervisord config, socket and logs; unset: a fresh temporary directory per start"
@@ -116,6 +123,10 @@ class Settings(BaseSettings):
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ValueError("VMS_ADMIN_TOKEN and VMS_ADMIN_TOKEN_FILE are both set: set one of them")
         return self
+
+    @property
+    def admin_address(self) -> str:
+        return self.admin_host or self.host
 
     def engine_arguments(self) -> list[str]:
         return shlex.split(self.engine_args)

@@ -42,6 +42,8 @@ def render(settings: Settings, run_dir: Path, engine_argv: list[str], device: st
         "operator_stop_seconds": str(int(settings.drain_timeout) + 10),
         "engine_command": _command(engine_argv),
         "engine_stop_seconds": str(ENGINE_STOP_SECONDS),
+        "engine_log_max_bytes": str(int(settings.engine_log_max_bytes)),
+        "engine_log_backups": str(settings.engine_log_backups),
         "watchdog_command": _command([python, "-m", "vms_supervisor.watchdog", "--run-dir", str(run_dir)]),
     }
     config = run_dir / "supervisord.conf"

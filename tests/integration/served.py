@@ -96,12 +96,13 @@ def parse_metric(exposition: str, name: str) -> float:
 def start(directory: Path, env: dict[str, str], *args: str) -> Served:
     """Start `vms serve` with the admin token, a run directory in `directory` and `env` on top of the environment."""
     port, admin_port = free_port(), free_port()
+    admin_host = env.get("VMS_ADMIN_HOST", "127.0.0.1")
     log, run_dir = directory / "serve.log", directory / "run"
     env = {**os.environ, "VMS_ADMIN_TOKEN": TOKEN, "VMS_RUN_DIR": str(run_dir), "VMS_DEVICE": "cpu", **env}
     command = [VMS, "serve", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port), *args]
     with log.open("a") as handle:  # append mode: supervisord's children write to the same file
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return Served(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log, run_dir)
+    return Served(process, f"http://127.0.0.1:{port}", f"http://{admin_host}:{admin_port}", log, run_dir)
 
 
 def stop(served: Served) -> None:

@@ -34,7 +34,7 @@ def test_failed_checks_make_it_unhealthy_then_restart_at_the_threshold(engine: L
     assert engine.observe(2, True, False) == Action.NONE
     assert engine.state == State.UNHEALTHY and not engine.ready
     assert engine.observe(3, True, False) == Action.NONE
-    assert engine.observe(4, True, False) == Action.STOP  # third failure in a row
+    assert engine.observe(4, True, False) == Action.KILL  # third failure in a row: it cannot stop gracefully
     assert engine.state == State.RESTARTING and engine.restarts == 1
     assert "/health failed 3 times in a row" in engine.last_error
 
@@ -99,7 +99,7 @@ def test_restarts_outside_the_window_do_not_count(engine: Lifecycle) -> None:
 
 def test_start_timeout_restarts_an_engine_that_never_answers(engine: Lifecycle) -> None:
     assert engine.observe(59, True, False) == Action.NONE
-    assert engine.observe(61, True, False) == Action.STOP
+    assert engine.observe(61, True, False) == Action.KILL
     assert "did not answer /health within 60 s" in engine.last_error
 
 

@@ -31,7 +31,8 @@ def test_supervisord_config_runs_the_engine_command_unchanged_and_supervised(tmp
     run_dir = tmp_path / "run dir"
     engine = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/my model 100%"]
     config = configparser.ConfigParser(interpolation=None)
-    config.read(render(Settings(drain_timeout=45), run_dir, engine, "cpu"))
+    settings = Settings(drain_timeout=45, engine_log_max_bytes="2MiB", engine_log_backups=7)
+    config.read(render(settings, run_dir, engine, "cpu"))
 
     def argv(program: str) -> list[str]:
         return shlex.split(config[f"program:{program}"]["command"].replace("%%", "%"))
@@ -40,7 +41,7 @@ def test_supervisord_config_runs_the_engine_command_unchanged_and_supervised(tmp
     assert argv("operator")[-4:] == ["--run-dir", str(run_dir), "--device", "cpu"]
     program = config["program:engine"]
     assert (program["autostart"], program["stopasgroup"], program["killasgroup"]) == ("false", "true", "true")
-    assert (program["stdout_logfile_maxbytes"], program["stdout_logfile_backups"]) == ("50MB", "5")
+    assert (program["stdout_logfile_maxbytes"], program["stdout_logfile_backups"]) == (str(2 << 20), "7")
     # supervisord stops higher priority numbers first: the operator drains before the engine is stopped.
     assert int(config["program:operator"]["priority"]) > int(program["priority"])
     assert int(config["program:operator"]["stopwaitsecs"]) > 45
@@ -162,11 +163,47 @@ def test_what_a_dead_engine_leaves_behind_in_its_process_group_is_killed(parts) 
         leftover.kill()
 
 
+def test_an_engine_that_stops_answering_is_killed_not_stopped_gracefully(parts) -> None:
+    operator, supervisor, engine = parts
+    hung = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        hung.send_signal(signal.SIGSTOP)  # SIGTERM would stay pending until the stop timeout ran out
+        supervisor.info = ProgramInfo("RUNNING", hung.pid)
+        engine.answers = True
+        operator.lifecycle.start(0)
+        operator.check()
+        engine.answers = False
+        for _ in range(operator.settings.health_failure_threshold):
+            operator.check()
+        assert hung.wait(timeout=5) == -signal.SIGKILL
+        assert supervisor.calls == ["stop"] and operator.lifecycle.restarts == 1
+    finally:
+        hung.kill()
+
+
 def test_log_tail_reads_the_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "engine.log"
     log.write_text("".join(f"line {n}\n" for n in range(50_000)))
     assert tail(log, 3) == "line 49997\nline 49998\nline 49999"
     assert tail(tmp_path / "missing.log", 3) == ""
+
+
+def test_log_tail_continues_into_the_rotated_files(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    (tmp_path / "engine.log.2").write_text("a\nb\n")
+    (tmp_path / "engine.log.1").write_text("c\nd\n")
+    log.write_text("")  # rotated a moment ago
+    assert tail(log, 3) == "b\nc\nd"
+    log.write_text("e\n")
+    assert tail(log, 100) == "a\nb\nc\nd\ne"
+
+
+def test_log_tail_never_shows_the_admin_token(tmp_path: Path) -> None:
+    operator = EngineOperator(Settings(admin_token="s3cret-token"), tmp_path, "cpu", StandInSupervisor(), None)
+    log = tmp_path / "logs" / "engine.log"
+    log.parent.mkdir()
+    log.write_text("Received request cmpl-1: params: SamplingParams(stop=['s3cret-token'])\n")
+    assert operator.log_tail(10) == "Received request cmpl-1: params: SamplingParams(stop=['[redacted]'])"
 
 
 def test_log_follower_echoes_new_lines_across_a_rotation(tmp_path: Path) -> None:
@@ -176,9 +213,12 @@ def test_log_follower_echoes_new_lines_across_a_rotation(tmp_path: Path) -> None
     follower.start()
     try:
         wait_for(lambda: "engine | first\n" in out.getvalue())
+        with log.open("a") as handle:  # written just before the rotation, possibly unread yet
+            handle.write("last before rotation\n")
         log.rename(tmp_path / "engine.log.1")  # what supervisord does at its size limit
         log.write_text("after rotation\n")
         wait_for(lambda: "engine | after rotation\n" in out.getvalue())
+        assert out.getvalue().index("last before rotation") < out.getvalue().index("after rotation")
     finally:
         stop.set()
         follower.join(timeout=5)
