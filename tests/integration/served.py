@@ -5,6 +5,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,3 +119,14 @@ def stop(served: Served) -> None:
     for process in tree:
         if process.is_running():
             process.kill()
+
+
+@contextmanager
+def serving(directory: Path, env: dict[str, str], *args: str) -> Iterator[Served]:
+    """`vms serve` started (see `start`) and ready; on the way out stopped with everything it started."""
+    served = start(directory, env, *args)
+    try:
+        served.wait_ready()
+        yield served
+    finally:
+        stop(served)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from integration.served import Served, parse_metric, start, stop
+from integration.served import Served, parse_metric, serving
 
 pytestmark = pytest.mark.integration
 
@@ -20,21 +20,9 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = start(
-        tmp_path_factory.mktemp("server"),
-        {},
-        "--model",
-        str(default_model_dir),
-        "--served-model-name",
-        SERVED_NAME,
-        "--max-model-len",
-        "1024",
-    )
-    try:
-        served.wait_ready()
+    arguments = ("--model", str(default_model_dir), "--served-model-name", SERVED_NAME, "--max-model-len", "1024")
+    with serving(tmp_path_factory.mktemp("server"), {}, *arguments) as served:
         yield served
-    finally:
-        stop(served)
 
 
 def test_health_answers_200(server: Served) -> None:

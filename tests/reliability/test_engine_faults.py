@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integration.served import TOKEN, Served, start, stop
+from integration.served import TOKEN, Served, serving
 
 from reliability.load import COMPLETE, ERROR, HUNG, Load, Outcome, streams_of
 
@@ -72,9 +72,7 @@ def campaign(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "VMS_ENGINE_LOG_BACKUPS": "100",
         "VMS_ENGINE_ARGS": "--enable-log-requests",
     }
-    served = start(tmp_path_factory.mktemp("faults"), env, "--model", str(default_model_dir))
-    try:
-        served.wait_ready()
+    with serving(tmp_path_factory.mktemp("faults"), env, "--model", str(default_model_dir)) as served:
         model = str(default_model_dir)
         load = Load(served.base_url, streams_of(model, TOKENS), CLIENTS, REQUEST_BOUND_S)
         load.start()
@@ -95,8 +93,6 @@ def campaign(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         assert planted.status_code == 200, planted.text
         planted_log = served.admin("GET", "/admin/logs", params={"lines": 10000}).text
         yield Campaign(served, recoveries, load.finish(), planted_log)
-    finally:
-        stop(served)
 
 
 def inflict(served: Served, fault: str) -> Recovery:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from integration.served import Served, start, stop
+from integration.served import Served, serving
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +23,9 @@ STREAM_TOKENS = 96
 
 @pytest.fixture(scope="module")
 def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = start(
-        tmp_path_factory.mktemp("hostile"),
-        {},
-        "--model",
-        str(default_model_dir),
-        "--served-model-name",
-        "smollm2",
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-    )
-    try:
-        served.wait_ready()
+    arguments = ("--model", str(default_model_dir), "--served-model-name", "smollm2")
+    with serving(tmp_path_factory.mktemp("hostile"), {}, *arguments, "--max-model-len", str(MAX_MODEL_LEN)) as served:
         yield served
-    finally:
-        stop(served)
 
 
 def completion(prompt: str, **fields) -> dict:
