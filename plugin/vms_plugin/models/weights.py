@@ -70,16 +70,22 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
             parts = [tensors[source].read_float32(source) for source in sources]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            if name.endswith(DEVICE_WEIGHT):  # the parameter holds the device's layout of an [out, in] weight
-                laid_out = value.ndim == 2 and layer_ops().linear_weight_shape(value.shape[1], value.shape[0])
-                fits = laid_out == tuple(param.shape)
-            else:
-                fits = tuple(value.shape) == tuple(param.shape)
-            if not fits:
+            fitted = _laid_out(value, tuple(param.shape), name.endswith(DEVICE_WEIGHT))
+            if fitted is None:
                 raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
-            if name.endswith(DEVICE_WEIGHT):
-                value = layer_ops().linear_weight(value)
+            value = fitted
             param.set_data(ms.Tensor(value))
+
+
+def _laid_out(value: np.ndarray, shape: tuple[int, ...], device_weight: bool) -> np.ndarray | None:
+    """`value` as the parameter of `shape` holds it, or None when it does not fit; a device weight (an [out, in]
+    checkpoint weight) is converted into the device's layout."""
+    if not device_weight:
+        return value if tuple(value.shape) == shape else None
+    ops = layer_ops()
+    if value.ndim != 2 or ops.linear_weight_shape(value.shape[1], value.shape[0]) != shape:
+        return None
+    return ops.linear_weight(value)
 
 
 def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
