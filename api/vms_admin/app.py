@@ -98,6 +98,7 @@ def create_app(operator: Operator) -> FastAPI:
         "/admin/logs", dependencies=admin, tags=["admin"], response_class=PlainTextResponse, responses=ADMIN_DENIED
     )
     def logs(lines: int = Query(200, ge=1, le=MAX_LOG_LINES)) -> str:
+        """The engine log's last lines (continued into rotated files), at most 1 MiB, the admin token blanked."""
         return operator.log_tail(lines)
 
     @app.get("/metrics", dependencies=admin, tags=["admin"], response_class=PlainTextResponse, responses=ADMIN_DENIED)

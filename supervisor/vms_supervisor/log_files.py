@@ -7,29 +7,33 @@ from pathlib import Path
 from typing import TextIO
 
 TAIL_CHUNK = 64 * 1024
+MAX_TAIL_BYTES = 1 << 20  # a tail is at most this long, however long the lines (a logged 1 MB prompt, say)
 
 
-def tail(path: Path, lines: int) -> str:
+def tail(path: Path, lines: int, max_bytes: int = MAX_TAIL_BYTES) -> str:
     """The last `lines` lines of the log at `path`, continued into its rotated predecessors (path.1, path.2, ...)
-    when the current file holds fewer: a rotation a moment ago must not make the recent history vanish."""
+    when the current file holds fewer: a rotation a moment ago must not make the recent history vanish. At most
+    the last `max_bytes` of them."""
     collected: list[str] = []
-    generation = 0
-    while len(collected) < lines:
+    size, generation = 0, 0
+    while len(collected) < lines and size < max_bytes:
         current = path if generation == 0 else path.with_name(f"{path.name}.{generation}")
         if not current.exists():
             break
-        collected = _tail_of_file(current, lines - len(collected)) + collected
+        part = _tail_of_file(current, lines - len(collected), max_bytes - size)
+        collected = part + collected
+        size += sum(len(line) + 1 for line in part)
         generation += 1
-    return "\n".join(collected)
+    return "\n".join(collected)[-max_bytes:]
 
 
-def _tail_of_file(path: Path, lines: int) -> list[str]:
-    """The last `lines` lines of one file, reading backwards in chunks rather than the whole file."""
+def _tail_of_file(path: Path, lines: int, max_bytes: int) -> list[str]:
+    """The last `lines` lines of one file, reading backwards in chunks, never more than about `max_bytes`."""
     try:
         with path.open("rb") as file:
             file.seek(0, 2)
             position, data = file.tell(), b""
-            while position > 0 and data.count(b"\n") <= lines:
+            while position > 0 and data.count(b"\n") <= lines and len(data) < max_bytes:
                 step = min(TAIL_CHUNK, position)
                 position -= step
                 file.seek(position)

@@ -19,7 +19,7 @@ import pytest
 
 from vms_supervisor import operator as operator_module
 from vms_supervisor.engine_http import EngineEndpoint
-from vms_supervisor.log_files import LogFollower, tail
+from vms_supervisor.log_files import MAX_TAIL_BYTES, LogFollower, tail
 from vms_supervisor.operator import EngineOperator
 from vms_supervisor.settings import Settings
 from vms_supervisor.supervisor_client import ProgramInfo, SupervisorGone
@@ -196,6 +196,13 @@ def test_log_tail_continues_into_the_rotated_files(tmp_path: Path) -> None:
     assert tail(log, 3) == "b\nc\nd"
     log.write_text("e\n")
     assert tail(log, 100) == "a\nb\nc\nd\ne"
+
+
+def test_log_tail_is_bounded_in_bytes_however_long_the_lines(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text("x" * (5 * MAX_TAIL_BYTES) + "\nlast\n")  # one enormous line, as a logged huge prompt makes
+    text = tail(log, 10)
+    assert MAX_TAIL_BYTES - 16 < len(text) <= MAX_TAIL_BYTES and text.endswith("\nlast")
 
 
 def test_log_tail_never_shows_the_admin_token(tmp_path: Path) -> None:
