@@ -18,7 +18,9 @@ IMAGE ?= vms:latest
 FLAVOUR ?= cpu
 BASE_IMAGE ?=
 
-.PHONY: setup run test bench lint image image-test clean
+SOAK_ARGS ?=
+
+.PHONY: setup run test bench soak lint image image-test clean
 
 setup: $(STAMP)
 
@@ -45,6 +47,10 @@ test: setup
 bench: setup
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(PIP) install -c requirements/compute.txt -r requirements/bench.txt
 	$(BIN)/vms bench $(BENCH_ARGS)
+
+# 30 minutes of mixed load with random engine kills (not in CI); report in docs/reliability.md.
+soak: setup
+	PYTHONPATH=tests $(BIN)/python -m reliability.soak $(SOAK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
