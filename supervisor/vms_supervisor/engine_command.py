@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 from vms_plugin.models.registry import read_config, supported_architecture
+from vms_plugin.models.safetensors_header import check_checkpoint
 from vms_supervisor.default_model import DEFAULT_MODEL_NAME
 from vms_supervisor.settings import Settings
 
 
 def check_model(model_dir: Path) -> str:
     """The architecture the plugin will run, or an exception whose message names the problem."""
-    return supported_architecture(read_config(model_dir))
+    architecture = supported_architecture(read_config(model_dir))
+    check_checkpoint(model_dir)
+    return architecture
 
 
 def served_name(settings: Settings) -> str:

@@ -7,6 +7,7 @@ before it starts supervisord, so the directory must not exist afterwards. Cases 
 
 import json
 import os
+import struct
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ CASES = [
     Case("model without config", {"VMS_MODEL": "{tmp}/empty-model"}, "has no config.json"),
     Case("model config unreadable", {"VMS_MODEL": "{tmp}/broken-model"}, "cannot read"),
     Case("model architecture unsupported", {"VMS_MODEL": "{tmp}/gpt2-model"}, "GPT2LMHeadModel is not implemented"),
+    Case("model without weights", {"VMS_MODEL": "{tmp}/weightless-model"}, "has no *.safetensors weights"),
+    Case("model weights truncated", {"VMS_MODEL": "{tmp}/truncated-model"}, "is truncated"),
 ]
 
 
@@ -89,6 +92,14 @@ def write_fixtures(scratch: Path) -> None:
     (scratch / "broken-model" / "config.json").write_text("{not json")
     (scratch / "gpt2-model").mkdir()
     (scratch / "gpt2-model" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    llama = json.dumps({"architectures": ["LlamaForCausalLM"]})
+    for name in ("weightless-model", "truncated-model"):
+        (scratch / name).mkdir()
+        (scratch / name / "config.json").write_text(llama)
+    # A download cut short: the header promises a 4x4 float32 tensor, 16 of its 64 bytes arrived.
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    with (scratch / "truncated-model" / "model.safetensors").open("wb") as weights:
+        weights.write(struct.pack("<Q", len(header)) + header + bytes(16))
 
 
 def run_case(case: Case, scratch: Path, run_dir: Path) -> subprocess.CompletedProcess:

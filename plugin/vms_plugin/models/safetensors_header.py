@@ -22,3 +22,17 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
     header.pop("__metadata__", None)
     return header, 8 + header_size
+
+
+def check_checkpoint(model_dir: Path) -> None:
+    """Raise CheckpointError unless `model_dir` holds safetensors files whose headers read and whose data is all
+    there: a missing or truncated download is refused before an engine starts, not after it has loaded for a while."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"model directory {model_dir} has no *.safetensors weights (the only format vms loads)")
+    for path in files:
+        entries, data_start = read_header(path)
+        needed = data_start + max((entry["data_offsets"][1] for entry in entries.values()), default=0)
+        size = path.stat().st_size
+        if size < needed:
+            raise CheckpointError(f"{path} is truncated: {size} bytes, its header describes {needed}")
