@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,25 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     """One tiny random checkpoint per architecture the plugin implements."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {architecture: save_tiny_model(architecture, root / architecture) for architecture in ARCHITECTURES}
+
+
+_MEASUREMENTS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def measurement() -> Callable[[str], None]:
+    """Records a measured figure (a recovery time, an exit delay) for the "measurements" section at the end of
+    the run, which pytest shows when every test passed too (a print is shown only for a failing test)."""
+
+    def record(line: str) -> None:
+        print(line)
+        _MEASUREMENTS.append(line)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _MEASUREMENTS:
+        terminalreporter.section("measurements")
+        for line in _MEASUREMENTS:
+            terminalreporter.write_line(line)

@@ -43,7 +43,7 @@ def docker():
 
 
 @pytest.fixture(scope="session")
-def image(docker):
+def image(docker, measurement):
     started = time.monotonic()
     built, _ = docker.images.build(
         path=str(REPO),
@@ -56,7 +56,7 @@ def image(docker):
         pull=False,
     )
     size_gb = built.attrs["Size"] / 1e9
-    print(f"image {TAG} built in {time.monotonic() - started:.0f} s, {size_gb:.2f} GB")
+    measurement(f"image {TAG} built in {time.monotonic() - started:.0f} s, {size_gb:.2f} GB")
     return built
 
 
@@ -182,7 +182,7 @@ def test_docker_reports_the_container_healthy(docker, appliance) -> None:
         time.sleep(2)
 
 
-def test_docker_stop_exits_cleanly_within_the_drain_timeout(docker, appliance) -> None:
+def test_docker_stop_exits_cleanly_within_the_drain_timeout(docker, appliance, measurement) -> None:
     container = appliance["container"]
     started = time.monotonic()
     container.stop(timeout=DRAIN_TIMEOUT_S + 30)
@@ -190,7 +190,7 @@ def test_docker_stop_exits_cleanly_within_the_drain_timeout(docker, appliance) -
     state = docker.api.inspect_container(container.id)["State"]
     assert state["ExitCode"] == 0, container.logs().decode()[-3000:]
     assert took < DRAIN_TIMEOUT_S + 30
-    print(f"docker stop took {took:.1f} s")
+    measurement(f"container: docker stop took {took:.1f} s")
 
 
 # supervisord's argv holds "supervisor.supervisord" as one word (python -m ...); this script's own argv does not.

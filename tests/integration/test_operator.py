@@ -24,7 +24,7 @@ FAILURE_THRESHOLD = 2
 
 
 @pytest.fixture(scope="module")
-def served(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, measurement) -> Iterator[Served]:
     env = {
         "VMS_HEALTH_INTERVAL": str(HEALTH_INTERVAL),
         "VMS_HEALTH_FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
@@ -34,7 +34,7 @@ def served(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     }
     served = start(tmp_path_factory.mktemp("operator"), env, "--model", str(default_model_dir))
     try:
-        print(f"engine ready {served.wait_ready(poll=0.2):.1f} s after vms serve started")
+        measurement(f"operator: engine ready {served.wait_ready(poll=0.2):.1f} s after vms serve started")
         yield served
     finally:
         stop(served)
@@ -80,7 +80,7 @@ def test_logs_and_metrics_come_from_the_engine(served: Served) -> None:
     assert "vllm:num_requests_running" in metrics  # the engine's own exposition, relayed
 
 
-def test_a_killed_engine_is_restarted_and_ready_again(served: Served) -> None:
+def test_a_killed_engine_is_restarted_and_ready_again(served: Served, measurement) -> None:
     before = served.status()
     old_group = before["engine_pid"]
     killed_at = time.monotonic()
@@ -91,7 +91,9 @@ def test_a_killed_engine_is_restarted_and_ready_again(served: Served) -> None:
         time.sleep(0.2)
     unready_after = time.monotonic() - killed_at
     recovered_after = unready_after + served.wait_ready()
-    print(f"readiness false {unready_after:.1f} s after SIGKILL; ready again after {recovered_after:.1f} s")
+    measurement(
+        f"operator: readiness false {unready_after:.1f} s after SIGKILL; ready again after {recovered_after:.1f} s"
+    )
     status = served.status()
     assert status["restarts"] == 1
     assert status["last_error"] == "the engine process exited"
@@ -113,7 +115,7 @@ def _group(process: psutil.Process) -> int | None:
         return None
 
 
-def test_sigterm_drains_the_request_in_flight_then_exits_0(served: Served) -> None:
+def test_sigterm_drains_the_request_in_flight_then_exits_0(served: Served, measurement) -> None:
     tree = served.process_tree()
     body = {"model": served_model_dir(served), "prompt": "Once upon a time", "max_tokens": 120, "ignore_eos": True}
     result: dict = {}
@@ -132,7 +134,7 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(served: Served) -> No
     while served.sample()[0] == 200:  # vms serve -> supervisord -> operator: a signal relay, not a poll
         assert time.monotonic() - signalled < 2, "readiness must turn false at once on SIGTERM"
         time.sleep(0.05)
-    print(f"readiness false {time.monotonic() - signalled:.2f} s after SIGTERM")
+    measurement(f"operator: readiness false {time.monotonic() - signalled:.2f} s after SIGTERM")
     client.join(timeout=300)
     response = result["response"]
     assert response.status_code == 200, response.text

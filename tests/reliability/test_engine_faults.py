@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +63,9 @@ class Campaign:
 
 
 @pytest.fixture(scope="module")
-def campaign(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
+def campaign(
+    default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, measurement: Callable[[str], None]
+) -> Iterator[Campaign]:
     env = {
         "VMS_HEALTH_INTERVAL": str(HEALTH_INTERVAL_S),
         "VMS_HEALTH_FAILURE_THRESHOLD": str(FAILURE_THRESHOLD),
@@ -80,8 +82,8 @@ def campaign(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         for fault in FAULTS:
             time.sleep(LOAD_BEFORE_FAULT_S)
             recoveries.append(inflict(served, fault))
-            print(
-                f"{fault}: readiness false after {recoveries[-1].unready_after:.1f} s, "
+            measurement(
+                f"{fault} under load: readiness false after {recoveries[-1].unready_after:.1f} s, "
                 f"ready again after {recoveries[-1].ready_after:.1f} s"
             )
         time.sleep(LOAD_AFTER_LAST_RECOVERY_S)
@@ -118,13 +120,13 @@ def test_no_request_hangs(campaign: Campaign) -> None:
     assert max(outcome.seconds for outcome in campaign.outcomes) < REQUEST_BOUND_S
 
 
-def test_the_faults_cut_streams_in_flight_and_each_cut_says_why(campaign: Campaign) -> None:
+def test_the_faults_cut_streams_in_flight_and_each_cut_says_why(campaign: Campaign, measurement) -> None:
     errors = [outcome for outcome in campaign.outcomes if outcome.result == ERROR]
     complete = sum(outcome.result == COMPLETE for outcome in campaign.outcomes)
-    print(f"{len(campaign.outcomes)} requests: {complete} complete, {len(errors)} ended with an error")
+    measurement(f"faults campaign: {len(campaign.outcomes)} requests, {complete} complete, {len(errors)} errors")
     for recovery in campaign.recoveries:  # a fault that hit nothing in flight would prove nothing
         cut = [e for e in errors if e.started < recovery.at < e.ended]
-        print(f"{recovery.fault} cut {len(cut)} requests in flight")
+        measurement(f"{recovery.fault} cut {len(cut)} requests in flight")
         assert len(cut) >= CLIENTS // 2, f"{recovery.fault} cut only {len(cut)} requests in flight"
     assert all(outcome.detail for outcome in errors)
 
@@ -152,12 +154,12 @@ def test_readiness_is_false_from_the_moment_a_fault_is_noticed_until_the_engine_
     assert unanswered == []
 
 
-def test_every_request_sent_after_a_recovery_is_answered_whole(campaign: Campaign) -> None:
+def test_every_request_sent_after_a_recovery_is_answered_whole(campaign: Campaign, measurement) -> None:
     ends = [recovery.at for recovery in campaign.recoveries[1:]] + [float("inf")]
     for recovery, next_fault in zip(campaign.recoveries, ends, strict=True):
         back = recovery.at + recovery.ready_after
         after = [o for o in campaign.outcomes if o.started >= back and o.ended < next_fault]
-        print(f"after recovering from {recovery.fault}: {len(after)} requests sent and ended before the next fault")
+        measurement(f"after recovering from {recovery.fault}: {len(after)} requests judged, all must be whole")
         assert len(after) >= CLIENTS // 2, f"too few requests after recovering from {recovery.fault} to judge"
         failed = [o for o in after if o.result != COMPLETE]
         assert failed == [], f"after recovering from {recovery.fault}: {failed[:3]}"
@@ -175,13 +177,13 @@ def test_admin_status_counts_each_restart_with_its_reason(campaign: Campaign) ->
     assert f"vms_engine_restarts_total {float(len(FAULTS))}" in metrics
 
 
-def test_the_engine_log_keeps_every_engine_that_ran(campaign: Campaign) -> None:
+def test_the_engine_log_keeps_every_engine_that_ran(campaign: Campaign, measurement) -> None:
     logs = campaign.served.run_dir / "logs"
     rotated = sorted(logs.glob("engine.log.*"), key=lambda path: -int(path.suffix[1:]))
     assert rotated, "the campaign wrote more than VMS_ENGINE_LOG_MAX_BYTES; the log should have rotated"
     history = "".join(path.read_text(errors="replace") for path in [*rotated, logs / "engine.log"])
     assert history.count(ENGINE_STARTED) == len(FAULTS) + 1  # nothing of any engine's start was lost
-    print(f"engine log: {len(rotated)} rotated files and the current one, {len(history) / 1e6:.1f} MB")
+    measurement(f"engine log: {len(rotated)} rotated files and the current one, {len(history) / 1e6:.1f} MB")
 
 
 def test_admin_logs_blank_out_the_token_a_logged_request_carried(campaign: Campaign) -> None:

@@ -29,7 +29,7 @@ def program(served: Served, marker: str) -> psutil.Process:
     [("supervisord", "supervisor.supervisord"), ("operator", "vms_supervisor.operator")],
 )
 def test_killing_a_run_process_ends_vms_serve_non_zero_with_nothing_left(
-    killed: str, marker: str, default_model_dir: Path, tmp_path: Path
+    killed: str, marker: str, default_model_dir: Path, tmp_path: Path, measurement
 ) -> None:
     served = start(tmp_path, {}, "--model", str(default_model_dir), "--max-model-len", "512")
     try:
@@ -40,7 +40,7 @@ def test_killing_a_run_process_ends_vms_serve_non_zero_with_nothing_left(
         program(served, marker).send_signal(signal.SIGKILL)
         started = time.monotonic()
         code = served.process.wait(timeout=EXIT_BOUND_S)
-        print(f"\n{killed} killed: vms serve exited {code} after {time.monotonic() - started:.1f} s")
+        measurement(f"{killed} SIGKILLed: vms serve exited {code} after {time.monotonic() - started:.1f} s")
         assert code != 0
         survivors = [process for process in tree if process.is_running() and process.status() != "zombie"]
         assert survivors == [], [process.cmdline() for process in survivors]
