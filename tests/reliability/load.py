@@ -162,7 +162,7 @@ class Load(threading.Thread):
             except TimeoutError:
                 result, detail = HUNG, f"no answer and no error within {self.bound_s:g} s"
             except (httpx.HTTPError, json.JSONDecodeError) as error:
-                result, detail = ERROR, f"{type(error).__name__}: {error}"
+                result, detail = ERROR, f"{type(error).__name__}: {error or repr(error.__context__)}"
             self.outcomes.append(Outcome(index, request.kind, started, time.monotonic(), result, detail))
             if result != COMPLETE:
                 await asyncio.sleep(PAUSE_AFTER_ERROR_S)

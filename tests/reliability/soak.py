@@ -8,6 +8,7 @@ each engine over its life, so that a leak shows as growth.
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -17,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -204,7 +205,10 @@ def report(run: Run, minutes: float, clients: int) -> str:
         f"Largest growth: operator {operator_growth:+.1f} MB, an engine {engine_growth:+.1f} MB.",
     ]
     if outside:
-        lines += ["", "Failures outside a recovery (first 5):", *[f"- {o.detail}" for o in outside[:5]]]
+        lines += ["", "Failures outside a recovery (first 5), seconds into the run:"]
+        lines += [
+            f"- {o.started - run.started:.1f}-{o.ended - run.started:.1f} s, {o.kind}: {o.detail}" for o in outside[:5]
+        ]
     return "\n".join(lines)
 
 
@@ -262,8 +266,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--document", type=Path, default=ROOT / "docs" / "reliability.md")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="vms-soak-") as directory:
-        run = soak(args.minutes, args.clients, tuple(args.kill_every), args.seed, Path(directory))
+    directory = Path(tempfile.mkdtemp(prefix="vms-soak-"))  # kept: the logs and the record, to look into
+    run = soak(args.minutes, args.clients, tuple(args.kill_every), args.seed, directory)
+    (directory / "record.json").write_text(json.dumps(asdict(run)))
+    print(f"soak: vms serve's log, the engine logs and every request's record are in {directory}")
     text = report(run, args.minutes, args.clients)
     plot(run, args.document.with_suffix(".png"))
     write_report(text + f"\n\n![soak]({args.document.with_suffix('.png').name})", args.document)
