@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sse import data_events, data_events_sync
 
 from integration.served import Served, parse_metric, serving
 
@@ -87,7 +88,7 @@ def test_streaming_chat_completion_sends_chunks_that_add_up(server: Served) -> N
     ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+        events = list(data_events_sync(response))
     assert events[-1] == "[DONE]"
     for event in events[:-1]:
         delta = json.loads(event)["choices"][0]["delta"]
@@ -125,10 +126,10 @@ async def stream_one(client: httpx.AsyncClient, body: dict) -> tuple[str, str]:
     text, finish = [], None
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200, await response.aread()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for data in data_events(response):
+            if data == "[DONE]":
                 continue
-            choice = json.loads(line.removeprefix("data: "))["choices"][0]
+            choice = json.loads(data)["choices"][0]
             text.append(choice["delta"].get("content") or "")
             finish = choice.get("finish_reason") or finish
     return "".join(text), finish
@@ -161,8 +162,8 @@ async def read_then_disconnect(
 ) -> None:
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         received = 0
-        async for line in response.aiter_lines():
-            received += line.startswith("data: ")
+        async for _ in data_events(response):
+            received += 1
             if received == chunks:
                 await reached.put(None)
                 await leave.wait()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from sse import data_events
 
 COMPLETE, ERROR, HUNG = "complete", "error", "hung"
 PAUSE_AFTER_ERROR_S = 0.5  # a refused client waits a little, as a real one with retries would
@@ -101,11 +102,11 @@ async def send(client: httpx.AsyncClient, base_url: str, request: Request) -> st
     async with client.stream("POST", base_url + request.path, json=request.body) as response:
         if response.status_code != 200:
             return f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
-        async for line in response.aiter_lines():
-            if line == "data: [DONE]":
+        async for data in data_events(response):
+            if data == "[DONE]":
                 done = True
-            elif line.startswith("data: "):
-                chunk = json.loads(line.removeprefix("data: "))
+            else:
+                chunk = json.loads(data)
                 if "error" in chunk:
                     return f"error event: {chunk['error']}"
                 usage = chunk.get("usage") or usage

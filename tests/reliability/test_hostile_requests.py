@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from integration.served import Served, serving
+from sse import data_events
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +59,9 @@ async def stream_text(client: httpx.AsyncClient, base_url: str, body: dict) -> s
     pieces = []
     async with client.stream("POST", f"{base_url}/v1/completions", json={**body, "stream": True}) as response:
         assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                pieces.append(json.loads(line.removeprefix("data: "))["choices"][0]["text"])
+        async for data in data_events(response):
+            if data != "[DONE]":
+                pieces.append(json.loads(data)["choices"][0]["text"])
     return "".join(pieces)
 
 
