@@ -6,6 +6,16 @@ import threading
 import psutil
 
 
+def tree_rss(root: psutil.Process) -> int:
+    """Resident bytes of `root` and all its descendants now; processes that end meanwhile count 0."""
+    processes = [root, *root.children(recursive=True)]  # NoSuchProcess when root itself is gone
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total
+
+
 class PeakRss:
     """Samples the summed RSS of a process tree every `interval` seconds until stopped."""
 
@@ -27,12 +37,8 @@ class PeakRss:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                processes = [self.root, *self.root.children(recursive=True)]
+                total = tree_rss(self.root)
             except psutil.NoSuchProcess:
                 return
-            total = 0
-            for process in processes:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += process.memory_info().rss
             self.peak_bytes = max(self.peak_bytes, total)
             self._stop.wait(self.interval)

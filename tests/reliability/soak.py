@@ -25,6 +25,7 @@ import psutil
 from integration.served import Served, start, stop
 
 from reliability.load import COMPLETE, HUNG, PAUSE_AFTER_ERROR_S, Load, Outcome, mixed
+from vms_bench.memory import tree_rss
 
 ROOT = Path(__file__).parents[2]
 SERVED_NAME = "smollm2"
@@ -62,8 +63,7 @@ def rss_of(served: Served, marker: str) -> tuple[int, int | None]:
     for process in served.process_tree():
         try:
             if marker in " ".join(process.cmdline()):
-                tree = [process, *process.children(recursive=True)]
-                return sum(p.memory_info().rss for p in tree if p.is_running()), process.pid
+                return tree_rss(process), process.pid
         except psutil.Error:
             continue
     return 0, None
