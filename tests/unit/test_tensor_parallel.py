@@ -1,5 +1,8 @@
 """Tensor-parallel layers simulated on the CPU: every rank runs in its own thread of this process with its own
 shard, and an in-memory group sums (or concatenates) what the ranks hand to each collective, as HCCL would.
+MindSpore's PyNative runtime is not safe to call from several threads at once (a third of runs failed with
+"The pointer[runtime_info] is null"), so one rank computes at a time: a rank holds the compute lock except while
+it waits at a collective's barrier.
 The sharded results must equal the unsharded layer's exactly: inputs and weights are small integers, so every
 product and partial sum is exact in float32 whatever the summation order, and any difference is a real one."""
 
@@ -20,11 +23,11 @@ class InMemoryGroup:
     def _exchange(self, x, combine):
         from mindspore import Tensor
 
-        slots, barrier = self.shared["slots"], self.shared["barrier"]
+        slots, barrier, compute = self.shared["slots"], self.shared["barrier"], self.shared["compute"]
         slots[self.rank] = x.asnumpy()
-        barrier.wait()
+        _wait_unlocked(barrier, compute)
         result = Tensor(combine([slots[r] for r in range(WORLD)]))
-        barrier.wait()  # nobody overwrites a slot before every rank has read it
+        _wait_unlocked(barrier, compute)  # nobody overwrites a slot before every rank has read it
         return result
 
     def all_reduce(self, x):
@@ -34,14 +37,24 @@ class InMemoryGroup:
         return self._exchange(x, lambda parts: np.concatenate(parts, axis=-1))
 
 
+def _wait_unlocked(barrier: threading.Barrier, compute: threading.Lock) -> None:
+    """Wait for every rank at the barrier, letting the others compute meanwhile."""
+    compute.release()
+    try:
+        barrier.wait()
+    finally:
+        compute.acquire()
+
+
 def run_ranks(build_and_run) -> list[np.ndarray]:
     """Run build_and_run(group) on WORLD threads, one per rank; their outputs in rank order."""
-    shared = {"slots": {}, "barrier": threading.Barrier(WORLD, timeout=60)}
+    shared = {"slots": {}, "barrier": threading.Barrier(WORLD, timeout=60), "compute": threading.Lock()}
     outputs, errors = [None] * WORLD, []
 
     def rank_main(rank: int) -> None:
         try:
-            outputs[rank] = build_and_run(InMemoryGroup(rank, shared)).asnumpy()
+            with shared["compute"]:
+                outputs[rank] = build_and_run(InMemoryGroup(rank, shared)).asnumpy()
         except Exception as error:  # surfaced below; a thread's exception would otherwise vanish
             errors.append(error)
             shared["barrier"].abort()
