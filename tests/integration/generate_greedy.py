@@ -50,18 +50,24 @@ def generate(job: dict, enforce_eager: bool) -> dict:
 
 def _sampling_params(max_tokens: int, options: dict):
     from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     options = {"max_tokens": max_tokens, "ignore_eos": True, "detokenize": False, **options}
     if "logit_bias" in options:  # JSON keys are strings; vLLM wants token ids
         options["logit_bias"] = {int(token): bias for token, bias in options["logit_bias"].items()}
+    if "structured_outputs" in options:
+        options["structured_outputs"] = StructuredOutputsParams(**options["structured_outputs"])
     return SamplingParams(**options)
 
 
 def _completion(output) -> dict:
-    """Token ids, and each position's logprobs as {token id: [logprob, rank]} (prompt ones start at position 1)."""
+    """Token ids, text (if detokenized), why it ended, and each position's logprobs as {token id: [logprob, rank]}
+    (prompt ones start at position 1)."""
     completion = output.outputs[0]
     return {
         "token_ids": list(completion.token_ids),
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
         "logprobs": [_positions(step) for step in completion.logprobs or []],
         "prompt_logprobs": [_positions(step) for step in (output.prompt_logprobs or [None])[1:]],
     }

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 from sse import data_events, data_events_sync
 
@@ -151,6 +152,35 @@ def test_64_concurrent_streams_with_mixed_sampling_all_complete_correctly(server
             f"{server.base_url}/v1/chat/completions", json={**bodies[index], "stream": False}, timeout=120
         ).json()["choices"][0]["message"]["content"]
         assert results[index][0] == alone, f"request {index}"
+
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+
+
+async def post_together(base_url: str, bodies: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for body in bodies))
+
+
+def test_response_format_json_schema_is_followed_beside_an_unconstrained_request(server: Served) -> None:
+    constrained = {
+        **chat_request(stream=False),
+        "max_tokens": 64,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": CITY_SCHEMA}},
+    }
+    plain = chat_request(stream=False)
+    alone = httpx.post(f"{server.base_url}/v1/chat/completions", json=plain, timeout=120).json()
+    structured, beside = asyncio.run(post_together(server.base_url, [constrained, plain]))
+    assert structured.status_code == 200, structured.text
+    choice = structured.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice
+    jsonschema.validate(json.loads(choice["message"]["content"]), CITY_SCHEMA)
+    assert beside.json()["choices"][0]["message"] == alone["choices"][0]["message"]
 
 
 def metric(base_url: str, name: str) -> float:

@@ -4,9 +4,12 @@ Each named set of conftest.SAMPLING_SETS is one batch; these tests compare sets 
 batch and with vLLM's own CPU path.
 """
 
+import json
+
+import jsonschema
 import pytest
 
-from .conftest import ALLOWED_TOKENS, BIASED_TOKEN, DEFAULT_MODEL
+from .conftest import ALLOWED_TOKENS, BIASED_TOKEN, CITY_CHOICES, CITY_SCHEMA, DEFAULT_MODEL, STRUCTURED_SETS
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +89,26 @@ def test_prompt_logprobs_agree_with_vllm_cpu_path(runs, vllm_cpu_greedy, default
             for token in mine.keys() & other.keys():
                 assert abs(mine[token][0] - other[token][0]) < LOGPROB_TOLERANCE, f"prompt {prompt} position {position}"
             assert len(mine.keys() & other.keys()) >= 5  # the prompt token and at least 4 of the top 5 agree
+
+
+def test_json_schema_rows_answer_valid_json_while_the_other_rows_stay_greedy(runs, plugin_greedy) -> None:
+    greedy = plugin_greedy[DEFAULT_MODEL]["token_ids"]
+    for index, completion in enumerate(runs["json-schema"]):
+        if index % 2:
+            assert completion["token_ids"] == greedy[index], f"row {index} has no grammar and must be greedy"
+        else:
+            assert completion["finish_reason"] == "stop", f"row {index}: the grammar should end it: {completion}"
+            jsonschema.validate(json.loads(completion["text"]), CITY_SCHEMA)
+
+
+def test_choice_answers_are_one_of_the_choices(runs) -> None:
+    for completion in runs["choice"]:
+        assert completion["finish_reason"] == "stop"
+        assert completion["text"] in CITY_CHOICES
+
+
+@pytest.mark.parametrize("name", STRUCTURED_SETS)
+def test_structured_output_is_token_identical_to_vllm_cpu_path(name, runs, vllm_cpu_greedy) -> None:
+    theirs = vllm_cpu_greedy[DEFAULT_MODEL]["sampled"][name]
+    for prompt, (ours, reference) in enumerate(zip(runs[name], theirs, strict=True)):
+        assert ours["token_ids"] == reference["token_ids"], f"{name}: prompt {prompt} differs from vLLM's CPU path"

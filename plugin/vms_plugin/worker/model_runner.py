@@ -13,12 +13,13 @@ import numpy as np
 import torch
 from mindspore import Tensor
 from vllm.config import VllmConfig
-from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
 from vms_plugin.models.registry import build_model
 from vms_plugin.ops import layer_ops
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
+from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState, to_torch
 
@@ -100,7 +101,7 @@ class MindSporeModelRunner:
         self.pending = PendingStep(req_ids, sampling_req_ids, prompt_chunks, logits if has_rows else None)
         return None
 
-    def sample_tokens(self) -> ModelRunnerOutput:
+    def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
         step, self.pending = self.pending, None
         if step is None:
             return EMPTY_MODEL_RUNNER_OUTPUT
@@ -111,7 +112,10 @@ class MindSporeModelRunner:
         prompt_logprobs = self._collect_prompt_logprobs(step, num_sampling)
         if num_sampling:
             rows = [self.requests[req_id].sampling for req_id in step.sampling_req_ids]
-            output = self.sampler.sample(step.logits[:num_sampling], rows)
+            logits = to_torch(step.logits[:num_sampling])
+            if grammar_output is not None:
+                apply_grammar_bitmask(logits, step.sampling_req_ids, grammar_output)
+            output = self.sampler.sample(logits, rows)
             for req_id, token_id in zip(step.sampling_req_ids, output.sampled_token_ids[:, 0].tolist(), strict=True):
                 self.requests[req_id].output_token_ids.append(token_id)
                 sampled[req_id_to_index[req_id]] = [token_id]

@@ -49,10 +49,10 @@ class BatchSampler:
         )
         self._rows_last_step = 0
 
-    def sample(self, logits: ms.Tensor, rows: Sequence[SamplingState]) -> SamplerOutput:
+    def sample(self, logits: torch.Tensor, rows: Sequence[SamplingState]) -> SamplerOutput:
         """One token for each row of `logits` [S, vocab], row i belonging to `rows[i]`."""
         self._update_logits_processors(rows)
-        return self.sampler(to_torch(logits), self._metadata(rows))
+        return self.sampler(logits, self._metadata(rows))
 
     def _update_logits_processors(self, rows: Sequence[SamplingState]) -> None:
         added = [(index, row.params, row.prompt_token_ids, row.output_token_ids) for index, row in enumerate(rows)]

@@ -133,9 +133,7 @@ class MindSporeWorker(WorkerBase):
         return self.model_runner.execute_model(scheduler_output)
 
     def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
-        if grammar_output is not None:
-            raise NotImplementedError("structured output (guided decoding) is not supported by vms_plugin yet")
-        return self.model_runner.sample_tokens()
+        return self.model_runner.sample_tokens(grammar_output)
 
     def get_supported_kv_cache_layouts(self) -> list[str]:
         # One cache per layer, rows of [block, token-in-block, kv-head, head-dim]; no vLLM attention backend is used.
