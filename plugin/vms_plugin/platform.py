@@ -21,6 +21,27 @@ WORKER_CLASS = "vms_plugin.worker.worker.MindSporeWorker"
 VLLM_CPU_WORKER_CLASS = "vllm.v1.worker.cpu_worker.CPUWorker"
 
 
+def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
+    """Fail at start-up, naming the flag, rather than on the first request that uses a feature the runner lacks
+    (an exception in a step ends the engine core and every request in it)."""
+    model_config = vllm_config.model_config
+    if vllm_config.speculative_config is not None:  # the runner samples one token per request per step
+        raise ValueError("vms_plugin does not support speculative decoding; remove --speculative-config")
+    if vllm_config.lora_config is not None:
+        raise ValueError("vms_plugin does not support LoRA adapters; remove --enable-lora")
+    if model_config is not None and model_config.enable_prompt_embeds:
+        raise ValueError("vms_plugin does not support prompt embeddings; remove --enable-prompt-embeds")
+    if vllm_config.cache_config.cache_dtype != "auto":  # the worker's KV cache spec is float32 whatever is asked
+        raise ValueError(
+            f"vms_plugin keeps the KV cache in float32; --kv-cache-dtype {vllm_config.cache_config.cache_dtype} "
+            "is not supported (leave it at auto)"
+        )
+    if model_config is not None and model_config.runner_type != "generate":
+        raise ValueError(
+            f"vms_plugin runs generative models only; --runner {model_config.runner_type} is not supported"
+        )
+
+
 class MindSporePlatform(CpuPlatform):
     _enum = PlatformEnum.OOT
     device_name: str = "cpu"
@@ -31,6 +52,7 @@ class MindSporePlatform(CpuPlatform):
 
     @classmethod
     def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:
+        refuse_unsupported_features(vllm_config)
         parallel_config = vllm_config.parallel_config
         chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
         executor_backend = parallel_config.distributed_executor_backend

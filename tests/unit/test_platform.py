@@ -1,0 +1,39 @@
+"""What the platform decides while vLLM builds its configuration (`check_and_update_config`)."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_model_dirs) -> str:
+    return str(tiny_model_dirs["LlamaForCausalLM"])
+
+
+def engine_config(model: str, **engine_args):
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs(model=model, skip_tokenizer_init=True, max_model_len=128, **engine_args).create_engine_config()
+
+
+def test_the_mindspore_worker_is_chosen_and_the_model_computes_in_float32(tiny_llama) -> None:
+    config = engine_config(tiny_llama, dtype="bfloat16")
+    assert config.parallel_config.worker_cls == "vms_plugin.worker.worker.MindSporeWorker"
+    assert str(config.model_config.dtype) == "torch.float32"
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "message"),
+    [
+        (
+            {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3}},
+            "does not support speculative decoding; remove --speculative-config",
+        ),
+        ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
+        ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
+        ({"runner": "pooling"}, "runs generative models only; --runner pooling is not supported"),
+        ({"kv_cache_dtype": "fp8"}, "keeps the KV cache in float32; --kv-cache-dtype fp8 is not supported"),
+    ],
+    ids=["speculative decoding", "LoRA", "prompt embeddings", "pooling", "fp8 KV cache"],
+)
+def test_features_the_runner_lacks_are_refused_by_flag(tiny_llama, engine_args: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        engine_config(tiny_llama, **engine_args)
