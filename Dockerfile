@@ -42,8 +42,9 @@ RUN if command -v apt-get > /dev/null; then \
         dnf install -y gcc-c++ numactl-libs shadow-utils && dnf clean all; \
     fi
 
-# The heavy layer (vLLM, torch, MindSpore: ~6 GB) depends only on requirements/: code changes rebuild in seconds.
-COPY requirements /opt/vms/requirements
+# The heavy layer (vLLM, torch, MindSpore: ~6 GB) depends only on the three runtime requirement files: code changes
+# (and test or benchmark requirements) rebuild in seconds.
+COPY requirements/engine.txt requirements/compute.txt requirements/model.txt /opt/vms/requirements/
 RUN python3 -m pip install --no-cache-dir ${PIP_EXTRA_INDEX_URL:+--extra-index-url "$PIP_EXTRA_INDEX_URL"} \
         -r /opt/vms/requirements/engine.txt \
     && python3 -m pip uninstall -y torchvision torchaudio torchcodec \
