@@ -6,6 +6,7 @@ out-of-tree platform so that it wins over the built-in one.
 """
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,6 +20,7 @@ logger = logging.getLogger("vllm." + __name__)
 
 WORKER_CLASS = "vms_plugin.worker.worker.MindSporeWorker"
 VLLM_CPU_WORKER_CLASS = "vllm.v1.worker.cpu_worker.CPUWorker"
+START_METHOD_VARIABLE = "VLLM_WORKER_MULTIPROC_METHOD"  # how vLLM starts its engine core and worker processes
 
 
 def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
@@ -56,7 +58,12 @@ class MindSporePlatform(CpuPlatform):
         parallel_config = vllm_config.parallel_config
         chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
         executor_backend = parallel_config.distributed_executor_backend
+        start_method = os.environ.get(START_METHOD_VARIABLE)
         super().check_and_update_config(vllm_config)
+        if start_method is not None:
+            # vLLM's CPU platform forces `spawn` for torch's sake; a method chosen before (by the user, vLLM's CLI
+            # or `vms serve`, which forks the engine core: see vms_supervisor/engine_command.py) stands.
+            os.environ[START_METHOD_VARIABLE] = start_method
         if executor_backend == "uni":
             # vLLM's CPU platform moves a single worker into its own process so that torch's OpenMP threads can be
             # pinned; the engine core then spins on a core while it waits for each step. MindSpore needs no such

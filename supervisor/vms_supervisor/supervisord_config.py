@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from string import Template
 
+from vms_supervisor.engine_command import engine_environment
 from vms_supervisor.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("supervisord.conf")  # a link to image/supervisord.conf
@@ -29,6 +30,11 @@ def _command(argv: list[str]) -> str:
     return shlex.join(argv).replace("%", "%%")
 
 
+def _environment(variables: dict[str, str]) -> str:
+    """supervisord's KEY="value",... form; the values are the operator's own words, without quotes."""
+    return ",".join(f'{name}="{value}"' for name, value in variables.items()).replace("%", "%%")
+
+
 def render(settings: Settings, run_dir: Path, engine_argv: list[str], device: str) -> Path:
     """Write `run_dir`/supervisord.conf (and the logs directory) and return the config's path."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -41,6 +47,7 @@ def render(settings: Settings, run_dir: Path, engine_argv: list[str], device: st
         ),
         "operator_stop_seconds": str(int(settings.drain_timeout) + 10),
         "engine_command": _command(engine_argv),
+        "engine_environment": _environment(engine_environment()),
         "engine_stop_seconds": str(ENGINE_STOP_SECONDS),
         "engine_log_max_bytes": str(int(settings.engine_log_max_bytes)),
         "engine_log_backups": str(settings.engine_log_backups),

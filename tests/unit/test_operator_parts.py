@@ -48,6 +48,21 @@ def test_supervisord_config_runs_the_engine_command_unchanged_and_supervised(tmp
     assert (run_dir / "logs").is_dir()
 
 
+def read_engine_environment(tmp_path: Path) -> dict[str, str]:
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(render(Settings(), tmp_path, ["vllm"], "cpu"))
+    return dict_of_key_value_pairs(config["program:engine"]["environment"])
+
+
+def test_the_engine_core_is_forked_unless_the_user_chose_a_start_method(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    assert read_engine_environment(tmp_path) == {"VLLM_WORKER_MULTIPROC_METHOD": "fork"}
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # inherited by the engine as it is
+    assert read_engine_environment(tmp_path) == {}
+
+
 class StandInSupervisor:
     def __init__(self) -> None:
         self.info = ProgramInfo("STOPPED", None)

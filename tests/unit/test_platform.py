@@ -1,6 +1,18 @@
 """What the platform decides while vLLM builds its configuration (`check_and_update_config`)."""
 
+import os
+
 import pytest
+
+START_METHOD_VARIABLE = "VLLM_WORKER_MULTIPROC_METHOD"
+
+
+@pytest.fixture(autouse=True)
+def start_method_undone(monkeypatch) -> None:
+    """Building a config writes the start method into os.environ, which the engines later tests start would
+    inherit: each test's change is undone after it."""
+    monkeypatch.setenv(START_METHOD_VARIABLE, "recorded")
+    monkeypatch.delenv(START_METHOD_VARIABLE)
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +49,12 @@ def test_the_mindspore_worker_is_chosen_and_the_model_computes_in_float32(tiny_l
 def test_features_the_runner_lacks_are_refused_by_flag(tiny_llama, engine_args: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         engine_config(tiny_llama, **engine_args)
+
+
+@pytest.mark.parametrize("chosen", [None, "fork", "spawn"])
+def test_a_start_method_chosen_before_stands_and_none_means_spawn(tiny_llama, monkeypatch, chosen) -> None:
+    """vLLM's CPU platform forces spawn; `vms serve` chooses fork for its engine (engine_command.py)."""
+    if chosen is not None:
+        monkeypatch.setenv(START_METHOD_VARIABLE, chosen)
+    engine_config(tiny_llama)
+    assert os.environ[START_METHOD_VARIABLE] == (chosen or "spawn")
