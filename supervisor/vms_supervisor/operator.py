@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from vms_supervisor.engine_command import served_name
 from vms_supervisor.engine_http import EngineEndpoint
 from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
@@ -149,7 +151,7 @@ class EngineOperator:
     def check(self) -> None:
         """One observation of the engine, and the action it calls for."""
         engine = self.supervisor.engine()
-        running = engine.running
+        running = engine.running and not _has_ended(engine.pid)
         if running:
             self._engine_group = engine.pid  # supervisord starts each program in a process group of its own
         else:
@@ -201,6 +203,18 @@ class EngineOperator:
         elif action == Action.KILL:
             self._kill_engine_group("killed the engine's process group %d: it does not answer")
             self.supervisor.stop_engine()  # returns once supervisord has seen it exit
+
+
+def _has_ended(pid: int | None) -> bool:
+    """True once the engine's main process has ended, also before supervisord reaps it (up to a second later).
+    Its HTTP port can outlive it, held by the engine core it forked, and accept connections nobody answers, so
+    only its process tells that it is gone."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def serve_admin_api(operator: EngineOperator, settings: Settings):

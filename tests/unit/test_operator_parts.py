@@ -15,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 
 from vms_supervisor import operator as operator_module
@@ -76,7 +77,7 @@ class StandInSupervisor:
 
     def start_engine(self) -> None:
         self.calls.append("start")
-        self.info = ProgramInfo("RUNNING", 4242)
+        self.info = ProgramInfo("RUNNING", os.getpid())  # a live process stands in
 
     def stop_engine(self) -> None:
         self.calls.append("stop")
@@ -126,7 +127,7 @@ def test_ready_only_after_the_engine_answers(parts) -> None:
     engine.answers = True
     operator.check()
     assert operator.ready() and operator.has_started()
-    assert operator.status()["engine_pid"] == 4242
+    assert operator.status()["engine_pid"] == os.getpid()
 
 
 def serving(parts) -> tuple[EngineOperator, StandInEngine]:
@@ -176,6 +177,20 @@ def test_what_a_dead_engine_leaves_behind_in_its_process_group_is_killed(parts) 
         assert operator.lifecycle.last_error == "the engine process exited"
     finally:
         leftover.kill()
+
+
+def test_an_engine_that_has_ended_counts_as_exited_before_supervisord_reaps_it(parts) -> None:
+    operator, supervisor, engine = parts
+    ended = subprocess.Popen(["true"], start_new_session=True)  # not waited for: a zombie, as until a reap
+    while psutil.Process(ended.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    supervisor.info = ProgramInfo("RUNNING", ended.pid)  # supervisord has not noticed yet
+    engine.answers = True  # whatever its port answers
+    operator.lifecycle.start(0)
+    operator.check()
+    assert operator.lifecycle.last_error == "the engine process exited"
+    assert supervisor.calls == ["stop"]  # supervisord is made to catch up before the next start
+    ended.wait()
 
 
 def test_an_engine_that_stops_answering_is_killed_not_stopped_gracefully(parts) -> None:
