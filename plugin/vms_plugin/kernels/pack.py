@@ -19,6 +19,11 @@ def pack_linear_weight(weight: np.ndarray) -> np.ndarray:
     """W [out, in] -> panels [ceil(out / 64), in, 64] (float32, contiguous)."""
     out_features, in_features = weight.shape
     panels, _, _ = packed_shape(in_features, out_features)
-    padded = np.zeros((panels * PANEL, in_features), dtype=np.float32)
-    padded[:out_features] = weight
-    return np.ascontiguousarray(padded.reshape(panels, PANEL, in_features).transpose(0, 2, 1))
+    packed = np.empty((panels, in_features, PANEL), dtype=np.float32)
+    whole = out_features // PANEL  # full panels are copied in one pass; only the last one needs padding
+    packed[:whole] = weight[: whole * PANEL].reshape(whole, PANEL, in_features).transpose(0, 2, 1)
+    if whole < panels:
+        rest = weight[whole * PANEL :]
+        packed[whole, :, : len(rest)] = rest.T
+        packed[whole, :, len(rest) :] = 0.0
+    return packed

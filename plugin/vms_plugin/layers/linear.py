@@ -5,7 +5,8 @@ lays it out for the device's matmul: packed 64-column panels on CPU, transposed 
 """
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, nn
+from mindspore.common.initializer import initializer
 
 from vms_plugin.ops import layer_ops
 
@@ -18,8 +19,8 @@ class Linear(nn.Cell):
         self.ops = layer_ops()
         self.out_features = out_features
         shape = self.ops.linear_weight_shape(in_features, out_features)
-        self.device_weight = Parameter(ops.zeros(shape, ms.float32), name=DEVICE_WEIGHT)
-        self.bias = Parameter(ops.zeros((out_features,), ms.float32), name="bias") if bias else None
+        self.device_weight = Parameter(initializer("zeros", shape, ms.float32), name=DEVICE_WEIGHT)
+        self.bias = Parameter(initializer("zeros", (out_features,), ms.float32), name="bias") if bias else None
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
         return self.ops.linear(x, self.device_weight, self.bias, self.out_features)

@@ -5,7 +5,8 @@ one layer and the norm of the next are one launch.
 """
 
 import mindspore as ms
-from mindspore import Parameter, nn, ops
+from mindspore import Parameter, nn
+from mindspore.common.initializer import initializer
 
 from vms_plugin.ops import layer_ops
 
@@ -13,7 +14,7 @@ from vms_plugin.ops import layer_ops
 class RMSNorm(nn.Cell):
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
-        self.weight = Parameter(ops.ones((size,), ms.float32), name="weight")
+        self.weight = Parameter(initializer("ones", (size,), ms.float32), name="weight")
         self.eps = eps
         self.ops = layer_ops()
 

@@ -48,11 +48,14 @@ def supported_architecture(config: Mapping[str, Any]) -> str:
 
 def build_model(model_dir: Path):
     """Construct the MindSpore model for `model_dir` and load its weights."""
+    from mindspore.nn.utils import no_init_parameters
+
     from vms_plugin.models.weights import load_weights
 
     config = read_config(model_dir)
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
-    model = model_class.from_hf_config(config)
+    with no_init_parameters():  # the parameters stay unallocated until the checkpoint fills them
+        model = model_class.from_hf_config(config)
     load_weights(model, model_dir, model.checkpoint_sources)
     return model

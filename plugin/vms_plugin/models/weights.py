@@ -31,7 +31,9 @@ class SafetensorsFile:
         begin, end = entry["data_offsets"]
         raw = self.buffer[self.data_start + begin : self.data_start + end]
         dtype = entry["dtype"]
-        if dtype == "BF16":
+        if dtype == "F32":  # a read-only view of the file: its users copy it (ms.Tensor, packing) while it is open
+            values = raw.view(np.float32)
+        elif dtype == "BF16":
             # bfloat16 is the top half of a float32: widen by shifting the bits into place.
             values = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         elif dtype in _NUMPY_DTYPES:
