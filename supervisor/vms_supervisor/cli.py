@@ -18,7 +18,7 @@ from vms_supervisor.default_model import (
     prepare_default_model,
 )
 from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
-from vms_supervisor.engine_command import check_model, engine_argv, served_name
+from vms_supervisor.engine_command import check_model, engine_argv, engine_environment, served_name
 from vms_supervisor.npu_probe import probe
 from vms_supervisor.serve import run_supervisord
 from vms_supervisor.settings import Settings, SettingsError, env_name, load_settings
@@ -121,7 +121,8 @@ def _config(args: argparse.Namespace) -> int:
     for name, value in settings.redacted().items():
         print(f"{name}={'' if value is None else value}")
     print(f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}")
-    print("engine:", " ".join(engine_argv(settings, settings.model or default_model_dir())))
+    environment = [f"{name}={value}" for name, value in engine_environment().items()]
+    print("engine:", " ".join(environment + engine_argv(settings, settings.model or default_model_dir())))
     return 0
 
 

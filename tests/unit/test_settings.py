@@ -97,10 +97,12 @@ def test_vms_config_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
 
 def test_vms_config_prints_redacted_settings_and_the_engine_command(tmp_path: Path) -> None:
     env = {**os.environ, "VMS_ADMIN_TOKEN": "s3cret", "VMS_MODEL": str(tmp_path)}
+    env.pop("VLLM_WORKER_MULTIPROC_METHOD", None)
     result = subprocess.run([VMS, "config", "--port", "8123"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "VMS_ADMIN_TOKEN=***" in result.stdout and "s3cret" not in result.stdout
-    assert re.search(r"^engine: .* --model \S+ .*--port 8123 ", result.stdout, re.MULTILINE)
+    engine_line = r"^engine: VLLM_WORKER_MULTIPROC_METHOD=fork \S+ -m vllm\.\S+ --model \S+ .*--port 8123 "
+    assert re.search(engine_line, result.stdout, re.MULTILINE), result.stdout
 
 
 def test_readme_environment_table_is_generated_from_settings() -> None:
