@@ -6,6 +6,7 @@ Only `register()` lives here: vLLM calls it for every process it starts, so impo
 import os
 
 DISABLE_ENV = "VMS_DISABLE"
+START_METHOD_VARIABLE = "VLLM_WORKER_MULTIPROC_METHOD"  # how vLLM starts its engine core and worker processes
 
 
 def register() -> str | None:

@@ -13,6 +13,8 @@ import torch
 from vllm.platforms.cpu import CpuPlatform
 from vllm.platforms.interface import PlatformEnum
 
+from vms_plugin import START_METHOD_VARIABLE
+
 if TYPE_CHECKING:  # vllm.config imports the current platform while it initialises: no runtime import here
     from vllm.config import VllmConfig
 
@@ -20,7 +22,6 @@ logger = logging.getLogger("vllm." + __name__)
 
 WORKER_CLASS = "vms_plugin.worker.worker.MindSporeWorker"
 VLLM_CPU_WORKER_CLASS = "vllm.v1.worker.cpu_worker.CPUWorker"
-START_METHOD_VARIABLE = "VLLM_WORKER_MULTIPROC_METHOD"  # how vLLM starts its engine core and worker processes
 
 
 def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:

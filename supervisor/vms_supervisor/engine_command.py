@@ -8,12 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from vms_plugin import START_METHOD_VARIABLE
 from vms_plugin.models.registry import read_config, supported_architecture
 from vms_plugin.models.safetensors_header import check_checkpoint
 from vms_supervisor.default_model import DEFAULT_MODEL_NAME
 from vms_supervisor.settings import Settings
-
-START_METHOD_VARIABLE = "VLLM_WORKER_MULTIPROC_METHOD"
 
 
 def check_model(model_dir: Path) -> str:
