@@ -9,7 +9,6 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-import torch
 from vllm.platforms.cpu import CpuPlatform
 from vllm.platforms.interface import PlatformEnum
 
@@ -34,10 +33,10 @@ def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
         raise ValueError("vms_plugin does not support LoRA adapters; remove --enable-lora")
     if model_config is not None and model_config.enable_prompt_embeds:
         raise ValueError("vms_plugin does not support prompt embeddings; remove --enable-prompt-embeds")
-    if vllm_config.cache_config.cache_dtype != "auto":  # the worker's KV cache spec is float32 whatever is asked
+    if vllm_config.cache_config.cache_dtype != "auto":  # the KV cache is kept in the model's dtype
         raise ValueError(
-            f"vms_plugin keeps the KV cache in float32; --kv-cache-dtype {vllm_config.cache_config.cache_dtype} "
-            "is not supported (leave it at auto)"
+            f"vms_plugin keeps the KV cache in the model's dtype (--dtype); --kv-cache-dtype "
+            f"{vllm_config.cache_config.cache_dtype} is not supported (leave it at auto)"
         )
     if model_config is not None and model_config.runner_type != "generate":
         raise ValueError(
@@ -72,11 +71,3 @@ class MindSporePlatform(CpuPlatform):
             parallel_config.distributed_executor_backend = "uni"
         if not chosen_by_user:
             parallel_config.worker_cls = WORKER_CLASS
-        model_config = vllm_config.model_config
-        if model_config is not None and model_config.dtype != torch.float32:
-            logger.warning(
-                "vms_plugin computes in float32 on CPU (MindSpore has no bfloat16 matmul there); "
-                "requested dtype %s is served as float32",
-                model_config.dtype,
-            )
-            model_config.dtype = torch.float32

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
         ByteSize(1 << 30), description="KV cache size, bytes or with a unit (512MiB, 4GiB)"
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="compute dtype (the CPU path always computes in float32)"
+        "auto",
+        description="storage type of weights and KV cache; auto follows the checkpoint as vLLM does (a float32 "
+        "checkpoint is served as bfloat16); the CPU path accumulates in float32 whatever it is",
     )
     host: str = Field("127.0.0.1", description="address both servers bind to (the image sets 0.0.0.0)")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="OpenAI-compatible API port")

@@ -23,7 +23,9 @@ QUESTION = "What is the capital of France?"
 @pytest.fixture(scope="module")
 def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     arguments = ("--model", str(default_model_dir), "--served-model-name", SERVED_NAME, "--max-model-len", "1024")
-    with serving(tmp_path_factory.mktemp("server"), {}, *arguments) as served:
+    # float32, not the default bfloat16: answers are compared token for token with transformers' float32 argmax
+    # (test_first_requests.py serves the default dtype; test_model_precision.py measures bfloat16's accuracy).
+    with serving(tmp_path_factory.mktemp("server"), {"VMS_DTYPE": "float32"}, *arguments) as served:
         yield served
 
 

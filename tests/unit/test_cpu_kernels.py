@@ -1,39 +1,73 @@
 """The fused C++ kernels against numpy references, on shapes where a wrong index would show.
 
-The models' logits tests (test_model_logits.py) cover the kernels end to end against transformers; these pin
-down the pieces a model test can miss: grouped-query heads reading scattered blocks, unwritten padding slots,
-copy-on-write of cache slots, and the error when no compiler is there.
+The models' logits tests (test_model_logits.py, test_model_precision.py) cover the kernels end to end against
+transformers; these pin down the pieces a model test can miss: grouped-query heads reading scattered blocks,
+unwritten padding slots, copy-on-write of cache slots, every storage type (float32, float16, bfloat16) of
+weights and caches, the AVX2 build on an AVX-512 host, and the error when no compiler is there.
+The numpy references use the same rounded 16-bit values, so only float32 accumulation order differs.
 """
 
 import numpy as np
 import pytest
 
 HEADS, KV_HEADS, DIM, SLOTS = 6, 2, 16, 64
+STORAGE_TYPES = ("float32", "float16", "bfloat16")
+# The instruction sets each test runs on: this host's (-march=native) and AVX2 without AVX-512 (and so without
+# AVX512-BF16 and VNNI), the fallback most x86 servers without AVX-512 run. On an AVX2-only host both are AVX2.
+BUILDS = {"native": (), "avx2": ("-mno-avx512f",)}
 
 
-def caches(rng):
-    """Random K and V as numpy arrays and as the cache Parameters the kernels update in place."""
-    from mindspore import Parameter, Tensor
+def kernel(name: str, build: str):
+    from vms_plugin.kernels.build import build_library
+    from vms_plugin.kernels.cpu import kernel_operator
 
-    k, v = (rng.standard_normal((KV_HEADS, SLOTS, DIM)).astype(np.float32) for _ in range(2))
-    return k, v, *(Parameter(Tensor(x), name=name, requires_grad=False) for x, name in ((k, "k"), (v, "v")))
+    return kernel_operator(name, build_library(extra_flags=BUILDS[build]))
 
 
-def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads() -> None:
+def stored(values: np.ndarray, dtype: str):
+    """(values rounded to `dtype`, as float32 numpy; the same values as a MindSpore tensor of `dtype`)."""
     import mindspore as ms
     from mindspore import Tensor
 
-    from vms_plugin.kernels.cpu import paged_attention
+    from vms_plugin.kernels.pack import bfloat16_bits, bfloat16_to_float32
+
+    if dtype == "bfloat16":
+        bits = bfloat16_bits(values)
+        return bfloat16_to_float32(bits), Tensor(bits).view(ms.bfloat16)
+    if dtype == "float16":
+        return values.astype(np.float16).astype(np.float32), Tensor(values.astype(np.float16))
+    return values, Tensor(values)
+
+
+def as_numpy(tensor) -> np.ndarray:
+    import mindspore as ms
+
+    return tensor.astype(ms.float32).asnumpy()
+
+
+def caches(rng, dtype: str = "float32"):
+    """Random K and V as numpy arrays and as the cache Parameters (of `dtype`) the kernels update in place."""
+    from mindspore import Parameter
+
+    k, v = (stored(rng.standard_normal((KV_HEADS, SLOTS, DIM)).astype(np.float32), dtype) for _ in range(2))
+    return k[0], v[0], Parameter(k[1], name="k", requires_grad=False), Parameter(v[1], name="v", requires_grad=False)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(dtype: str, build: str) -> None:
+    import mindspore as ms
+    from mindspore import Tensor
 
     rng = np.random.default_rng(0)
-    k, v, k_cache, v_cache = caches(rng)
+    k, v, k_cache, v_cache = caches(rng, dtype)
     context_slots = np.array([[40, 41, 42, 43, 8, 9, 10, 11], [20, 21, 22, 23, 0, 1, 2, 3]], dtype=np.int32)
     positions = np.array([5, 1, 2, 3], dtype=np.int32)  # request 0 decodes at 5; request 1 prefills 1..3
     token_requests = np.array([0, 1, 1, 1], dtype=np.int32)
     q = rng.standard_normal((4, HEADS, DIM)).astype(np.float32)
     scale = 0.3
 
-    out = paged_attention(
+    out = kernel("PagedAttention", build)(
         Tensor(q),
         k_cache,
         v_cache,
@@ -54,14 +88,15 @@ def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
     np.testing.assert_allclose(out, expected.reshape(4, HEADS * DIM), atol=1e-5)
 
 
-def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots() -> None:
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(dtype: str) -> None:
     import mindspore as ms
     from mindspore import Tensor
 
     from vms_plugin.kernels.cpu import rope_and_cache
 
     rng = np.random.default_rng(1)
-    k, v, k_cache, v_cache = caches(rng)
+    k, v, k_cache, v_cache = caches(rng, dtype)
     qkv = rng.standard_normal((2, (HEADS + 2 * KV_HEADS) * DIM)).astype(np.float32)
     angles = rng.uniform(0, 6, size=(8, DIM)).astype(np.float32)
     cos, sin = np.cos(angles), np.sin(angles)
@@ -79,43 +114,69 @@ def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(
     heads = qkv.reshape(2, HEADS + 2 * KV_HEADS, DIM)
     np.testing.assert_allclose(q.asnumpy(), rotate(heads[:, :HEADS], positions[:, None]), atol=1e-5)
     expected_k, expected_v = k.copy(), v.copy()
-    expected_k[:, 12] = rotate(heads[0, HEADS : HEADS + KV_HEADS], 3)
-    expected_v[:, 12] = heads[0, HEADS + KV_HEADS :]
-    np.testing.assert_allclose(k_cache.asnumpy(), expected_k, atol=1e-5)  # slot -1: nothing else written
-    np.testing.assert_array_equal(v_cache.asnumpy(), expected_v)
+    expected_k[:, 12] = stored(rotate(heads[0, HEADS : HEADS + KV_HEADS], 3).astype(np.float32), dtype)[0]
+    expected_v[:, 12] = stored(heads[0, HEADS + KV_HEADS :], dtype)[0]
+    # rounding to 16 bits may go the other way for a key whose float32 rotation differs in the last bit
+    rounding = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
+    np.testing.assert_allclose(as_numpy(k_cache), expected_k, atol=rounding)  # slot -1: nothing else written
+    np.testing.assert_array_equal(as_numpy(v_cache), expected_v)
 
 
+def packed(weight: np.ndarray, dtype: str):
+    """(W rounded to `dtype` as float32 numpy, its packed Parameter) as the loader makes it."""
+    from mindspore import Parameter
+
+    from vms_plugin.ops.cpu import CpuOps
+
+    return stored(weight, dtype)[0], Parameter(CpuOps().linear_weight(weight, dtype), name="w")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize("rows", [1, 3, 6, 9, 13])
-def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows) -> None:
-    """70 outputs: one full 64-column panel and a zero-padded one; the row counts cover whole tiles (6 rows on
-    AVX-512) and every remainder path."""
-    from mindspore import Parameter, Tensor
-
-    from vms_plugin.kernels.cpu import linear
-    from vms_plugin.kernels.pack import pack_linear_weight
+def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, dtype: str, build: str) -> None:
+    """70 outputs: one full 64-column panel and a zero-padded one; 33 inputs, odd, so bfloat16's pair layout ends
+    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and every remainder path."""
+    from mindspore import Tensor
 
     rng = np.random.default_rng(3)
-    weight = rng.standard_normal((70, 33)).astype(np.float32)
+    weight, parameter = packed(rng.standard_normal((70, 33)).astype(np.float32), dtype)
     bias = rng.standard_normal(70).astype(np.float32)
     x = rng.standard_normal((rows, 33)).astype(np.float32)
 
-    out = linear(Tensor(x), Parameter(Tensor(pack_linear_weight(weight)), name="w"), Tensor(bias)).asnumpy()
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias)).asnumpy()
 
     assert out.shape == (rows, 70)
     np.testing.assert_allclose(out, x @ weight.T + bias, atol=1e-4)
 
 
-def test_copy_slots_copies_every_kv_head_in_place() -> None:
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_embedding_rows_are_read_back_out_of_the_packed_output_projection(dtype: str, build: str) -> None:
+    """The table W [vocab, hidden] is stored once, packed for the output projection; a lookup returns W[ids]."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(4)
+    weight, parameter = packed(rng.standard_normal((130, 33)).astype(np.float32), dtype)
+    ids = np.array([0, 129, 64, 63, 7, 7], dtype=np.int32)
+
+    rows = kernel("PackedRows", build)(Tensor(ids), parameter, Tensor(np.zeros(33, np.float32))).asnumpy()
+
+    np.testing.assert_array_equal(rows, weight[ids])
+
+
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_copy_slots_copies_every_kv_head_in_place(dtype: str) -> None:
     from mindspore import Tensor
 
     from vms_plugin.kernels.cpu import copy_slots
 
-    k, v, k_cache, v_cache = caches(np.random.default_rng(2))
+    k, v, k_cache, v_cache = caches(np.random.default_rng(2), dtype)
     copy_slots(k_cache, v_cache, Tensor(np.array([4, 5], dtype=np.int32)), Tensor(np.array([30, 31], dtype=np.int32)))
     for before, cache in ((k, k_cache), (v, v_cache)):
         expected = before.copy()
         expected[:, [30, 31]] = before[:, [4, 5]]
-        np.testing.assert_array_equal(cache.asnumpy(), expected)
+        np.testing.assert_array_equal(as_numpy(cache), expected)
 
 
 def test_a_machine_without_a_compiler_gets_one_clear_error(tmp_path, monkeypatch) -> None:

@@ -26,10 +26,20 @@ def engine_config(model: str, **engine_args):
     return EngineArgs(model=model, skip_tokenizer_init=True, max_model_len=128, **engine_args).create_engine_config()
 
 
-def test_the_mindspore_worker_is_chosen_and_the_model_computes_in_float32(tiny_llama) -> None:
-    config = engine_config(tiny_llama, dtype="bfloat16")
+@pytest.mark.parametrize(
+    ("dtype", "served_as"),
+    [
+        ("auto", "torch.bfloat16"),
+        ("float32", "torch.float32"),
+        ("float16", "torch.float16"),
+        ("bfloat16", "torch.bfloat16"),
+    ],
+)
+def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dtype: str, served_as: str) -> None:
+    """The tiny checkpoint is float32; vLLM's CPU backend serves a float32 checkpoint as bfloat16 at auto."""
+    config = engine_config(tiny_llama, dtype=dtype)
     assert config.parallel_config.worker_cls == "vms_plugin.worker.worker.MindSporeWorker"
-    assert str(config.model_config.dtype) == "torch.float32"
+    assert str(config.model_config.dtype) == served_as
 
 
 @pytest.mark.parametrize(
@@ -42,7 +52,7 @@ def test_the_mindspore_worker_is_chosen_and_the_model_computes_in_float32(tiny_l
         ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
         ({"runner": "pooling"}, "runs generative models only; --runner pooling is not supported"),
-        ({"kv_cache_dtype": "fp8"}, "keeps the KV cache in float32; --kv-cache-dtype fp8 is not supported"),
+        ({"kv_cache_dtype": "fp8"}, "KV cache in the model's dtype .--dtype.; --kv-cache-dtype fp8 is not supported"),
     ],
     ids=["speculative decoding", "LoRA", "prompt embeddings", "pooling", "fp8 KV cache"],
 )

@@ -6,6 +6,7 @@ after the library is built, and shared by every layer.
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 import mindspore as ms
 from mindspore import Parameter, ops
@@ -31,6 +32,7 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "RmsNorm": (_same_as_first, _same_as_first),
     "AddRmsNorm": (_pair_like_first, _pair_like_first),
     "Linear": (lambda x, weight, bias: [x[0], bias[0]], _same_as_first),
+    "PackedRows": (lambda ids, weight, width: [ids[0], width[0]], lambda *_: ms.float32),
     "RopeCache": (_rotated_queries_shape, _same_as_first),
     "PagedAttention": (lambda q, *_: [q[0], q[1] * q[2]], _same_as_first),
     "DecoderLayer": (_pair_like_first, _pair_like_first),
@@ -39,9 +41,14 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
 
 
 @cache
-def _operator(name: str) -> ops.Custom:
+def kernel_operator(name: str, library: Path) -> ops.Custom:
+    """Kernel `name` of a compiled library (tests also load builds made with other instruction sets)."""
     out_shape, out_dtype = _SIGNATURES[name]
-    return ops.Custom(f"{build_library()}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
+    return ops.Custom(f"{library}:{name}", out_shape=out_shape, out_dtype=out_dtype, func_type="aot")
+
+
+def _operator(name: str) -> ops.Custom:
+    return kernel_operator(name, build_library())
 
 
 def rms_norm(x: ms.Tensor, weight: Parameter, eps: ms.Tensor) -> ms.Tensor:
@@ -55,8 +62,16 @@ def add_rms_norm(x: ms.Tensor, residual: ms.Tensor, weight: Parameter, eps: ms.T
 
 
 def linear(x: ms.Tensor, packed_weight: Parameter, bias: ms.Tensor) -> ms.Tensor:
-    """x [M, in] @ W^T + bias -> [M, out]; the weight packed by kernels/pack.py, bias [out] (zeros for none)."""
+    """x [M, in] @ W^T + bias -> [M, out]; the weight packed by kernels/pack.py (float32, float16 or bfloat16),
+    bias [out] (zeros for none)."""
     return _operator("Linear")(x, packed_weight, bias)
+
+
+def packed_rows(ids: ms.Tensor, packed_weight: Parameter, width: ms.Tensor) -> ms.Tensor:
+    """Rows W[ids] [T, in] as float32 of a weight W [out, in] packed for `linear`; width is any [in] tensor.
+
+    An embedding table stored this way serves both the lookup and, when tied, the output projection."""
+    return _operator("PackedRows")(ids, packed_weight, width)
 
 
 def rope_and_cache(

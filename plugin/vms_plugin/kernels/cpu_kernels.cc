@@ -8,10 +8,16 @@
 // output projection and tests.
 //
 // Calling convention (MindSpore's aot ABI): params holds the inputs, then the outputs; shapes[i] and ndims[i]
-// describe params[i]. All tensors are contiguous; floats are float32 and indices int32.
+// describe params[i] and dtypes[i] names its type. All tensors are contiguous; indices are int32.
+// Precision: activations, norms, biases and every accumulation are float32. Linear weights and the KV caches are
+// stored in float32, float16 or bfloat16 (the model's dtype), read through a conversion to float32: decode is
+// bound by memory bandwidth, so halving the bytes per weight is the gain; the arithmetic stays float32.
 // KV caches are head-major, [kv_heads, slots, head_dim]: slot = block_id * block_size + offset, as vLLM counts.
-// Linear weights W [N, K] (out, in features) are packed into panels [ceil(N / 64), K, 64]: panel p holds columns
-// 64p..64p+63 of W^T, zero padded, so one panel's rows are read front to back (kernels/pack.py packs them).
+// Linear weights W [N, K] (out, in features) are packed into panels of 64 output columns so that one panel is read
+// front to back (kernels/pack.py packs them): float32 and float16 [ceil(N / 64), K, 64], panel p holding columns
+// 64p..64p+63 of W^T, zero padded; bfloat16 [ceil(N / 64), ceil(K / 2), 64, 2], the two weights of consecutive
+// k for one column side by side, so one 32-bit lane holds a pair (the layout AVX512-BF16's dot product reads,
+// and a pair widens to two float32 with one shift and one mask).
 // Work is shared between the process's cores with OpenMP: linear layers by panel, attention by token.
 
 #include <algorithm>
@@ -19,6 +25,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -32,6 +42,87 @@ inline Vec LoadVec(const float *p) {
 }
 
 inline void StoreVec(float *p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
+
+// ---------------------------------------------------------------------------------------------------------
+// 16-bit storage types and their conversions to and from float32.
+
+struct Bf16 {  // bfloat16: the top half of a float32
+  uint16_t bits;
+};
+typedef _Float16 Half;
+
+typedef uint16_t U16Vec __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t U32Vec __attribute__((vector_size(64), aligned(4)));
+
+inline Vec BitsToVec(U32Vec bits) {
+  Vec v;
+  std::memcpy(&v, &bits, sizeof(Vec));
+  return v;
+}
+
+inline Vec LoadVec(const Bf16 *p) {
+  U16Vec half;
+  std::memcpy(&half, p, sizeof(U16Vec));
+  return BitsToVec(__builtin_convertvector(half, U32Vec) << 16);
+}
+
+// F16C's conversion instruction: GCC's generic vector conversion of _Float16 is lane by lane.
+inline Vec LoadVec(const Half *p) {
+  Vec v;
+#if defined(__AVX512F__)
+  const __m512 wide = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+  std::memcpy(&v, &wide, sizeof(Vec));
+#elif defined(__F16C__)
+  const __m256 low = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  const __m256 high = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 8)));
+  std::memcpy(&v, &low, sizeof(low));
+  std::memcpy(reinterpret_cast<char *>(&v) + sizeof(low), &high, sizeof(high));
+#else
+  for (int64_t i = 0; i < kLanes; ++i) v[i] = static_cast<float>(p[i]);
+#endif
+  return v;
+}
+
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(Half x) { return static_cast<float>(x); }
+inline float ToFloat(Bf16 x) {
+  const uint32_t bits = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+template <typename T>
+inline T FromFloat(float x);
+template <>
+inline float FromFloat<float>(float x) {
+  return x;
+}
+template <>
+inline Half FromFloat<Half>(float x) {
+  return static_cast<Half>(x);
+}
+template <>
+inline Bf16 FromFloat<Bf16>(float x) {  // round to nearest, ties to even (what torch and numpy-based packing do)
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return {static_cast<uint16_t>((bits >> 16) | 0x40)};  // NaN stays NaN
+  return {static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16)};
+}
+
+template <typename T>
+inline void StoreRow(const float *x, int64_t n, T *out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = FromFloat<T>(x[i]);
+}
+
+// The storage type named by a tensor's dtype string: calls body(T{}) with T = float, Half or Bf16.
+template <typename Body>
+inline int WithStorageType(const char *dtype, Body body) {
+  if (std::strcmp(dtype, "float32") == 0) return body(float{});
+  if (std::strcmp(dtype, "float16") == 0) return body(Half{});
+  if (std::strcmp(dtype, "bfloat16") == 0) return body(Bf16{});
+  return 1;  // MindSpore reports a failed launch
+}
 
 // The 16 lanes summed as a tree (halves, quarters, then four scalars): a lane-by-lane loop is a chain of 15
 // dependent adds, and attention does one of these per score.
@@ -50,7 +141,8 @@ inline float HorizontalSum(Vec v) {
 }
 
 // Four independent vector accumulators: no dependency chain between FMAs, no -ffast-math needed.
-inline float Dot(const float *a, const float *b, int64_t n) {
+template <typename T>
+inline float Dot(const float *a, const T *b, int64_t n) {
   Vec acc[4] = {};
   int64_t i = 0;
   for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
@@ -58,8 +150,16 @@ inline float Dot(const float *a, const float *b, int64_t n) {
   }
   for (; i + kLanes <= n; i += kLanes) acc[0] += LoadVec(a + i) * LoadVec(b + i);
   float sum = HorizontalSum((acc[0] + acc[1]) + (acc[2] + acc[3]));
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum += a[i] * ToFloat(b[i]);
   return sum;
+}
+
+// out[0:n] += scale * x[0:n]
+template <typename T>
+inline void AddScaled(float scale, const T *x, int64_t n, float *out) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) StoreVec(out + i, LoadVec(out + i) + scale * LoadVec(x + i));
+  for (; i < n; ++i) out[i] += scale * ToFloat(x[i]);
 }
 
 inline void RmsNormRow(const float *x, const float *weight, float eps, int64_t n, float *out) {
@@ -93,20 +193,62 @@ inline void NormRotate(const float *x, const float *norm_weight, float eps, cons
 constexpr int kPanelVecs = 4;
 constexpr int64_t kPanel = kPanelVecs * kLanes;  // 64 columns per panel
 
+// How one step of a panel is read: kDepth consecutive k, each as 64 float32 columns in kPanelVecs vectors.
+template <typename W>
+struct PanelStep {
+  static constexpr int64_t kDepth = 1;
+  static void Load(const W *step, Vec w[1][kPanelVecs]) {
+    for (int v = 0; v < kPanelVecs; ++v) w[0][v] = LoadVec(step + v * kLanes);
+  }
+};
+
+template <>
+struct PanelStep<Bf16> {
+  static constexpr int64_t kDepth = 2;
+  // Each 32-bit lane holds the pair (k even, k odd) of one column: the low half shifted up, the high half masked.
+  static void Load(const Bf16 *step, Vec w[2][kPanelVecs]) {
+    for (int v = 0; v < kPanelVecs; ++v) {
+      U32Vec pairs;
+      std::memcpy(&pairs, step + v * 2 * kLanes, sizeof(pairs));
+      w[0][v] = BitsToVec(pairs << 16);
+      w[1][v] = BitsToVec(pairs & 0xffff0000u);
+    }
+  }
+};
+
+template <typename W>
+constexpr int64_t PanelSize(int64_t k_size) {  // elements of one panel, k padded to whole steps
+  constexpr int64_t depth = PanelStep<W>::kDepth;
+  return (k_size + depth - 1) / depth * depth * kPanel;
+}
+
 // ROWS rows of x times one panel: ROWS x 64 accumulators stay in registers while the panel streams by.
-template <int ROWS>
-inline void PanelTile(const float *x, int64_t k_size, const float *panel, const float *bias, float *out,
+template <int ROWS, typename W>
+inline void PanelTile(const float *x, int64_t k_size, const W *panel, const float *bias, float *out,
                       int64_t out_stride) {
+  constexpr int64_t depth = PanelStep<W>::kDepth;
   Vec acc[ROWS][kPanelVecs];
   for (int r = 0; r < ROWS; ++r) {
     for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = LoadVec(bias + v * kLanes);
   }
-  for (int64_t k = 0; k < k_size; ++k) {
-    Vec w[kPanelVecs];
-    for (int v = 0; v < kPanelVecs; ++v) w[v] = LoadVec(panel + k * kPanel + v * kLanes);
+  Vec w[depth][kPanelVecs];
+  const int64_t whole_steps = k_size / depth;
+  for (int64_t s = 0; s < whole_steps; ++s) {
+    PanelStep<W>::Load(panel + s * depth * kPanel, w);
     for (int r = 0; r < ROWS; ++r) {
-      const float xs = x[r * k_size + k];
-      for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[v];
+      for (int64_t d = 0; d < depth; ++d) {
+        const float xs = x[r * k_size + s * depth + d];
+        for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+      }
+    }
+  }
+  if (whole_steps * depth < k_size) {  // an odd K in a pair layout: the padding weights are zero, x ends here
+    PanelStep<W>::Load(panel + whole_steps * depth * kPanel, w);
+    for (int r = 0; r < ROWS; ++r) {
+      for (int64_t d = 0; whole_steps * depth + d < k_size; ++d) {
+        const float xs = x[r * k_size + whole_steps * depth + d];
+        for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+      }
     }
   }
   for (int r = 0; r < ROWS; ++r) {
@@ -122,7 +264,8 @@ constexpr int kTileRows = 2;
 #endif
 
 // Rows of x in tiles of kTileRows (the rest one at a time) against one panel, written to out[:, 0:64].
-inline void PanelRows(const float *x, int64_t m, int64_t k_size, const float *panel, const float *bias, float *out,
+template <typename W>
+inline void PanelRows(const float *x, int64_t m, int64_t k_size, const W *panel, const float *bias, float *out,
                       int64_t out_stride) {
   int64_t r = 0;
   for (; r + kTileRows <= m; r += kTileRows) {
@@ -132,14 +275,15 @@ inline void PanelRows(const float *x, int64_t m, int64_t k_size, const float *pa
   if (r < m) PanelTile<1>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
 }
 
-void PackedLinear(const float *x, int64_t m, int64_t k_size, const float *packed, int64_t n, const float *bias,
-            float *out) {
-  const int64_t panels = (n + kPanel - 1) / kPanel;
+template <typename W>
+void PackedLinear(const float *x, int64_t m, int64_t k_size, const W *packed, int64_t n, const float *bias,
+                  float *out) {
+  const int64_t panels = (n + kPanel - 1) / kPanel, panel_size = PanelSize<W>(k_size);
   const float zeros[kPanel] = {};
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     const int64_t column = p * kPanel, width = std::min(kPanel, n - column);
-    const float *panel = packed + p * k_size * kPanel;
+    const W *panel = packed + p * panel_size;
     if (width == kPanel) {
       PanelRows(x, m, k_size, panel, bias == nullptr ? zeros : bias + column, out + column, n);
       continue;
@@ -153,22 +297,36 @@ void PackedLinear(const float *x, int64_t m, int64_t k_size, const float *packed
   }
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Attention pieces.
+// Row `row` of W ([N, K]) read back out of its packed panels: an embedding lookup in a table stored for the output
+// projection, so that a model with tied embeddings keeps the table once.
+template <typename W>
+void PackedRow(const W *packed, int64_t k_size, int64_t row, float *out) {
+  constexpr int64_t depth = PanelStep<W>::kDepth;
+  const W *panel = packed + row / kPanel * PanelSize<W>(k_size);
+  const int64_t column = row % kPanel;
+  for (int64_t k = 0; k < k_size; ++k) {
+    out[k] = ToFloat(panel[(k / depth * kPanel + column) * depth + k % depth]);
+  }
+}
 
+// ---------------------------------------------------------------------------------------------------------
+// Attention pieces. C is the KV cache's storage type.
+
+template <typename C>
 struct KvCache {
-  float *k;
-  float *v;
+  C *k;
+  C *v;
   int64_t kv_heads, num_slots, dim;
 };
 
 // qkv [T, (H + 2K) * D], cos/sin tables [P, D], positions [T], slots [T] -> q [T, H, D] rotated; k rotated and v
 // written into the caches at each token's slot (slot < 0: not written). q_norm/k_norm: Qwen3's per-head RMSNorm.
+template <typename C>
 void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *cos_table, const float *sin_table,
-                  const int32_t *positions, const int32_t *slots, const KvCache &cache, const float *q_norm,
+                  const int32_t *positions, const int32_t *slots, const KvCache<C> &cache, const float *q_norm,
                   const float *k_norm, float eps, float *q_out) {
   const int64_t dim = cache.dim, kv_heads = cache.kv_heads, width = (heads + 2 * kv_heads) * dim;
-  std::vector<float> scratch(dim);
+  std::vector<float> scratch(dim), rotated(dim);
   for (int64_t t = 0; t < tokens; ++t) {
     const float *row = qkv + t * width;
     const float *cos = cos_table + static_cast<int64_t>(positions[t]) * dim;
@@ -180,25 +338,27 @@ void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *
     if (slot < 0 || slot >= cache.num_slots) continue;
     for (int64_t kh = 0; kh < kv_heads; ++kh) {
       const int64_t cache_row = (kh * cache.num_slots + slot) * dim;
-      NormRotate(row + (heads + kh) * dim, k_norm, eps, cos, sin, dim, scratch.data(), cache.k + cache_row);
-      std::memcpy(cache.v + cache_row, row + (heads + kv_heads + kh) * dim, dim * sizeof(float));
+      NormRotate(row + (heads + kh) * dim, k_norm, eps, cos, sin, dim, scratch.data(), rotated.data());
+      StoreRow(rotated.data(), dim, cache.k + cache_row);
+      StoreRow(row + (heads + kv_heads + kh) * dim, dim, cache.v + cache_row);
     }
   }
 }
 
 // One token's attention over its request's context: the `visible` slots, all heads -> out [H * D]. Heads
 // h = kh * G + g share KV head kh, so each K/V row is read once for all G of them.
-void AttendToken(const float *q, const KvCache &cache, const int32_t *slots, int64_t visible, int64_t heads,
+template <typename C>
+void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, int64_t visible, int64_t heads,
                  float scale, std::vector<float> &scores, float *out) {
   const int64_t dim = cache.dim, group = heads / cache.kv_heads;
   scores.resize(group * visible + group);  // the scores, then each head's 1 / sum of exponentials
   float *inv_sum = scores.data() + group * visible;
   for (int64_t kh = 0; kh < cache.kv_heads; ++kh) {
     const float *q_group = q + kh * group * dim;
-    const float *k_head = cache.k + kh * cache.num_slots * dim;
-    const float *v_head = cache.v + kh * cache.num_slots * dim;
+    const C *k_head = cache.k + kh * cache.num_slots * dim;
+    const C *v_head = cache.v + kh * cache.num_slots * dim;
     for (int64_t j = 0; j < visible; ++j) {
-      const float *k_row = k_head + static_cast<int64_t>(slots[j]) * dim;
+      const C *k_row = k_head + static_cast<int64_t>(slots[j]) * dim;
       for (int64_t g = 0; g < group; ++g) scores[g * visible + j] = Dot(q_group + g * dim, k_row, dim) * scale;
     }
     float *out_group = out + kh * group * dim;
@@ -211,12 +371,8 @@ void AttendToken(const float *q, const KvCache &cache, const int32_t *slots, int
       inv_sum[g] = 1.0f / sum;
     }
     for (int64_t j = 0; j < visible; ++j) {
-      const float *v_row = v_head + static_cast<int64_t>(slots[j]) * dim;
-      for (int64_t g = 0; g < group; ++g) {
-        const float p = scores[g * visible + j];
-        float *o = out_group + g * dim;
-        for (int64_t d = 0; d < dim; ++d) o[d] += p * v_row[d];
-      }
+      const C *v_row = v_head + static_cast<int64_t>(slots[j]) * dim;
+      for (int64_t g = 0; g < group; ++g) AddScaled(scores[g * visible + j], v_row, dim, out_group + g * dim);
     }
     for (int64_t g = 0; g < group; ++g) {
       for (int64_t d = 0; d < dim; ++d) out_group[g * dim + d] *= inv_sum[g];
@@ -226,7 +382,8 @@ void AttendToken(const float *q, const KvCache &cache, const int32_t *slots, int
 
 // q [T, H, D] -> out [T, H * D]: token t of request r attends to context positions 0..positions[t] of r (causal
 // and paged), whose cache slots are context_slots[r, :] ([R, context]).
-void PagedAttend(const float *q, int64_t tokens, int64_t heads, const KvCache &cache, const int32_t *positions,
+template <typename C>
+void PagedAttend(const float *q, int64_t tokens, int64_t heads, const KvCache<C> &cache, const int32_t *positions,
                  const int32_t *token_requests, const int32_t *context_slots, int64_t context, float scale,
                  float *out) {
   const int64_t row = heads * cache.dim;
@@ -265,9 +422,51 @@ void SiluMulRows(const float *gate_up, int64_t rows, int64_t size, float *out) {
   }
 }
 
-KvCache CacheParams(void **params, int64_t **shapes, int k_index) {
-  return {static_cast<float *>(params[k_index]), static_cast<float *>(params[k_index + 1]), shapes[k_index][0],
+template <typename C>
+KvCache<C> CacheParams(void **params, int64_t **shapes, int k_index) {
+  return {static_cast<C *>(params[k_index]), static_cast<C *>(params[k_index + 1]), shapes[k_index][0],
           shapes[k_index][1], shapes[k_index][2]};
+}
+
+// One Llama-family decoder layer; the inputs are listed at DecoderLayer below. W: linear weights, C: KV caches.
+template <typename W, typename C>
+void DecoderLayerWith(void **params, int64_t **shapes) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *config = static_cast<const float *>(params[20]);
+  const float eps = config[0], qk_eps = config[2], scale = config[3];
+  const bool has_residual = config[1] != 0.0f;
+  const int64_t intermediate = static_cast<int64_t>(config[4]);
+  const KvCache<C> cache = CacheParams<C>(params, shapes, 18);
+  const int64_t tokens = shapes[0][0], hidden = shapes[0][1];
+  const int64_t qkv_width = shapes[4][0], heads = qkv_width / cache.dim - 2 * cache.kv_heads;
+  const int64_t attn_width = heads * cache.dim;
+  auto vector = [&](int index) { return static_cast<const float *>(params[index]); };
+  auto weight = [&](int index) { return static_cast<const W *>(params[index]); };
+  const int32_t *positions = static_cast<const int32_t *>(params[14]);
+  float *out = static_cast<float *>(params[21]);
+  float *residual = static_cast<float *>(params[22]);
+
+  thread_local std::vector<float> normed, qkv, q, attn, gate_up, act;
+  normed.resize(tokens * hidden);
+  qkv.resize(tokens * qkv_width);
+  q.resize(tokens * attn_width);
+  attn.resize(tokens * attn_width);
+  gate_up.resize(tokens * 2 * intermediate);
+  act.resize(tokens * intermediate);
+
+  std::memcpy(residual, has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
+  AddRmsNormRows(has_residual ? x : nullptr, residual, vector(2), eps, tokens, hidden, normed.data());
+  PackedLinear(normed.data(), tokens, hidden, weight(3), qkv_width, vector(4), qkv.data());
+  RopeAndCache(qkv.data(), tokens, heads, vector(12), vector(13), positions, static_cast<const int32_t *>(params[15]),
+               cache, qk_eps > 0 ? vector(5) : nullptr, qk_eps > 0 ? vector(6) : nullptr, qk_eps, q.data());
+  PagedAttend(q.data(), tokens, heads, cache, positions, static_cast<const int32_t *>(params[16]),
+              static_cast<const int32_t *>(params[17]), shapes[17][1], scale, attn.data());
+  PackedLinear(attn.data(), tokens, attn_width, weight(7), hidden, vector(8), out);
+  AddRmsNormRows(out, residual, vector(9), eps, tokens, hidden, normed.data());
+  PackedLinear(normed.data(), tokens, hidden, weight(10), 2 * intermediate, static_cast<const float *>(nullptr),
+               gate_up.data());
+  SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
+  PackedLinear(act.data(), tokens, intermediate, weight(11), hidden, static_cast<const float *>(nullptr), out);
 }
 
 }  // namespace
@@ -301,39 +500,67 @@ int AddRmsNorm(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   return 0;
 }
 
-// x [M, K], packed weight [ceil(N / 64), K, 64], bias [N] -> out [M, N]
+// x [M, K], packed weight (float32, float16 or bfloat16; see the top of the file), bias [N] -> out [M, N]
 int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
            void *extra) {
-  if (shapes[1][1] != shapes[0][1] || shapes[1][2] != kPanel || shapes[1][0] * kPanel < shapes[2][0]) return 1;
-  PackedLinear(static_cast<const float *>(params[0]), shapes[0][0], shapes[0][1], static_cast<const float *>(params[1]),
-         shapes[2][0], static_cast<const float *>(params[2]), static_cast<float *>(params[3]));
-  return 0;
+  const int64_t m = shapes[0][0], k_size = shapes[0][1], n = shapes[2][0];
+  return WithStorageType(dtypes[1], [&](auto tag) {
+    using W = decltype(tag);
+    int64_t elements = 1;
+    for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
+    if (elements != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
+    PackedLinear(static_cast<const float *>(params[0]), m, k_size, static_cast<const W *>(params[1]), n,
+                 static_cast<const float *>(params[2]), static_cast<float *>(params[3]));
+    return 0;
+  });
+}
+
+// ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32
+int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+               void *extra) {
+  const int32_t *ids = static_cast<const int32_t *>(params[0]);
+  const int64_t tokens = shapes[0][0], width = shapes[2][0];
+  float *out = static_cast<float *>(params[3]);
+  return WithStorageType(dtypes[1], [&](auto tag) {
+    using W = decltype(tag);
+    const W *packed = static_cast<const W *>(params[1]);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tokens; ++t) PackedRow(packed, width, ids[t], out + t * width);
+    return 0;
+  });
 }
 
 // qkv [T, (H + 2K) * D], cos [P, D], sin [P, D], positions [T], slots [T], k_cache, v_cache, q_norm [D],
 // k_norm [D], eps [1] (0: no q/k norm) -> q [T, H, D]; see RopeAndCache.
 int RopeCache(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
               void *extra) {
-  const KvCache cache = CacheParams(params, shapes, 5);
-  const float eps = *static_cast<const float *>(params[9]);
-  const float *q_norm = eps > 0 ? static_cast<const float *>(params[7]) : nullptr;
-  const float *k_norm = eps > 0 ? static_cast<const float *>(params[8]) : nullptr;
-  const int64_t heads = shapes[0][1] / cache.dim - 2 * cache.kv_heads;
-  RopeAndCache(static_cast<const float *>(params[0]), shapes[0][0], heads, static_cast<const float *>(params[1]),
-               static_cast<const float *>(params[2]), static_cast<const int32_t *>(params[3]),
-               static_cast<const int32_t *>(params[4]), cache, q_norm, k_norm, eps, static_cast<float *>(params[10]));
-  return 0;
+  return WithStorageType(dtypes[5], [&](auto tag) {
+    using C = decltype(tag);
+    const KvCache<C> cache = CacheParams<C>(params, shapes, 5);
+    const float eps = *static_cast<const float *>(params[9]);
+    const float *q_norm = eps > 0 ? static_cast<const float *>(params[7]) : nullptr;
+    const float *k_norm = eps > 0 ? static_cast<const float *>(params[8]) : nullptr;
+    const int64_t heads = shapes[0][1] / cache.dim - 2 * cache.kv_heads;
+    RopeAndCache(static_cast<const float *>(params[0]), shapes[0][0], heads, static_cast<const float *>(params[1]),
+                 static_cast<const float *>(params[2]), static_cast<const int32_t *>(params[3]),
+                 static_cast<const int32_t *>(params[4]), cache, q_norm, k_norm, eps,
+                 static_cast<float *>(params[10]));
+    return 0;
+  });
 }
 
 // q [T, H, D], k_cache/v_cache [K, S, D], positions [T], token_requests [T], context_slots [R, C], scale [1]
 // -> out [T, H * D]; see PagedAttend.
 int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                    void *extra) {
-  PagedAttend(static_cast<const float *>(params[0]), shapes[0][0], shapes[0][1], CacheParams(params, shapes, 1),
-              static_cast<const int32_t *>(params[3]), static_cast<const int32_t *>(params[4]),
-              static_cast<const int32_t *>(params[5]), shapes[5][1], *static_cast<const float *>(params[6]),
-              static_cast<float *>(params[7]));
-  return 0;
+  return WithStorageType(dtypes[1], [&](auto tag) {
+    using C = decltype(tag);
+    PagedAttend(static_cast<const float *>(params[0]), shapes[0][0], shapes[0][1], CacheParams<C>(params, shapes, 1),
+                static_cast<const int32_t *>(params[3]), static_cast<const int32_t *>(params[4]),
+                static_cast<const int32_t *>(params[5]), shapes[5][1], *static_cast<const float *>(params[6]),
+                static_cast<float *>(params[7]));
+    return 0;
+  });
 }
 
 // One Llama-family decoder layer (Llama, Qwen2 with q/k/v biases, Qwen3 with q/k norms). Inputs:
@@ -341,46 +568,21 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 //   4 qkv_bias [(H + 2K) D], 5 q_norm [D], 6 k_norm [D], 7 o packed (N = E), 8 o_bias [E], 9 post_norm [E],
 //   10 gate_up packed (N = 2I), 11 down packed (K = I, N = E), 12 cos [P, D], 13 sin [P, D], 14 positions [T],
 //   15 slot_mapping [T], 16 token_requests [T], 17 context_slots [R, C], 18 k_cache, 19 v_cache [K, S, D],
-//   20 config [4]: rms eps, has residual (0 in the first layer), q/k norm eps (0: none), attention scale.
+//   20 config [5]: rms eps, has residual (0 in the first layer), q/k norm eps (0: none), attention scale, I.
+// The four packed weights share one storage type, and so do the two caches.
 // Outputs: 21 the MLP's output [T, E] and 22 the residual stream [T, E], unsummed, as the layer's Python form
 // returns them (the next layer's norm adds them).
 int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
-  const float *x = static_cast<const float *>(params[0]);
-  const float *config = static_cast<const float *>(params[20]);
-  const float eps = config[0], qk_eps = config[2], scale = config[3];
-  const bool has_residual = config[1] != 0.0f;
-  const KvCache cache = CacheParams(params, shapes, 18);
-  const int64_t tokens = shapes[0][0], hidden = shapes[0][1];
-  const int64_t qkv_width = shapes[4][0], heads = qkv_width / cache.dim - 2 * cache.kv_heads;
-  const int64_t attn_width = heads * cache.dim, intermediate = shapes[11][1];
-  auto weight = [&](int index) { return static_cast<const float *>(params[index]); };
-  float *out = static_cast<float *>(params[21]);
-  float *residual = static_cast<float *>(params[22]);
-
-  thread_local std::vector<float> normed, qkv, q, attn, gate_up, act;
-  normed.resize(tokens * hidden);
-  qkv.resize(tokens * qkv_width);
-  q.resize(tokens * attn_width);
-  attn.resize(tokens * attn_width);
-  gate_up.resize(tokens * 2 * intermediate);
-  act.resize(tokens * intermediate);
-
-  std::memcpy(residual, has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
-  AddRmsNormRows(has_residual ? x : nullptr, residual, weight(2), eps, tokens, hidden, normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(3), qkv_width, weight(4), qkv.data());
-  RopeAndCache(qkv.data(), tokens, heads, weight(12), weight(13), static_cast<const int32_t *>(params[14]),
-               static_cast<const int32_t *>(params[15]), cache, qk_eps > 0 ? weight(5) : nullptr,
-               qk_eps > 0 ? weight(6) : nullptr, qk_eps, q.data());
-  PagedAttend(q.data(), tokens, heads, cache, static_cast<const int32_t *>(params[14]),
-              static_cast<const int32_t *>(params[16]), static_cast<const int32_t *>(params[17]), shapes[17][1],
-              scale, attn.data());
-  PackedLinear(attn.data(), tokens, attn_width, weight(7), hidden, weight(8), out);
-  AddRmsNormRows(out, residual, weight(9), eps, tokens, hidden, normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(10), 2 * intermediate, nullptr, gate_up.data());
-  SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
-  PackedLinear(act.data(), tokens, intermediate, weight(11), hidden, nullptr, out);
-  return 0;
+  for (int index : {7, 10, 11}) {
+    if (std::strcmp(dtypes[index], dtypes[3]) != 0) return 1;
+  }
+  return WithStorageType(dtypes[3], [&](auto weight_tag) {
+    return WithStorageType(dtypes[18], [&](auto cache_tag) {
+      DecoderLayerWith<decltype(weight_tag), decltype(cache_tag)>(params, shapes);
+      return 0;
+    });
+  });
 }
 
 // k_cache/v_cache [K, S, D], src [N], dst [N] -> done [1]: copies slot src[i] to dst[i] for every KV head
@@ -389,13 +591,14 @@ int CopySlots(int nparam, void **params, int *ndims, int64_t **shapes, const cha
               void *extra) {
   const int32_t *src = static_cast<const int32_t *>(params[2]);
   const int32_t *dst = static_cast<const int32_t *>(params[3]);
-  const int64_t kv_heads = shapes[0][0], num_slots = shapes[0][1], dim = shapes[0][2];
+  const int64_t kv_heads = shapes[0][0], num_slots = shapes[0][1];
   const int64_t count = shapes[2][0];
+  const int64_t row_bytes = shapes[0][2] * (std::strcmp(dtypes[0], "float32") == 0 ? 4 : 2);
   for (int cache = 0; cache < 2; ++cache) {
-    float *base = static_cast<float *>(params[cache]);
+    char *base = static_cast<char *>(params[cache]);
     for (int64_t kh = 0; kh < kv_heads; ++kh) {
-      float *head = base + kh * num_slots * dim;
-      for (int64_t i = 0; i < count; ++i) std::memcpy(head + dst[i] * dim, head + src[i] * dim, dim * sizeof(float));
+      char *head = base + kh * num_slots * row_bytes;
+      for (int64_t i = 0; i < count; ++i) std::memcpy(head + dst[i] * row_bytes, head + src[i] * row_bytes, row_bytes);
     }
   }
   *static_cast<float *>(params[4]) = 0.0f;

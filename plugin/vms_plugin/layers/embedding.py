@@ -1,14 +1,23 @@
-"""Token embedding: a [vocab, hidden] table looked up by id (also the tied output projection of some models)."""
+"""Token embedding: a [vocab, hidden] table looked up by id, held as a linear weight (layers/linear.py).
+
+In the linear layout the same parameter is also the output projection of a model with tied embeddings, so the
+table is kept once (113 MB of float32 for the default model's 49,152 x 576).
+"""
 
 import mindspore as ms
-from mindspore import Parameter, nn
-from mindspore.common.initializer import initializer
+from mindspore import nn
+
+from vms_plugin.layers.linear import device_weight
+from vms_plugin.ops import layer_ops
 
 
 class Embedding(nn.Cell):
-    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+    def __init__(self, vocab_size: int, hidden_size: int, dtype: str = "float32") -> None:
         super().__init__()
-        self.weight = Parameter(initializer("zeros", (vocab_size, hidden_size), ms.float32), name="weight")
+        self.ops = layer_ops()
+        self.hidden_size = hidden_size
+        self.device_weight = device_weight(hidden_size, vocab_size, dtype)
 
     def construct(self, ids: ms.Tensor) -> ms.Tensor:
-        return self.weight[ids]
+        """Rows [T, hidden] as float32."""
+        return self.ops.embedding(ids, self.device_weight, self.hidden_size)

@@ -14,6 +14,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
+from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tensors
 from vms_plugin.ops import layer_ops
@@ -36,9 +37,10 @@ class LlamaArgs:
     qkv_bias: bool = False  # Qwen2: biases on q/k/v only
     o_bias: bool = False
     qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before rotary
+    dtype: str = "float32"  # storage type of linear weights, embeddings and KV cache (layers/precision.py)
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], **overrides: bool) -> "LlamaArgs":
+    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32", **overrides: bool) -> "LlamaArgs":
         """Read a Hugging Face config.json; `overrides` set the architecture flags the config does not carry."""
         heads = config["num_attention_heads"]
         return cls(
@@ -55,6 +57,7 @@ class LlamaArgs:
             tie_word_embeddings=config.get("tie_word_embeddings", False),
             qkv_bias=config.get("attention_bias", False),
             o_bias=config.get("attention_bias", False),
+            dtype=dtype,
         ).with_flags(**overrides)
 
     def with_flags(self, **flags: bool) -> "LlamaArgs":
@@ -71,12 +74,13 @@ class Attention(nn.Cell):
         q_size = args.num_attention_heads * args.head_dim
         kv_size = args.num_key_value_heads * args.head_dim
         self.scale = args.head_dim**-0.5
-        self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias)
-        self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias)
+        self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias, dtype=args.dtype)
+        self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias, dtype=args.dtype)
         self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
         self.v_cache: Parameter | None = None
+        self.cache_dtype = storage_dtype(args.dtype)
         self.ops = layer_ops()
 
     def allocate_kv_cache(self, num_blocks: int, block_size: int) -> None:
@@ -84,8 +88,11 @@ class Attention(nn.Cell):
         _, kv_heads, head_dim = self.heads
         shape = self.ops.kv_cache_shape(num_blocks * block_size, block_size, kv_heads, head_dim)
         # Graph mode needs every parameter name to be unique across the model.
-        self.k_cache = Parameter(ops.zeros(shape, ms.float32), name=f"k_cache.{self.layer_index}", requires_grad=False)
-        self.v_cache = Parameter(ops.zeros(shape, ms.float32), name=f"v_cache.{self.layer_index}", requires_grad=False)
+        for name in ("k_cache", "v_cache"):
+            cache = Parameter(
+                ops.zeros(shape, self.cache_dtype), name=f"{name}.{self.layer_index}", requires_grad=False
+            )
+            setattr(self, name, cache)
 
     def copy_kv_slots(self, src: np.ndarray, dst: np.ndarray) -> None:
         """Copy token slots `src` to `dst` for every KV head."""
@@ -97,8 +104,9 @@ class MLP(nn.Cell):
 
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size)
-        self.down_proj = Linear(args.intermediate_size, args.hidden_size)
+        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size, dtype=args.dtype)
+        self.down_proj = Linear(args.intermediate_size, args.hidden_size, dtype=args.dtype)
+        self.intermediate_size = args.intermediate_size
 
 
 class DecoderLayer(nn.Cell):
@@ -132,6 +140,7 @@ class DecoderLayer(nn.Cell):
             k_cache=attn.k_cache,
             v_cache=attn.v_cache,
             heads=attn.heads,
+            intermediate_size=mlp.intermediate_size,
             eps=self.eps,
             scale=attn.scale,
         )
@@ -145,7 +154,7 @@ class DecoderLayer(nn.Cell):
 class LlamaModel(nn.Cell):
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
-        self.embed_tokens = Embedding(args.vocab_size, args.hidden_size)
+        self.embed_tokens = Embedding(args.vocab_size, args.hidden_size, args.dtype)
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.rotary = rotary_tensors(args.head_dim, args.max_position_embeddings, args.rope)
@@ -169,24 +178,22 @@ class LlamaForCausalLM(nn.Cell):
         "self_attn.qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
         "mlp.gate_up_proj.device_weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
-    # With tied embeddings the output projection is the embedding table, kept a second time in the linear layout.
-    tied_lm_head: ClassVar[dict[str, tuple[str, ...]]] = {"lm_head.device_weight": ("model.embed_tokens.weight",)}
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> "LlamaForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config))
+    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32") -> "LlamaForCausalLM":
+        return cls(LlamaArgs.from_hf_config(config, dtype))
 
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.args = args
         self.model = LlamaModel(args)
-        self.lm_head = Linear(args.hidden_size, args.vocab_size)
+        # With tied embeddings the output projection is the embedding table itself (one parameter).
+        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size, dtype=args.dtype)
+        self.ops = layer_ops()
 
     @property
     def checkpoint_sources(self) -> dict[str, tuple[str, ...]]:
         """Our parameter (suffix) -> the checkpoint tensors it is made of (see models/weights.py)."""
-        if self.args.tie_word_embeddings:
-            return {**self.stacked_params, **self.tied_lm_head}
         return self.stacked_params
 
     def attention_layers(self) -> list[Attention]:
@@ -196,4 +203,6 @@ class LlamaForCausalLM(nn.Cell):
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
         h, residual = self.model(input_ids, inputs)
         hidden, _ = self.model.norm(h[logits_index], residual[logits_index])
+        if self.lm_head is None:
+            return self.ops.linear(hidden, self.model.embed_tokens.device_weight, None, self.args.vocab_size)
         return self.lm_head(hidden)

@@ -7,5 +7,5 @@ from vms_plugin.models.llama import LlamaArgs, LlamaForCausalLM
 
 class Qwen2ForCausalLM(LlamaForCausalLM):
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> "Qwen2ForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config, qkv_bias=True, o_bias=False))
+    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32") -> "Qwen2ForCausalLM":
+        return cls(LlamaArgs.from_hf_config(config, dtype, qkv_bias=True, o_bias=False))

@@ -7,5 +7,5 @@ from vms_plugin.models.llama import LlamaArgs, LlamaForCausalLM
 
 class Qwen3ForCausalLM(LlamaForCausalLM):
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any]) -> "Qwen3ForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config, qk_norm=True))
+    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32") -> "Qwen3ForCausalLM":
+        return cls(LlamaArgs.from_hf_config(config, dtype, qk_norm=True))

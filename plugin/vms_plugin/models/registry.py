@@ -46,8 +46,8 @@ def supported_architecture(config: Mapping[str, Any]) -> str:
     )
 
 
-def build_model(model_dir: Path):
-    """Construct the MindSpore model for `model_dir` and load its weights."""
+def build_model(model_dir: Path, dtype: str = "float32"):
+    """Construct the MindSpore model for `model_dir` and load its weights, stored as `dtype` (layers/precision.py)."""
     from mindspore.nn.utils import no_init_parameters
 
     from vms_plugin.models.weights import load_weights
@@ -56,6 +56,6 @@ def build_model(model_dir: Path):
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
     with no_init_parameters():  # the parameters stay unallocated until the checkpoint fills them
-        model = model_class.from_hf_config(config)
+        model = model_class.from_hf_config(config, dtype)
     load_weights(model, model_dir, model.checkpoint_sources)
     return model

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn
+from mindspore import Parameter, nn
 
 from vms_plugin.layers.linear import DEVICE_WEIGHT
+from vms_plugin.layers.precision import dtype_name
 from vms_plugin.models.safetensors_header import CheckpointError, read_header
 from vms_plugin.ops import layer_ops
 
@@ -72,22 +73,22 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
             parts = [tensors[source].read_float32(source) for source in sources]
             value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            fitted = _laid_out(value, tuple(param.shape), name.endswith(DEVICE_WEIGHT))
+            fitted = _laid_out(value, param, name.endswith(DEVICE_WEIGHT))
             if fitted is None:
                 raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
-            value = fitted
-            param.set_data(ms.Tensor(value))
+            param.set_data(fitted)
 
 
-def _laid_out(value: np.ndarray, shape: tuple[int, ...], device_weight: bool) -> np.ndarray | None:
-    """`value` as the parameter of `shape` holds it, or None when it does not fit; a device weight (an [out, in]
-    checkpoint weight) is converted into the device's layout."""
+def _laid_out(value: np.ndarray, param: Parameter, device_weight: bool) -> ms.Tensor | None:
+    """`value` as `param` holds it, or None when it does not fit; a device weight (an [out, in] checkpoint weight)
+    is converted into the device's layout and the parameter's storage type."""
+    shape = tuple(param.shape)
     if not device_weight:
-        return value if tuple(value.shape) == shape else None
-    ops = layer_ops()
-    if value.ndim != 2 or ops.linear_weight_shape(value.shape[1], value.shape[0]) != shape:
+        return ms.Tensor(value) if tuple(value.shape) == shape else None
+    ops, dtype = layer_ops(), dtype_name(param.dtype)
+    if value.ndim != 2 or ops.linear_weight_shape(value.shape[1], value.shape[0], dtype) != shape:
         return None
-    return ops.linear_weight(value)
+    return ops.linear_weight(value, dtype)
 
 
 def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, mint
+from mindspore import Parameter, Tensor, mint, ops
 
+from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.ops.interface import DecoderWeights
 from vms_plugin.worker.batch import StepBatch
 
@@ -104,18 +105,26 @@ class AscendOps:
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (num_slots // block_size, block_size, kv_heads, head_dim)
 
-    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
+    def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return (in_features, out_features)
 
-    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(weight.T)  # mint.matmul on a pre-transposed weight: no transpose per call
+    def linear_weight(self, weight: np.ndarray, dtype: str) -> Tensor:
+        # mint.matmul on a pre-transposed weight: no transpose per call
+        return Tensor(np.ascontiguousarray(weight.T)).astype(storage_dtype(dtype))
 
     def linear(self, x, weight, bias, out_features):
         return self._matmul(x, weight, bias)
 
+    def embedding(self, ids, weight, width):
+        return ops.gather(weight, ids, 1).swapaxes(0, 1).astype(ms.float32)  # columns of W^T [width, vocab]
+
     @staticmethod
     def _matmul(x, weight, bias):
-        y = mint.matmul(x, weight)
+        # A 16-bit weight multiplies activations cast to its type (the cube unit's inputs), the product widened back.
+        if weight.dtype != x.dtype:
+            y = mint.matmul(x.astype(weight.dtype), weight).astype(x.dtype)
+        else:
+            y = mint.matmul(x, weight)
         return y if bias is None else y + bias
 
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):

@@ -2,6 +2,7 @@
 
 KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
 works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
+Both are stored as float32, float16 or bfloat16; the kernels read the type from each tensor.
 """
 
 import mindspore as ms
@@ -38,14 +39,18 @@ class CpuOps:
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (kv_heads, num_slots, head_dim)
 
-    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
-        return packed_shape(in_features, out_features)
+    def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
+        return packed_shape(in_features, out_features, dtype)
 
-    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
-        return pack_linear_weight(weight)
+    def linear_weight(self, weight: np.ndarray, dtype: str) -> Tensor:
+        packed = Tensor(pack_linear_weight(weight, dtype))
+        return packed.view(ms.bfloat16) if dtype == "bfloat16" else packed  # bfloat16 arrives as its bit patterns
 
     def linear(self, x, weight, bias, out_features):
         return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias)
+
+    def embedding(self, ids, weight, width):
+        return kernels.packed_rows(ids, weight, self._zeros(width))
 
     def rms_norm(self, x, weight, eps):
         return kernels.rms_norm(x, weight, self._constant((eps,)))
@@ -56,7 +61,13 @@ class CpuOps:
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
         heads, kv_heads, head_dim = weights.heads
         qk_norm = weights.q_norm is not None
-        config = (weights.eps, float(residual is not None), weights.eps if qk_norm else 0.0, weights.scale)
+        config = (
+            weights.eps,
+            float(residual is not None),
+            weights.eps if qk_norm else 0.0,
+            weights.scale,
+            float(weights.intermediate_size),
+        )
         return kernels.decoder_layer(
             x,
             x if residual is None else residual,

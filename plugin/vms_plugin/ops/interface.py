@@ -1,7 +1,9 @@
 """What a model asks of its device. Shapes: T tokens, E hidden size, H query heads, K KV heads, D head size.
 
 Two layouts belong to the implementation and only it reads or writes them: the KV caches' (`kv_cache_shape`)
-and the linear layers' weights (`linear_weight_shape`, filled from the checkpoint through `linear_weight`).
+and the linear layers' weights (`linear_weight_shape`, filled from the checkpoint through `linear_weight`), which
+an embedding table shares (`embedding` looks rows up in it). Both are kept in the model's storage type
+(layers/precision.py: "float32", "float16" or "bfloat16"); activations are float32.
 """
 
 from typing import NamedTuple, Protocol
@@ -35,6 +37,7 @@ class DecoderWeights(NamedTuple):
     k_cache: Parameter
     v_cache: Parameter
     heads: tuple[int, int, int]  # (H, K, D)
+    intermediate_size: int  # I
     eps: float  # every RMSNorm's epsilon
     scale: float  # attention scale
 
@@ -48,14 +51,18 @@ class LayerOps(Protocol):
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         """Shape of one layer's K (and V) cache holding `num_slots` = num_blocks * block_size tokens."""
 
-    def linear_weight_shape(self, in_features: int, out_features: int) -> tuple[int, ...]:
-        """Shape of a linear layer's weight parameter."""
+    def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
+        """Shape of a linear layer's weight parameter stored as `dtype`."""
 
-    def linear_weight(self, weight: np.ndarray) -> np.ndarray:
-        """A checkpoint's weight [out, in] (float32) in this implementation's layout."""
+    def linear_weight(self, weight: np.ndarray, dtype: str) -> ms.Tensor:
+        """A checkpoint's weight [out, in] (float32) in this implementation's layout, stored as `dtype`."""
 
     def linear(self, x: ms.Tensor, weight: Parameter, bias: Parameter | None, out_features: int) -> ms.Tensor:
         """x [N, in] -> x @ W^T + bias, [N, out]."""
+
+    def embedding(self, ids: ms.Tensor, weight: Parameter, width: int) -> ms.Tensor:
+        """Rows W[ids] [T, width] (float32) of a table W [vocab, width] held as a linear weight, so that a tied
+        output projection and the embedding are one parameter."""
 
     def rms_norm(self, x: ms.Tensor, weight: Parameter, eps: float) -> ms.Tensor:
         """x [N, E] normalised and scaled."""

@@ -22,6 +22,7 @@ from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batc
 from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState, to_torch
+from vms_plugin.worker.warm_up import warm_up_forward, warm_up_sampling
 
 
 @dataclass
@@ -65,9 +66,14 @@ class MindSporeModelRunner:
         model_dir = Path(self.vllm_config.model_config.model)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
-        self.model = build_model(model_dir)
+        self.model = build_model(model_dir, storage_dtype_name(self.vllm_config.model_config.dtype))
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
+
+    def warm_up(self) -> None:
+        """Run the model and the sampler once on dummy requests (worker/warm_up.py), after the KV cache exists."""
+        warm_up_forward(self._forward, self.block_size)
+        warm_up_sampling(self.sampler)
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
         for attention in self.model.attention_layers():
@@ -216,6 +222,11 @@ class MindSporeModelRunner:
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
+
+
+def storage_dtype_name(dtype: torch.dtype) -> str:
+    """vLLM's resolved --dtype (torch.bfloat16) as the plugin names storage types ("bfloat16")."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _spread_rows(tensors: LogprobsTensors, rows: list[int], num_rows: int) -> LogprobsTensors:

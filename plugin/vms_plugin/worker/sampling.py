@@ -54,6 +54,10 @@ class BatchSampler:
         self._update_logits_processors(rows)
         return self.sampler(logits, self._metadata(rows))
 
+    def forget_rows(self) -> None:
+        """Drop every row from the logits processors' view of the batch (a warm-up's dummy rows)."""
+        self._update_logits_processors([])
+
     def _update_logits_processors(self, rows: Sequence[SamplingState]) -> None:
         added = [(index, row.params, row.prompt_token_ids, row.output_token_ids) for index, row in enumerate(rows)]
         removed = list(range(len(rows), self._rows_last_step))

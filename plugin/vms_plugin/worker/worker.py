@@ -27,9 +27,6 @@ from vms_plugin.worker.model_runner import MindSporeModelRunner
 
 logger = logging.getLogger("vllm." + __name__)
 
-# The KV cache is kept in float32: MindSpore's CPU kernels compute in float32 (no bfloat16 matmul on CPU).
-KV_CACHE_DTYPE = torch.float32
-
 
 class MindSporeWorker(WorkerBase):
     def __init__(
@@ -79,7 +76,7 @@ class MindSporeWorker(WorkerBase):
             block_size=self.cache_config.block_size,
             num_kv_heads=num_kv_heads,
             head_size=head_size,
-            dtype=KV_CACHE_DTYPE,
+            dtype=self.model_config.dtype,  # the model's weights and KV cache share its storage type
         )
         return {f"model.layers.{index}.self_attn": spec for index in range(hf_config.num_hidden_layers)}
 
@@ -124,7 +121,11 @@ class MindSporeWorker(WorkerBase):
         )
 
     def compile_or_warm_up_model(self) -> CompilationTimes:
-        return CompilationTimes(language_model=0.0, encoder=0.0)
+        started = time.perf_counter()
+        self.model_runner.warm_up()
+        seconds = time.perf_counter() - started
+        logger.info("vms_plugin: model and sampler warmed up in %.1f s", seconds)
+        return CompilationTimes(language_model=seconds, encoder=0.0)
 
     def get_supported_tasks(self) -> tuple[SupportedTask, ...]:
         return ("generate",)
