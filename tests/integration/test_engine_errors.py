@@ -14,9 +14,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def failing(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    # SmolLM2: 30 layers x K and V x 128 tokens x 3 KV heads x 64 x 4 bytes = 5.6 MiB per block; 2048 tokens need 16.
+    # SmolLM2 at the default dtype (bfloat16): 30 layers x K and V x 128 tokens x 3 KV heads x 64 x 2 bytes
+    # = 2.8 MiB per block; 25 MiB holds 8 blocks, and 2048 tokens need 16.
     env = {
-        "VMS_KV_CACHE_MEMORY": "50MiB",
+        "VMS_KV_CACHE_MEMORY": "25MiB",
         "VMS_CRASH_LOOP_LIMIT": "1",  # the first failure is retried once; the second is a crash loop
         "VMS_RESTART_BACKOFF_INITIAL": "0.5",
         "VMS_HEALTH_INTERVAL": "1",
