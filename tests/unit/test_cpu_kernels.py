@@ -7,6 +7,8 @@ weights and caches, the AVX2 build on an AVX-512 host, and the error when no com
 The numpy references use the same rounded 16-bit values, so only float32 accumulation order differs.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ STORAGE_TYPES = ("float32", "float16", "bfloat16")
 # The instruction sets each test runs on: this host's (-march=native) and AVX2 without AVX-512 (and so without
 # AVX512-BF16 and VNNI), the fallback most x86 servers without AVX-512 run. On an AVX2-only host both are AVX2.
 BUILDS = {"native": (), "avx2": ("-mno-avx512f",)}
+DOT_MIN_ROWS = 16  # kDotMinRows in cpu_kernels.cc
 
 
 def kernel(name: str, build: str):
@@ -131,12 +134,28 @@ def packed(weight: np.ndarray, dtype: str):
     return stored(weight, dtype)[0], Parameter(CpuOps().linear_weight(weight, dtype), name="w")
 
 
+def uses_bf16_dot_products(build: str) -> bool:
+    import ctypes
+
+    from vms_plugin.kernels.build import build_library
+
+    return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesBf16DotProducts())
+
+
+def test_the_native_build_uses_avx512_bf16_dot_products_where_the_cpu_has_them() -> None:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next(line for line in cpuinfo if line.startswith("flags")).split()
+    assert uses_bf16_dot_products("native") == ("avx512_bf16" in flags)
+    assert not uses_bf16_dot_products("avx2")
+
+
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
-@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13])
+@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 22])
 def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, dtype: str, build: str) -> None:
     """70 outputs: one full 64-column panel and a zero-padded one; 33 inputs, odd, so bfloat16's pair layout ends
-    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and every remainder path."""
+    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and every remainder path.
+    From DOT_MIN_ROWS rows a bfloat16 layer on AVX512-BF16 rounds its activations to bfloat16 too."""
     from mindspore import Tensor
 
     rng = np.random.default_rng(3)
@@ -146,8 +165,10 @@ def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, 
 
     out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias)).asnumpy()
 
+    dot_products = dtype == "bfloat16" and rows >= DOT_MIN_ROWS and uses_bf16_dot_products(build)
+    activations = stored(x, "bfloat16")[0] if dot_products else x
     assert out.shape == (rows, 70)
-    np.testing.assert_allclose(out, x @ weight.T + bias, atol=1e-4)
+    np.testing.assert_allclose(out, activations @ weight.T + bias, atol=1e-4)
 
 
 @pytest.mark.parametrize("build", BUILDS)
