@@ -33,13 +33,16 @@ ARG PIP_EXTRA_INDEX_URL=""
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# g++ compiles the CPU kernels for the machine the container runs on (once, ~2 s); libnuma is what vLLM's CPU
-# extension links against; tini is the init when the container runs without --init; useradd makes the user.
+# g++ compiles the CPU kernels for the machine the container runs on (once, ~2 s); the Python headers are for
+# torch's inductor, which compiles vLLM's sampler helpers (logprobs ranking) to C++ that includes Python.h; libnuma
+# is what vLLM's CPU extension links against; tini is the init when the container runs without --init; useradd
+# makes the user.
 # hadolint ignore=DL3008,DL3040,DL3041
 RUN if command -v apt-get > /dev/null; then \
-        apt-get update && apt-get install -y --no-install-recommends g++ libnuma1 tini passwd && rm -rf /var/lib/apt/lists/*; \
+        apt-get update && apt-get install -y --no-install-recommends g++ python3-dev libnuma1 tini passwd \
+        && rm -rf /var/lib/apt/lists/*; \
     else \
-        dnf install -y gcc-c++ numactl-libs shadow-utils && dnf clean all; \
+        dnf install -y gcc-c++ python3-devel numactl-libs shadow-utils && dnf clean all; \
     fi
 
 # The heavy layer (vLLM, torch, MindSpore: ~6 GB) depends only on the three runtime requirement files: code changes
