@@ -1,7 +1,7 @@
 """Llama in MindSpore: config, attention, MLP, decoder layer, model and causal-LM head, top to bottom.
 
 Weights keep Hugging Face's names except two stacked projections that save matmuls per layer:
-q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.stacked_params`).
+q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.checkpoint_sources`).
 """
 
 from dataclasses import dataclass, field, replace
@@ -168,8 +168,8 @@ class LlamaModel(nn.Cell):
 
 
 class LlamaForCausalLM(nn.Cell):
-    # Checkpoint names (suffixes) concatenated, in order, into one of our parameters.
-    stacked_params: ClassVar[dict[str, tuple[str, ...]]] = {
+    # Our parameter (suffix) -> the checkpoint tensors concatenated, in order, into it (see models/weights.py).
+    checkpoint_sources: ClassVar[dict[str, tuple[str, ...]]] = {
         "self_attn.qkv_proj.device_weight": (
             "self_attn.q_proj.weight",
             "self_attn.k_proj.weight",
@@ -190,11 +190,6 @@ class LlamaForCausalLM(nn.Cell):
         # With tied embeddings the output projection is the embedding table itself (one parameter).
         self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size, dtype=args.dtype)
         self.ops = layer_ops()
-
-    @property
-    def checkpoint_sources(self) -> dict[str, tuple[str, ...]]:
-        """Our parameter (suffix) -> the checkpoint tensors it is made of (see models/weights.py)."""
-        return self.stacked_params
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
