@@ -38,6 +38,10 @@ def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
             f"vms_plugin keeps the KV cache in the model's dtype (--dtype); --kv-cache-dtype "
             f"{vllm_config.cache_config.cache_dtype} is not supported (leave it at auto)"
         )
+    if model_config is not None and model_config.quantization is not None:
+        from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
+
+        int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
     if model_config is not None and model_config.runner_type != "generate":
         raise ValueError(
             f"vms_plugin runs generative models only; --runner {model_config.runner_type} is not supported"
@@ -51,6 +55,19 @@ class MindSporePlatform(CpuPlatform):
 
     def is_cpu(self) -> bool:
         return True
+
+    @classmethod
+    def pre_register_and_update(cls, parser=None) -> None:
+        from vms_plugin import quantization  # imports vLLM's quantization package, which imports this platform
+
+        quantization.register()
+
+    @classmethod
+    def verify_quantization(cls, quant: str) -> None:
+        from vms_plugin.quantization import SUPPORTED_METHODS, unsupported_method
+
+        if quant not in SUPPORTED_METHODS:
+            raise unsupported_method(quant)
 
     @classmethod
     def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:

@@ -3,8 +3,10 @@
 The models' logits tests (test_model_logits.py, test_model_precision.py) cover the kernels end to end against
 transformers; these pin down the pieces a model test can miss: grouped-query heads reading scattered blocks,
 unwritten padding slots, copy-on-write of cache slots, every storage type (float32, float16, bfloat16) of
-weights and caches, the AVX2 build on an AVX-512 host, and the error when no compiler is there.
-The numpy references use the same rounded 16-bit values, so only float32 accumulation order differs.
+weights and caches, int8 weights with float (W8A16) and int8 (W8A8) activations, the AVX2 build on an AVX-512
+host, and the error when no compiler is there.
+The numpy references use the same rounded 16-bit values and the same int8 values, so only float32 accumulation
+order differs.
 """
 
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 HEADS, KV_HEADS, DIM, SLOTS = 6, 2, 16, 64
 STORAGE_TYPES = ("float32", "float16", "bfloat16")
 # The instruction sets each test runs on: this host's (-march=native) and AVX2 without AVX-512 (and so without
-# AVX512-BF16 and VNNI), the fallback most x86 servers without AVX-512 run. On an AVX2-only host both are AVX2.
+# AVX512-BF16 and AVX512-VNNI), the fallback most x86 servers without AVX-512 run. On an AVX2-only host both are
+# AVX2.
 BUILDS = {"native": (), "avx2": ("-mno-avx512f",)}
 DOT_MIN_ROWS = 16  # kDotMinRows in cpu_kernels.cc
 
@@ -142,11 +145,24 @@ def uses_bf16_dot_products(build: str) -> bool:
     return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesBf16DotProducts())
 
 
-def test_the_native_build_uses_avx512_bf16_dot_products_where_the_cpu_has_them() -> None:
+def uses_vnni(build: str) -> bool:
+    import ctypes
+
+    from vms_plugin.kernels.build import build_library
+
+    return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesVnni())
+
+
+def cpu_flags() -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    flags = next(line for line in cpuinfo if line.startswith("flags")).split()
-    assert uses_bf16_dot_products("native") == ("avx512_bf16" in flags)
+    return next(line for line in cpuinfo if line.startswith("flags")).split()
+
+
+def test_the_native_build_uses_avx512_bf16_and_vnni_dot_products_where_the_cpu_has_them() -> None:
+    assert uses_bf16_dot_products("native") == ("avx512_bf16" in cpu_flags())
+    assert uses_vnni("native") == ("avx512_vnni" in cpu_flags())
     assert not uses_bf16_dot_products("avx2")
+    assert not uses_vnni("avx2")
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -163,12 +179,49 @@ def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, 
     bias = rng.standard_normal(70).astype(np.float32)
     x = rng.standard_normal((rows, 33)).astype(np.float32)
 
-    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias)).asnumpy()
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), Tensor(np.zeros(1, np.float32))).asnumpy()
 
     dot_products = dtype == "bfloat16" and rows >= DOT_MIN_ROWS and uses_bf16_dot_products(build)
     activations = stored(x, "bfloat16")[0] if dot_products else x
     assert out.shape == (rows, 70)
     np.testing.assert_allclose(out, activations @ weight.T + bias, atol=1e-4)
+
+
+def quantized_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The W8A8 kernel's activations: per row, scale = max|x| / 127 (1 for a zero row), xq = round(x / scale)."""
+    max_abs = np.abs(x).max(axis=1)
+    scales = np.where(max_abs > 0, max_abs / np.float32(127), np.float32(1)).astype(np.float32)
+    return np.clip(np.rint(x / scales[:, None]), -127, 127).astype(np.int64), scales
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("int8_activations", [False, True], ids=["W8A16", "W8A8"])
+@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 22])
+def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_activations: bool, build: str) -> None:
+    """70 outputs (a partial panel), 35 inputs (not a multiple of the four k per 32-bit lane), a zero row. W8A8
+    products are integers, exact in both the VNNI and the widening build, so only the scaling's rounding differs."""
+    from mindspore import Parameter, Tensor
+
+    from vms_plugin.layers.int8 import quantize_per_channel
+    from vms_plugin.ops.cpu import CpuOps
+
+    rng = np.random.default_rng(5)
+    quantized, scales = quantize_per_channel(rng.standard_normal((70, 35)).astype(np.float32))
+    parameter = Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="w")
+    bias = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((rows, 35)).astype(np.float32)
+    x[rows // 2] = 0.0
+
+    options = Tensor(np.array([float(int8_activations)], np.float32))
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), options).asnumpy()
+
+    if int8_activations:
+        x_quantized, x_scales = quantized_rows(x)
+        products = (x_quantized @ quantized.astype(np.int64).T).astype(np.float64)
+        expected = products * x_scales[:, None] * scales[None, :] + bias
+    else:
+        expected = x @ (quantized.astype(np.float32) * scales[:, None]).T + bias
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("build", BUILDS)

@@ -31,7 +31,7 @@ def _rotated_queries_shape(qkv, cos, sin, positions, slots, k_cache, *_):
 _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "RmsNorm": (_same_as_first, _same_as_first),
     "AddRmsNorm": (_pair_like_first, _pair_like_first),
-    "Linear": (lambda x, weight, bias: [x[0], bias[0]], _same_as_first),
+    "Linear": (lambda x, weight, bias, options: [x[0], bias[0]], _same_as_first),
     "PackedRows": (lambda ids, weight, width: [ids[0], width[0]], lambda *_: ms.float32),
     "RopeCache": (_rotated_queries_shape, _same_as_first),
     "PagedAttention": (lambda q, *_: [q[0], q[1] * q[2]], _same_as_first),
@@ -61,10 +61,10 @@ def add_rms_norm(x: ms.Tensor, residual: ms.Tensor, weight: Parameter, eps: ms.T
     return _operator("AddRmsNorm")(x, residual, weight, eps)
 
 
-def linear(x: ms.Tensor, packed_weight: Parameter, bias: ms.Tensor) -> ms.Tensor:
-    """x [M, in] @ W^T + bias -> [M, out]; the weight packed by kernels/pack.py (float32, float16 or bfloat16),
-    bias [out] (zeros for none)."""
-    return _operator("Linear")(x, packed_weight, bias)
+def linear(x: ms.Tensor, packed_weight: Parameter, bias: ms.Tensor, options: ms.Tensor) -> ms.Tensor:
+    """x [M, in] @ W^T + bias -> [M, out]; the weight packed by kernels/pack.py (float32, float16, bfloat16 or
+    int8), bias [out] (zeros for none), options [1] float32: 1 quantizes x per row for an int8 weight (W8A8)."""
+    return _operator("Linear")(x, packed_weight, bias, options)
 
 
 def packed_rows(ids: ms.Tensor, packed_weight: Parameter, width: ms.Tensor) -> ms.Tensor:

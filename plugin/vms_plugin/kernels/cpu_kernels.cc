@@ -11,13 +11,17 @@
 // describe params[i] and dtypes[i] names its type. All tensors are contiguous; indices are int32.
 // Precision: activations, norms, biases and every accumulation are float32. Linear weights and the KV caches are
 // stored in float32, float16 or bfloat16 (the model's dtype), read through a conversion to float32: decode is
-// bound by memory bandwidth, so halving the bytes per weight is the gain; the arithmetic stays float32.
+// bound by memory bandwidth, so halving the bytes per weight is the gain; the arithmetic stays float32. int8
+// weights (quantized per output column) quarter them; W8A8 layers multiply in int32, exactly, before scaling.
 // KV caches are head-major, [kv_heads, slots, head_dim]: slot = block_id * block_size + offset, as vLLM counts.
 // Linear weights W [N, K] (out, in features) are packed into panels of 64 output columns so that one panel is read
 // front to back (kernels/pack.py packs them): float32 and float16 [ceil(N / 64), K, 64], panel p holding columns
 // 64p..64p+63 of W^T, zero padded; bfloat16 [ceil(N / 64), ceil(K / 2), 64, 2], the two weights of consecutive
 // k for one column side by side, so one 32-bit lane holds a pair (the layout AVX512-BF16's dot product reads,
-// and a pair widens to two float32 with one shift and one mask).
+// and a pair widens to two float32 with one shift and one mask); int8 [ceil(N / 64), 512 + ceil(K / 4) * 256]
+// bytes, each panel a header of 64 float32 column scales and 64 int32 column sums, then four consecutive k per
+// column in one 32-bit lane (the layout of VNNI's vpdpbusd): W[n, k] = scale[n] * q[n, k], symmetric.
+// int8 layers take their activations as float32 (W8A16) or quantized per row to int8 (W8A8, `Linear`'s options).
 // Work is shared between the process's cores with OpenMP: linear layers by panel, attention by token.
 
 #include <algorithm>
@@ -54,6 +58,7 @@ typedef _Float16 Half;
 
 typedef uint16_t U16Vec __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t U32Vec __attribute__((vector_size(64), aligned(4)));
+typedef int32_t I32Vec __attribute__((vector_size(64), aligned(4)));
 
 inline Vec BitsToVec(U32Vec bits) {
   Vec v;
@@ -125,6 +130,13 @@ inline int WithStorageType(const char *dtype, Body body) {
   return 1;  // MindSpore reports a failed launch
 }
 
+// The storage type of a linear weight: a storage type above, or int8 (W = scale * q, see the top of the file).
+template <typename Body>
+inline int WithWeightType(const char *dtype, Body body) {
+  if (std::strcmp(dtype, "int8") == 0) return body(int8_t{});
+  return WithStorageType(dtype, body);
+}
+
 // The 16 lanes summed as a tree (halves, quarters, then four scalars): a lane-by-lane loop is a chain of 15
 // dependent adds, and attention does one of these per score.
 inline float HorizontalSum(Vec v) {
@@ -194,10 +206,12 @@ inline void NormRotate(const float *x, const float *norm_weight, float eps, cons
 constexpr int kPanelVecs = 4;
 constexpr int64_t kPanel = kPanelVecs * kLanes;  // 64 columns per panel
 
-// How one step of a panel is read: kDepth consecutive k, each as 64 float32 columns in kPanelVecs vectors.
+// How one step of a panel is read: kDepth consecutive k, each as 64 float32 columns in kPanelVecs vectors. The
+// steps follow kHeader elements of per-panel data (int8's scales and column sums).
 template <typename W>
 struct PanelStep {
   static constexpr int64_t kDepth = 1;
+  static constexpr int64_t kHeader = 0;
   static void Load(const W *step, Vec w[1][kPanelVecs]) {
     for (int v = 0; v < kPanelVecs; ++v) w[0][v] = LoadVec(step + v * kLanes);
   }
@@ -206,6 +220,7 @@ struct PanelStep {
 template <>
 struct PanelStep<Bf16> {
   static constexpr int64_t kDepth = 2;
+  static constexpr int64_t kHeader = 0;
   // Each 32-bit lane holds the pair (k even, k odd) of one column: the low half shifted up, the high half masked.
   static void Load(const Bf16 *step, Vec w[2][kPanelVecs]) {
     for (int v = 0; v < kPanelVecs; ++v) {
@@ -217,20 +232,42 @@ struct PanelStep<Bf16> {
   }
 };
 
+// int8: the header holds 64 float32 scales, then 64 int32 sums of each column's q (see W8A8 below); each 32-bit
+// lane of a step holds the four k of one column, k = 4s + d in byte d.
+constexpr int64_t kInt8Header = 2 * kPanel * 4;
+
+template <>
+struct PanelStep<int8_t> {
+  static constexpr int64_t kDepth = 4;
+  static constexpr int64_t kHeader = kInt8Header;
+  static void Load(const int8_t *step, Vec w[4][kPanelVecs]) {
+    for (int v = 0; v < kPanelVecs; ++v) {
+      I32Vec quads;
+      std::memcpy(&quads, step + v * 4 * kLanes, sizeof(quads));
+      for (int d = 0; d < 4; ++d) w[d][v] = __builtin_convertvector((quads << (24 - 8 * d)) >> 24, Vec);
+    }
+  }
+};
+
+inline const float *ColumnScales(const int8_t *panel) { return reinterpret_cast<const float *>(panel); }
+
 template <typename W>
 constexpr int64_t PanelSize(int64_t k_size) {  // elements of one panel, k padded to whole steps
   constexpr int64_t depth = PanelStep<W>::kDepth;
-  return (k_size + depth - 1) / depth * depth * kPanel;
+  return PanelStep<W>::kHeader + (k_size + depth - 1) / depth * depth * kPanel;
 }
 
 // ROWS rows of x times one panel: ROWS x 64 accumulators stay in registers while the panel streams by.
+// int8 weights accumulate x * q and scale at the end.
 template <int ROWS, typename W>
-inline void PanelTile(const float *x, int64_t k_size, const W *panel, const float *bias, float *out,
+inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, const float *bias, float *out,
                       int64_t out_stride) {
   constexpr int64_t depth = PanelStep<W>::kDepth;
+  constexpr bool scaled = std::is_same_v<W, int8_t>;
+  const W *panel = panel_start + PanelStep<W>::kHeader;
   Vec acc[ROWS][kPanelVecs];
   for (int r = 0; r < ROWS; ++r) {
-    for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = LoadVec(bias + v * kLanes);
+    for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = scaled ? Vec{} : LoadVec(bias + v * kLanes);
   }
   Vec w[depth][kPanelVecs];
   const int64_t whole_steps = k_size / depth;
@@ -249,6 +286,14 @@ inline void PanelTile(const float *x, int64_t k_size, const W *panel, const floa
       for (int64_t d = 0; whole_steps * depth + d < k_size; ++d) {
         const float xs = x[r * k_size + whole_steps * depth + d];
         for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+      }
+    }
+  }
+  if constexpr (scaled) {
+    const float *scales = ColumnScales(panel_start);
+    for (int r = 0; r < ROWS; ++r) {
+      for (int v = 0; v < kPanelVecs; ++v) {
+        acc[r][v] = acc[r][v] * LoadVec(scales + v * kLanes) + LoadVec(bias + v * kLanes);
       }
     }
   }
@@ -331,6 +376,90 @@ inline void PanelRowsDot(const uint32_t *pairs, int64_t m, int64_t steps, const 
 constexpr bool kHasBf16DotProducts = false;
 #endif
 
+// W8A8: each row of x quantized to int8, x[r] ~ row_scale[r] * xq[r] with row_scale = max|x[r]| / 127, rounded
+// to nearest even. The products are exact in int32; a row's result is row_scale * column scale * sum(xq * q).
+// VNNI's vpdpbusd multiplies unsigned by signed bytes, four k per lane: xq is stored + 128 as an unsigned byte and
+// 128 * sum(q) (the header's column sums) is taken back out. Without VNNI the same integers come from widening.
+#if defined(__AVX512VNNI__)
+constexpr bool kHasVnni = true;
+#else
+constexpr bool kHasVnni = false;
+#endif
+
+struct QuantizedRows {
+  std::vector<uint32_t> quads;  // [M, ceil(K / 4)]: xq + 128 of k = 4s..4s+3 in bytes 0..3 (padding: 128, i.e. 0)
+  std::vector<float> scales;    // [M]
+  int64_t steps = 0;
+};
+
+inline void QuantizeRows(const float *x, int64_t m, int64_t k_size, QuantizedRows &rows) {
+  rows.steps = (k_size + 3) / 4;
+  rows.quads.assign(m * rows.steps, 0x80808080u);
+  rows.scales.resize(m);
+  for (int64_t r = 0; r < m; ++r) {
+    const float *row = x + r * k_size;
+    float max_abs = 0.0f;
+    for (int64_t k = 0; k < k_size; ++k) max_abs = std::max(max_abs, std::fabs(row[k]));
+    const float scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+    rows.scales[r] = scale;
+    uint32_t *quads = rows.quads.data() + r * rows.steps;
+    for (int64_t k = 0; k < k_size; ++k) {
+      const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(row[k] / scale)));
+      const uint32_t byte = static_cast<uint32_t>(static_cast<int32_t>(q) + 128);
+      quads[k / 4] = (quads[k / 4] & ~(0xffu << (8 * (k % 4)))) | byte << (8 * (k % 4));
+    }
+  }
+}
+
+// acc += the four products of unsigned bytes of `quad` and signed bytes of each lane of w, summed per lane.
+inline I32Vec DotQuads(I32Vec acc, uint32_t quad, I32Vec w) {
+#if defined(__AVX512VNNI__)
+  return reinterpret_cast<I32Vec>(_mm512_dpbusd_epi32(reinterpret_cast<__m512i>(acc),
+                                                      _mm512_set1_epi32(static_cast<int>(quad)),
+                                                      reinterpret_cast<__m512i>(w)));
+#else
+  for (int d = 0; d < 4; ++d) acc += static_cast<int32_t>((quad >> (8 * d)) & 0xffu) * ((w << (24 - 8 * d)) >> 24);
+  return acc;
+#endif
+}
+
+template <int ROWS>
+inline void PanelTileInt8Dot(const uint32_t *quads, const float *row_scales, int64_t steps, const int8_t *panel,
+                             const float *bias, float *out, int64_t out_stride) {
+  I32Vec acc[ROWS][kPanelVecs] = {};
+  const int8_t *data = panel + kInt8Header;
+  for (int64_t s = 0; s < steps; ++s) {
+    I32Vec w[kPanelVecs];
+    for (int v = 0; v < kPanelVecs; ++v) std::memcpy(&w[v], data + s * 4 * kPanel + v * 4 * kLanes, sizeof(I32Vec));
+    for (int r = 0; r < ROWS; ++r) {
+      for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = DotQuads(acc[r][v], quads[r * steps + s], w[v]);
+    }
+  }
+  const float *scales = ColumnScales(panel);
+  const int32_t *sums = reinterpret_cast<const int32_t *>(panel + kPanel * 4);
+  for (int r = 0; r < ROWS; ++r) {
+    for (int v = 0; v < kPanelVecs; ++v) {
+      I32Vec sum;
+      std::memcpy(&sum, sums + v * kLanes, sizeof(sum));
+      const Vec exact = __builtin_convertvector(acc[r][v] - 128 * sum, Vec);
+      const Vec result = exact * (row_scales[r] * LoadVec(scales + v * kLanes)) + LoadVec(bias + v * kLanes);
+      StoreVec(out + r * out_stride + v * kLanes, result);
+    }
+  }
+}
+
+inline void PanelRowsInt8Dot(const QuantizedRows &rows, int64_t m, const int8_t *panel, const float *bias,
+                             float *out, int64_t out_stride) {
+  const uint32_t *quads = rows.quads.data();
+  const float *scales = rows.scales.data();
+  const int64_t steps = rows.steps;
+  int64_t r = 0;
+  for (; r + kTileRows <= m; r += kTileRows) {
+    PanelTileInt8Dot<kTileRows>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
+  }
+  for (; r < m; ++r) PanelTileInt8Dot<1>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
+}
+
 // Every panel of W through rows_times_panel(panel, bias, out, out_stride), which computes all M rows against one
 // panel's 64 columns.
 template <typename W, typename RowsTimesPanel>
@@ -355,9 +484,21 @@ void ForEachPanel(int64_t m, int64_t k_size, const W *packed, int64_t n, const f
   }
 }
 
+// `int8_activations`: an int8 layer quantizes x per row (W8A8); other weights ignore it.
 template <typename W>
 void PackedLinear(const float *x, int64_t m, int64_t k_size, const W *packed, int64_t n, const float *bias,
-                  float *out) {
+                  float *out, bool int8_activations) {
+  if constexpr (std::is_same_v<W, int8_t>) {
+    if (int8_activations) {
+      thread_local QuantizedRows quantized;
+      QuantizeRows(x, m, k_size, quantized);
+      const QuantizedRows *rows = &quantized;  // a lambda does not capture a thread_local: see below
+      ForEachPanel(m, k_size, packed, n, bias, out, [&](const int8_t *panel, const float *b, float *o, int64_t stride) {
+        PanelRowsInt8Dot(*rows, m, panel, b, o, stride);
+      });
+      return;
+    }
+  }
 #if defined(__AVX512BF16__)
   if constexpr (std::is_same_v<W, Bf16>) {
     if (m >= kDotMinRows) {
@@ -515,7 +656,7 @@ void DecoderLayerWith(void **params, int64_t **shapes) {
   const float *x = static_cast<const float *>(params[0]);
   const float *config = static_cast<const float *>(params[20]);
   const float eps = config[0], qk_eps = config[2], scale = config[3];
-  const bool has_residual = config[1] != 0.0f;
+  const bool has_residual = config[1] != 0.0f, int8_activations = config[5] != 0.0f;
   const int64_t intermediate = static_cast<int64_t>(config[4]);
   const KvCache<C> cache = CacheParams<C>(params, shapes, 18);
   const int64_t tokens = shapes[0][0], hidden = shapes[0][1];
@@ -537,17 +678,18 @@ void DecoderLayerWith(void **params, int64_t **shapes) {
 
   std::memcpy(residual, has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
   AddRmsNormRows(has_residual ? x : nullptr, residual, vector(2), eps, tokens, hidden, normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(3), qkv_width, vector(4), qkv.data());
+  PackedLinear(normed.data(), tokens, hidden, weight(3), qkv_width, vector(4), qkv.data(), int8_activations);
   RopeAndCache(qkv.data(), tokens, heads, vector(12), vector(13), positions, static_cast<const int32_t *>(params[15]),
                cache, qk_eps > 0 ? vector(5) : nullptr, qk_eps > 0 ? vector(6) : nullptr, qk_eps, q.data());
   PagedAttend(q.data(), tokens, heads, cache, positions, static_cast<const int32_t *>(params[16]),
               static_cast<const int32_t *>(params[17]), shapes[17][1], scale, attn.data());
-  PackedLinear(attn.data(), tokens, attn_width, weight(7), hidden, vector(8), out);
+  PackedLinear(attn.data(), tokens, attn_width, weight(7), hidden, vector(8), out, int8_activations);
   AddRmsNormRows(out, residual, vector(9), eps, tokens, hidden, normed.data());
   PackedLinear(normed.data(), tokens, hidden, weight(10), 2 * intermediate, static_cast<const float *>(nullptr),
-               gate_up.data());
+               gate_up.data(), int8_activations);
   SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
-  PackedLinear(act.data(), tokens, intermediate, weight(11), hidden, static_cast<const float *>(nullptr), out);
+  PackedLinear(act.data(), tokens, intermediate, weight(11), hidden, static_cast<const float *>(nullptr), out,
+               int8_activations);
 }
 
 }  // namespace
@@ -557,6 +699,9 @@ extern "C" {
 // 1 when bfloat16 linear layers of kDotMinRows rows or more use AVX512-BF16 dot products (this build's target has
 // them), else 0: tests pick their reference by it.
 int UsesBf16DotProducts() { return kHasBf16DotProducts ? 1 : 0; }
+
+// 1 when W8A8 int8 layers use VNNI's vpdpbusd (this build's target has it), else 0.
+int UsesVnni() { return kHasVnni ? 1 : 0; }
 
 // x [N, D], weight [D], eps [1] -> out [N, D]
 int RmsNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
@@ -585,17 +730,19 @@ int AddRmsNorm(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   return 0;
 }
 
-// x [M, K], packed weight (float32, float16 or bfloat16; see the top of the file), bias [N] -> out [M, N]
+// x [M, K], packed weight (float32, float16, bfloat16 or int8; see the top of the file), bias [N], options [1]
+// (1: an int8 weight quantizes x per row, W8A8) -> out [M, N]
 int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
            void *extra) {
   const int64_t m = shapes[0][0], k_size = shapes[0][1], n = shapes[2][0];
-  return WithStorageType(dtypes[1], [&](auto tag) {
+  const bool int8_activations = *static_cast<const float *>(params[3]) != 0.0f;
+  return WithWeightType(dtypes[1], [&](auto tag) {
     using W = decltype(tag);
     int64_t elements = 1;
     for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
     if (elements != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
     PackedLinear(static_cast<const float *>(params[0]), m, k_size, static_cast<const W *>(params[1]), n,
-                 static_cast<const float *>(params[2]), static_cast<float *>(params[3]));
+                 static_cast<const float *>(params[2]), static_cast<float *>(params[4]), int8_activations);
     return 0;
   });
 }
@@ -653,7 +800,8 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 //   4 qkv_bias [(H + 2K) D], 5 q_norm [D], 6 k_norm [D], 7 o packed (N = E), 8 o_bias [E], 9 post_norm [E],
 //   10 gate_up packed (N = 2I), 11 down packed (K = I, N = E), 12 cos [P, D], 13 sin [P, D], 14 positions [T],
 //   15 slot_mapping [T], 16 token_requests [T], 17 context_slots [R, C], 18 k_cache, 19 v_cache [K, S, D],
-//   20 config [5]: rms eps, has residual (0 in the first layer), q/k norm eps (0: none), attention scale, I.
+//   20 config [6]: rms eps, has residual (0 in the first layer), q/k norm eps (0: none), attention scale, I,
+//   int8 activations (1: int8 weights quantize each layer's input per row, W8A8).
 // The four packed weights share one storage type, and so do the two caches.
 // Outputs: 21 the MLP's output [T, E] and 22 the residual stream [T, E], unsummed, as the layer's Python form
 // returns them (the next layer's norm adds them).
@@ -662,7 +810,7 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
   for (int index : {7, 10, 11}) {
     if (std::strcmp(dtypes[index], dtypes[3]) != 0) return 1;
   }
-  return WithStorageType(dtypes[3], [&](auto weight_tag) {
+  return WithWeightType(dtypes[3], [&](auto weight_tag) {
     return WithStorageType(dtypes[18], [&](auto cache_tag) {
       DecoderLayerWith<decltype(weight_tag), decltype(cache_tag)>(params, shapes);
       return 0;

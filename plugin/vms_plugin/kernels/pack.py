@@ -7,35 +7,63 @@ the row length.
 - float32, float16: [ceil(out / 64), in, 64].
 - bfloat16: [ceil(out / 64), ceil(in / 2), 64, 2]: the weights of k = 2i and 2i + 1 for one column side by side,
   so that one 32-bit lane holds a pair. numpy has no bfloat16: the values travel as their uint16 bit patterns.
+- int8 (W = scale[n] * q[n, k], layers/quantization.py): bytes [ceil(out / 64), 512 + ceil(in / 4) * 256], each
+  panel a header of its 64 columns' float32 scales and int32 sums of q (for the W8A8 kernel's unsigned offset),
+  then the steps [ceil(in / 4), 64, 4]: the four k of one column in one 32-bit lane, VNNI's operand layout.
 """
 
 import numpy as np
 
 PANEL = 64  # kPanel in cpu_kernels.cc
 STORAGE_TYPES = ("float32", "float16", "bfloat16")
+WEIGHT_TYPES = (*STORAGE_TYPES, "int8")
+INT8_HEADER = 2 * PANEL * 4  # kInt8Header: 64 float32 scales, 64 int32 column sums
 
 
 def packed_shape(in_features: int, out_features: int, dtype: str = "float32") -> tuple[int, ...]:
     panels = -(-out_features // PANEL)
     if dtype == "bfloat16":
         return (panels, -(-in_features // 2), PANEL, 2)
+    if dtype == "int8":
+        return (panels, INT8_HEADER + -(-in_features // 4) * PANEL * 4)
     if dtype in STORAGE_TYPES:
         return (panels, in_features, PANEL)
-    raise ValueError(f"no packed layout for {dtype}; allowed: {', '.join(STORAGE_TYPES)}")
+    raise ValueError(f"no packed layout for {dtype}; allowed: {', '.join(WEIGHT_TYPES)}")
+
+
+def _panels(weight: np.ndarray, depth: int) -> np.ndarray:
+    """W [out, in] -> [panels, ceil(in / depth), 64, depth], zero padded, in W's dtype."""
+    out_features, in_features = weight.shape
+    panels, steps = -(-out_features // PANEL), -(-in_features // depth)
+    padded = np.zeros((panels * PANEL, steps * depth), dtype=weight.dtype)
+    padded[:out_features, :in_features] = weight
+    # [panel, column, step, depth] -> [panel, step, column, depth]
+    return np.ascontiguousarray(padded.reshape(panels, PANEL, steps, depth).transpose(0, 2, 1, 3))
 
 
 def pack_linear_weight(weight: np.ndarray, dtype: str = "float32") -> np.ndarray:
     """W [out, in] (float32) -> its panels: float32, float16, or bfloat16 bit patterns (uint16)."""
     out_features, in_features = weight.shape
     shape = packed_shape(in_features, out_features, dtype)
-    panels, depth = shape[0], 2 if dtype == "bfloat16" else 1
-    padded = np.zeros((panels * PANEL, shape[1] * depth), dtype=np.float32)
-    padded[:out_features, :in_features] = weight
-    # [panel, column, step, depth] -> [panel, step, column, depth]
-    packed = padded.reshape(panels, PANEL, shape[1], depth).transpose(0, 2, 1, 3).reshape(shape)
     if dtype == "bfloat16":
-        return bfloat16_bits(packed)
-    return np.ascontiguousarray(packed, dtype=np.float16 if dtype == "float16" else np.float32)
+        return bfloat16_bits(_panels(weight.astype(np.float32), 2).reshape(shape))
+    values = _panels(weight.astype(np.float32), 1).reshape(shape)
+    return values.astype(np.float16) if dtype == "float16" else values
+
+
+def pack_int8_linear_weight(quantized: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """q [out, in] (int8) and its per-output-column scales [out] -> the int8 panels, headers included."""
+    out_features, in_features = quantized.shape
+    panels = -(-out_features // PANEL)
+    padded_scales = np.zeros(panels * PANEL, dtype=np.float32)
+    padded_scales[:out_features] = scales
+    sums = np.zeros(panels * PANEL, dtype=np.int32)
+    sums[:out_features] = quantized.astype(np.int32).sum(axis=1)
+    header = [padded_scales.reshape(panels, PANEL).view(np.int8), sums.reshape(panels, PANEL).view(np.int8)]
+    steps = _panels(quantized.astype(np.int8), 4).reshape(panels, -1)
+    packed = np.concatenate([*header, steps], axis=1)
+    assert packed.shape == packed_shape(in_features, out_features, "int8")
+    return packed
 
 
 def bfloat16_bits(values: np.ndarray) -> np.ndarray:

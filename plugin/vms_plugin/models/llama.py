@@ -12,6 +12,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from vms_plugin.layers.embedding import Embedding
+from vms_plugin.layers.int8 import Int8Scheme
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.precision import storage_dtype
@@ -38,9 +39,12 @@ class LlamaArgs:
     o_bias: bool = False
     qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before rotary
     dtype: str = "float32"  # storage type of linear weights, embeddings and KV cache (layers/precision.py)
+    int8: Int8Scheme | None = None  # int8 decoder-layer weights; embeddings and lm_head stay `dtype`
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32", **overrides: bool) -> "LlamaArgs":
+    def from_hf_config(
+        cls, config: dict[str, Any], dtype: str = "float32", int8: Int8Scheme | None = None, **overrides: bool
+    ) -> "LlamaArgs":
         """Read a Hugging Face config.json; `overrides` set the architecture flags the config does not carry."""
         heads = config["num_attention_heads"]
         return cls(
@@ -58,10 +62,16 @@ class LlamaArgs:
             qkv_bias=config.get("attention_bias", False),
             o_bias=config.get("attention_bias", False),
             dtype=dtype,
+            int8=int8,
         ).with_flags(**overrides)
 
     def with_flags(self, **flags: bool) -> "LlamaArgs":
         return replace(self, **flags)
+
+    @property
+    def layer_dtype(self) -> str:
+        """Storage type of the decoder layers' linear weights."""
+        return "int8" if self.int8 is not None else self.dtype
 
 
 class Attention(nn.Cell):
@@ -74,8 +84,8 @@ class Attention(nn.Cell):
         q_size = args.num_attention_heads * args.head_dim
         kv_size = args.num_key_value_heads * args.head_dim
         self.scale = args.head_dim**-0.5
-        self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias, dtype=args.dtype)
-        self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias, dtype=args.dtype)
+        self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias, dtype=args.layer_dtype)
+        self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias, dtype=args.layer_dtype)
         self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps) if args.qk_norm else None
         self.k_cache: Parameter | None = None
@@ -104,8 +114,8 @@ class MLP(nn.Cell):
 
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size, dtype=args.dtype)
-        self.down_proj = Linear(args.intermediate_size, args.hidden_size, dtype=args.dtype)
+        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size, dtype=args.layer_dtype)
+        self.down_proj = Linear(args.intermediate_size, args.hidden_size, dtype=args.layer_dtype)
         self.intermediate_size = args.intermediate_size
 
 
@@ -122,6 +132,7 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args)
         self.eps = args.rms_norm_eps
+        self.int8_activations = args.int8 is not None and args.int8.int8_activations
         self.ops = layer_ops()
 
     def weights(self) -> DecoderWeights:
@@ -143,6 +154,7 @@ class DecoderLayer(nn.Cell):
             intermediate_size=mlp.intermediate_size,
             eps=self.eps,
             scale=attn.scale,
+            int8_activations=self.int8_activations,
         )
 
     def construct(
@@ -180,8 +192,10 @@ class LlamaForCausalLM(nn.Cell):
     }
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], dtype: str = "float32") -> "LlamaForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config, dtype))
+    def from_hf_config(
+        cls, config: dict[str, Any], dtype: str = "float32", int8: Int8Scheme | None = None
+    ) -> "LlamaForCausalLM":
+        return cls(LlamaArgs.from_hf_config(config, dtype, int8))
 
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()

@@ -46,8 +46,9 @@ def supported_architecture(config: Mapping[str, Any]) -> str:
     )
 
 
-def build_model(model_dir: Path, dtype: str = "float32"):
-    """Construct the MindSpore model for `model_dir` and load its weights, stored as `dtype` (layers/precision.py)."""
+def build_model(model_dir: Path, dtype: str = "float32", int8=None):
+    """Construct the MindSpore model for `model_dir` and load its weights, stored as `dtype` (layers/precision.py);
+    with an `int8` scheme (layers/int8.py) the decoder layers' linear weights are int8."""
     from mindspore.nn.utils import no_init_parameters
 
     from vms_plugin.models.weights import load_weights
@@ -56,6 +57,6 @@ def build_model(model_dir: Path, dtype: str = "float32"):
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
     with no_init_parameters():  # the parameters stay unallocated until the checkpoint fills them
-        model = model_class.from_hf_config(config, dtype)
+        model = model_class.from_hf_config(config, dtype, int8)
     load_weights(model, model_dir, model.checkpoint_sources)
     return model

@@ -3,6 +3,8 @@
 The files are memory-mapped and read one tensor at a time, so peak memory stays near the model's own size
 rather than twice it. The format is read directly (a JSON header, then raw little-endian bytes) because the
 numpy reader of the `safetensors` package cannot return bfloat16, the dtype most checkpoints ship in.
+An int8 linear weight is either read as int8 with its `weight_scale` (a compressed-tensors checkpoint) or
+quantized here from the float checkpoint (layers/int8.py).
 """
 
 from collections.abc import Iterator, Mapping
@@ -13,6 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
 
+from vms_plugin.layers.int8 import quantize_per_channel
 from vms_plugin.layers.linear import DEVICE_WEIGHT
 from vms_plugin.layers.precision import dtype_name
 from vms_plugin.models.safetensors_header import CheckpointError, read_header
@@ -43,6 +46,14 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.path}: tensor {name} has dtype {dtype}; supported: BF16, F16, F32, F64")
         return values.reshape(entry["shape"])
 
+    def is_int8(self, name: str) -> bool:
+        return self.entries[name]["dtype"] == "I8"
+
+    def read_int8(self, name: str) -> np.ndarray:
+        entry = self.entries[name]
+        begin, end = entry["data_offsets"]
+        return self.buffer[self.data_start + begin : self.data_start + end].view(np.int8).reshape(entry["shape"])
+
 
 @contextmanager
 def open_checkpoint(model_dir: Path) -> Iterator[Mapping[str, SafetensorsFile]]:
@@ -71,24 +82,45 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
             missing = [source for source in sources if source not in tensors]
             if missing:
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
-            parts = [tensors[source].read_float32(source) for source in sources]
-            value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            fitted = _laid_out(value, param, name.endswith(DEVICE_WEIGHT))
+            if name.endswith(DEVICE_WEIGHT) and dtype_name(param.dtype) == "int8":
+                quantized, scales = zip(*(_int8_weight(tensors, source) for source in sources), strict=True)
+                value, scale = np.concatenate(quantized, axis=0), np.concatenate(scales)
+                fitted = _laid_out(value, param, device_weight=True, scales=scale)
+            else:
+                parts = [tensors[source].read_float32(source) for source in sources]
+                value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+                fitted = _laid_out(value, param, name.endswith(DEVICE_WEIGHT))
             if fitted is None:
                 raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
             param.set_data(fitted)
 
 
-def _laid_out(value: np.ndarray, param: Parameter, device_weight: bool) -> ms.Tensor | None:
-    """`value` as `param` holds it, or None when it does not fit; a device weight (an [out, in] checkpoint weight)
-    is converted into the device's layout and the parameter's storage type."""
+def _int8_weight(tensors: Mapping[str, SafetensorsFile], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(q [out, in] int8, scale [out]) of a checkpoint weight: as stored with its weight_scale if it is int8,
+    else quantized per output channel."""
+    handle = tensors[name]
+    if not handle.is_int8(name):
+        return quantize_per_channel(handle.read_float32(name))
+    scale_name = name.removesuffix("weight") + "weight_scale"
+    if scale_name not in tensors:
+        raise CheckpointError(f"int8 tensor {name} has no {scale_name} in the checkpoint")
+    quantized = handle.read_int8(name)
+    scale = tensors[scale_name].read_float32(scale_name).reshape(-1)  # [out, 1] per channel, [1] per tensor
+    return quantized, np.broadcast_to(scale, (quantized.shape[0],)).astype(np.float32)
+
+
+def _laid_out(
+    value: np.ndarray, param: Parameter, device_weight: bool, scales: np.ndarray | None = None
+) -> ms.Tensor | None:
+    """`value` as `param` holds it, or None when it does not fit; a device weight (an [out, in] checkpoint weight,
+    int8 with `scales` for an int8 parameter) is converted into the device's layout and storage type."""
     shape = tuple(param.shape)
     if not device_weight:
         return ms.Tensor(value) if tuple(value.shape) == shape else None
     ops, dtype = layer_ops(), dtype_name(param.dtype)
     if value.ndim != 2 or ops.linear_weight_shape(value.shape[1], value.shape[0], dtype) != shape:
         return None
-    return ops.linear_weight(value, dtype)
+    return ops.linear_weight(value, dtype, scales)
 
 
 def _source_names(name: str, stacked: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

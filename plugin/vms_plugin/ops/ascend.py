@@ -108,7 +108,11 @@ class AscendOps:
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return (in_features, out_features)
 
-    def linear_weight(self, weight: np.ndarray, dtype: str) -> Tensor:
+    def linear_weight(self, weight: np.ndarray, dtype: str, scales: np.ndarray | None = None) -> Tensor:
+        if dtype == "int8":
+            raise NotImplementedError(
+                "int8 weights are not implemented on Ascend yet: serve the model unquantized, or on CPU"
+            )
         # mint.matmul on a pre-transposed weight: no transpose per call
         return Tensor(np.ascontiguousarray(weight.T)).astype(storage_dtype(dtype))
 

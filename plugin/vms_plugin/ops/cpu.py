@@ -2,7 +2,8 @@
 
 KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
 works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
-Both are stored as float32, float16 or bfloat16; the kernels read the type from each tensor.
+Both are stored as float32, float16 or bfloat16, and linear weights also as int8 with per-channel scales; the
+kernels read the type from each tensor.
 """
 
 import mindspore as ms
@@ -11,7 +12,7 @@ from mindspore import Parameter, Tensor, ops
 
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
-from vms_plugin.kernels.pack import pack_linear_weight, packed_shape
+from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
 from vms_plugin.ops.interface import DecoderWeights
 
 
@@ -42,12 +43,15 @@ class CpuOps:
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return packed_shape(in_features, out_features, dtype)
 
-    def linear_weight(self, weight: np.ndarray, dtype: str) -> Tensor:
+    def linear_weight(self, weight: np.ndarray, dtype: str, scales: np.ndarray | None = None) -> Tensor:
+        if dtype == "int8":
+            return Tensor(pack_int8_linear_weight(weight, scales))
         packed = Tensor(pack_linear_weight(weight, dtype))
         return packed.view(ms.bfloat16) if dtype == "bfloat16" else packed  # bfloat16 arrives as its bit patterns
 
     def linear(self, x, weight, bias, out_features):
-        return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias)
+        float_activations = self._constant((0.0,))
+        return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias, float_activations)
 
     def embedding(self, ids, weight, width):
         return kernels.packed_rows(ids, weight, self._zeros(width))
@@ -67,6 +71,7 @@ class CpuOps:
             weights.eps if qk_norm else 0.0,
             weights.scale,
             float(weights.intermediate_size),
+            float(weights.int8_activations),
         )
         return kernels.decoder_layer(
             x,

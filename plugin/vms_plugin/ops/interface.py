@@ -40,6 +40,7 @@ class DecoderWeights(NamedTuple):
     intermediate_size: int  # I
     eps: float  # every RMSNorm's epsilon
     scale: float  # attention scale
+    int8_activations: bool = False  # int8 linear weights: quantize each one's input per token (W8A8)
 
 
 class LayerOps(Protocol):
@@ -54,8 +55,9 @@ class LayerOps(Protocol):
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         """Shape of a linear layer's weight parameter stored as `dtype`."""
 
-    def linear_weight(self, weight: np.ndarray, dtype: str) -> ms.Tensor:
-        """A checkpoint's weight [out, in] (float32) in this implementation's layout, stored as `dtype`."""
+    def linear_weight(self, weight: np.ndarray, dtype: str, scales: np.ndarray | None = None) -> ms.Tensor:
+        """A checkpoint's weight [out, in] in this implementation's layout, stored as `dtype`: float32 values, or
+        for "int8" the quantized values q (int8) with their per-output-channel `scales` [out] (layers/int8.py)."""
 
     def linear(self, x: ms.Tensor, weight: Parameter, bias: Parameter | None, out_features: int) -> ms.Tensor:
         """x [N, in] -> x @ W^T + bias, [N, out]."""

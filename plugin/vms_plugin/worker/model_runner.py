@@ -18,6 +18,7 @@ from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRun
 
 from vms_plugin.models.registry import build_model
 from vms_plugin.ops import layer_ops
+from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
@@ -66,7 +67,9 @@ class MindSporeModelRunner:
         model_dir = Path(self.vllm_config.model_config.model)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
-        self.model = build_model(model_dir, storage_dtype_name(self.vllm_config.model_config.dtype))
+        model_config = self.vllm_config.model_config
+        int8 = int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
+        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8)
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
 
