@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import ARCHITECTURES, save_tiny_model
+from tiny_models import ARCHITECTURES, save_compressed_tensors_w8a8, save_tiny_model
 
 VMS = str(Path(sys.executable).with_name("vms"))
 
@@ -36,6 +36,13 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     """One tiny random checkpoint per architecture the plugin implements."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {architecture: save_tiny_model(architecture, root / architecture) for architecture in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def w8a8_model_dir(tiny_model_dirs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama as a compressed-tensors int8 W8A8 checkpoint (tiny_models.save_compressed_tensors_w8a8)."""
+    target = tmp_path_factory.mktemp("w8a8") / "LlamaForCausalLM-W8A8"
+    return save_compressed_tensors_w8a8(tiny_model_dirs["LlamaForCausalLM"], target)
 
 
 _MEASUREMENTS: list[str] = []

@@ -70,3 +70,27 @@ def save_tiny_model(
                 param.copy_(0.15 * torch.randn_like(param))
     model.save_pretrained(target, safe_serialization=True, max_shard_size=max_shard_size)
     return target
+
+
+def save_compressed_tensors_w8a8(source: Path, target: Path) -> Path:
+    """The checkpoint at `source` as an int8 W8A8 checkpoint in the compressed-tensors format, written by the
+    compressed-tensors library the way llm-compressor's W8A8 recipe writes it: every decoder Linear layer's weight
+    int8 with one min-max scale per output channel, activations int8 per token at run time, lm_head left in float.
+    """
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config, preset_name_to_scheme
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    scheme = preset_name_to_scheme("W8A8", ["Linear"])
+    apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"]))
+    with torch.no_grad():  # what llm-compressor's calibration computes for weights: max |W| per row / 127
+        for module in model.modules():
+            if hasattr(module, "weight_scale"):
+                module.weight_scale.copy_(module.weight.abs().amax(dim=1, keepdim=True) / 127)
+    compressor = ModelCompressor.from_pretrained_model(model, quantization_format="int-quantized")
+    compressor.compress_model(model)
+    model.save_pretrained(target)
+    compressor.update_config(target)
+    return target

@@ -17,11 +17,12 @@ TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
 GREEDY_PROMPTS, GREEDY_TOKENS = 8, 32
 
 
-def logits_of(model_dir, dtype: str, prompt: list[int]) -> np.ndarray:
+def logits_of(model_dir, dtype: str, prompt: list[int], int8=None) -> np.ndarray:
+    """vms's logits for every position of `prompt`, weights stored as `dtype` (int8 with an `int8` scheme)."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.worker.batch import ScheduledRequest
 
-    model = build_model(model_dir, dtype)
+    model = build_model(model_dir, dtype, int8)
     blocks = list(range(-(-len(prompt) // BLOCK_SIZE)))
     for attention in model.attention_layers():
         attention.allocate_kv_cache(len(blocks), BLOCK_SIZE)
@@ -61,12 +62,12 @@ def test_16_bit_logits_of_the_default_model_match_transformers(dtype, default_mo
     assert_close_to_transformers_and_to_float32(default_model_dir, dtype, prompt)
 
 
-def greedy(model_dir, dtype: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+def greedy(model_dir, dtype: str, prompts: list[list[int]], new_tokens: int, int8=None) -> list[list[int]]:
     """Argmax decoding of all prompts as one batch through the paged KV cache: prefill, then one token a step."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.worker.batch import ScheduledRequest
 
-    model = build_model(model_dir, dtype)
+    model = build_model(model_dir, dtype, int8)
     per_request = -(-(max(map(len, prompts)) + new_tokens) // BLOCK_SIZE)
     for attention in model.attention_layers():
         attention.allocate_kv_cache(per_request * len(prompts), BLOCK_SIZE)

@@ -68,3 +68,58 @@ def test_a_start_method_chosen_before_stands_and_none_means_spawn(tiny_llama, mo
         monkeypatch.setenv(START_METHOD_VARIABLE, chosen)
     engine_config(tiny_llama)
     assert os.environ[START_METHOD_VARIABLE] == (chosen or "spawn")
+
+
+@pytest.mark.parametrize("method", ["int8_per_channel_weight_only", "int8_per_channel"])
+def test_int8_quantization_methods_are_accepted_by_name(tiny_llama, method: str) -> None:
+    """vLLM's own W8A16 shorthand (which vLLM allows with 16-bit dtypes only), and W8A8 `int8_per_channel`, which
+    vms registers in vLLM's quantization registry."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    config = engine_config(tiny_llama, quantization=method, dtype="bfloat16")
+    assert config.model_config.quantization == method
+    assert method in QUANTIZATION_METHODS
+
+
+def test_a_compressed_tensors_checkpoint_is_recognised(w8a8_model_dir) -> None:
+    config = engine_config(str(w8a8_model_dir), dtype="float32")
+    assert config.model_config.quantization == "compressed-tensors"
+
+
+def test_an_unsupported_quantization_method_stops_start_up_naming_it(tiny_llama) -> None:
+    with pytest.raises(ValueError, match="quantization method 'fp8_per_tensor' is not supported: vms serves"):
+        engine_config(tiny_llama, quantization="fp8_per_tensor")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"weights": {"num_bits": 4}}, "quantizes weights to int4, not int8"),
+        ({"weights": {"symmetric": False}}, "quantizes weights asymmetrically"),
+        ({"weights": {"strategy": "group", "group_size": 128}}, "scales weights per group, not per channel"),
+        ({"input_activations": {"dynamic": False, "strategy": "tensor"}}, "has static activation scales"),
+        ({"format": "pack-quantized"}, "has format 'pack-quantized', not int-quantized"),
+    ],
+    ids=["int4 weights", "asymmetric", "group scales", "static activations", "packed format"],
+)
+def test_a_checkpoint_quantization_vms_cannot_serve_stops_start_up_naming_it(
+    w8a8_model_dir, tmp_path, change: dict, message: str
+) -> None:
+    import json
+
+    for source in w8a8_model_dir.iterdir():
+        (tmp_path / source.name).symlink_to(source)
+    config = json.loads((w8a8_model_dir / "config.json").read_text())
+    group = config["quantization_config"]["config_groups"]["group_0"]
+    for key, value in change.items():
+        if isinstance(value, dict):
+            group[key].update(value)
+        else:
+            group[key] = value
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"compressed-tensors quantization_config {message}") as raised:
+        engine_config(str(tmp_path), dtype="float32")
+    # one line, naming what the checkpoint does and what vms serves (pydantic adds lines of its own around it)
+    (line,) = [line for line in str(raised.value).splitlines() if message in line]
+    assert "vms serves --quantization int8_per_channel_weight_only (W8A16)" in line
