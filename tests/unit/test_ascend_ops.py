@@ -9,7 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from test_model_logits import BLOCK_SIZE, TOLERANCE, assert_logits_match_transformers, mindspore_step
+from offline_model import BLOCK_SIZE, mindspore_step
+from test_model_logits import TOLERANCE, assert_logits_match_transformers
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 import vms_plugin.ops as ops_module

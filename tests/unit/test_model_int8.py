@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from int8_reference import int8_reference
-from test_model_precision import GREEDY_TOKENS, first_differences, greedy, logits_of
+from offline_model import first_differences, greedy, logits_of
+from test_model_precision import GREEDY_TOKENS
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 SCHEMES = ("W8A16", "W8A8")

@@ -7,23 +7,10 @@ addressing and rotary positions are all on the path being compared.
 
 import numpy as np
 import pytest
+from offline_model import BLOCK_SIZE, mindspore_step
 from tiny_models import ARCHITECTURES, ROPE_VARIANTS, VOCAB_SIZE, save_tiny_model
 
 TOLERANCE = 1e-3
-BLOCK_SIZE = 16
-
-
-def mindspore_step(model, requests):
-    """Logits for every token of one batched step."""
-    from mindspore import Tensor
-
-    from vms_plugin.ops import layer_ops
-    from vms_plugin.worker.batch import build_step_batch
-
-    batch = build_step_batch(requests, BLOCK_SIZE)
-    inputs = layer_ops().attention_inputs(batch)
-    every_token = Tensor(np.arange(len(batch.input_ids), dtype=np.int32))
-    return model(Tensor(batch.input_ids), inputs, every_token).asnumpy()
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

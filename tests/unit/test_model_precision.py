@@ -10,23 +10,11 @@ Tolerance, max |logit difference| against transformers at the same dtype as a fr
 
 import numpy as np
 import pytest
-from test_model_logits import BLOCK_SIZE, mindspore_step
+from offline_model import first_differences, greedy, logits_of
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
 GREEDY_PROMPTS, GREEDY_TOKENS = 8, 32
-
-
-def logits_of(model_dir, dtype: str, prompt: list[int], int8=None) -> np.ndarray:
-    """vms's logits for every position of `prompt`, weights stored as `dtype` (int8 with an `int8` scheme)."""
-    from vms_plugin.models.registry import build_model
-    from vms_plugin.worker.batch import ScheduledRequest
-
-    model = build_model(model_dir, dtype, int8)
-    blocks = list(range(-(-len(prompt) // BLOCK_SIZE)))
-    for attention in model.attention_layers():
-        attention.allocate_kv_cache(len(blocks), BLOCK_SIZE)
-    return mindspore_step(model, [ScheduledRequest(prompt, 0, blocks, True)])
 
 
 def transformers_logits(model_dir, dtype: str, prompt: list[int]) -> np.ndarray:
@@ -62,29 +50,6 @@ def test_16_bit_logits_of_the_default_model_match_transformers(dtype, default_mo
     assert_close_to_transformers_and_to_float32(default_model_dir, dtype, prompt)
 
 
-def greedy(model_dir, dtype: str, prompts: list[list[int]], new_tokens: int, int8=None) -> list[list[int]]:
-    """Argmax decoding of all prompts as one batch through the paged KV cache: prefill, then one token a step."""
-    from vms_plugin.models.registry import build_model
-    from vms_plugin.worker.batch import ScheduledRequest
-
-    model = build_model(model_dir, dtype, int8)
-    per_request = -(-(max(map(len, prompts)) + new_tokens) // BLOCK_SIZE)
-    for attention in model.attention_layers():
-        attention.allocate_kv_cache(per_request * len(prompts), BLOCK_SIZE)
-    blocks = [list(range(r * per_request, (r + 1) * per_request)) for r in range(len(prompts))]
-    step = [ScheduledRequest(p, 0, b, True) for p, b in zip(prompts, blocks, strict=True)]
-    outputs: list[list[int]] = [[] for _ in prompts]
-    ends = np.cumsum([len(p) for p in prompts]) - 1
-    logits = mindspore_step(model, step)[ends]
-    for _ in range(new_tokens):
-        for output, row in zip(outputs, logits, strict=True):
-            output.append(int(row.argmax()))
-        lengths = [len(p) + len(o) - 1 for p, o in zip(prompts, outputs, strict=True)]
-        step = [ScheduledRequest([o[-1]], n, b, True) for o, n, b in zip(outputs, lengths, blocks, strict=True)]
-        logits = mindspore_step(model, step)
-    return outputs
-
-
 def transformers_greedy(model_dir, dtype: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
     import torch
     from transformers import AutoModelForCausalLM
@@ -98,14 +63,6 @@ def transformers_greedy(model_dir, dtype: str, prompts: list[list[int]], new_tok
                 ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
         outputs.append(ids[len(prompt) :])
     return outputs
-
-
-def first_differences(expected: list[list[int]], actual: list[list[int]]) -> list[int | None]:
-    """Per prompt, the position of the first token that differs (None: identical)."""
-    return [
-        next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), None)
-        for x, y in zip(expected, actual, strict=True)
-    ]
 
 
 @pytest.mark.parametrize("dtype", TOLERANCE)
