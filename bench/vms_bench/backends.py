@@ -6,7 +6,8 @@ by the parent) decides whether the plugin runs, so the platform plugin is the on
 one core on a small host) while vms computes on every core, so `...-all-cores` (no core reserved) is the peer at
 equal core count. `vms`, `vllm-cpu` and `vllm-cpu-all-cores` run float32 (equal precision); the `-default`
 ones run `dtype="auto"`, what each engine picks when a user asks for nothing (bfloat16 on CPU for both).
-`llama-cpp` runs the original GGUF through llama-cpp-python.
+`vms-int8` is vms at its default with `--quantization int8_per_channel_weight_only` (int8 decoder weights, W8A16),
+the peer of `llama-cpp`, which runs the original 4-bit GGUF through llama-cpp-python.
 """
 
 import os
@@ -20,6 +21,7 @@ BACKENDS = (
     "vllm-cpu-default",
     "vllm-cpu-default-all-cores",
     "llama-cpp",
+    "vms-int8",
     "vms",
     "vllm-cpu",
     "vllm-cpu-all-cores",
@@ -32,16 +34,18 @@ BACKEND_ENV: dict[str, dict[str, str]] = {
     "vllm-cpu-default": _VLLM_CPU,
     "vllm-cpu-default-all-cores": _ALL_CORES,
     "llama-cpp": _VLLM_CPU,
+    "vms-int8": _PLUGIN,
     "vms": _PLUGIN,
     "vllm-cpu": _VLLM_CPU,
     "vllm-cpu-all-cores": _ALL_CORES,
 }
 # vLLM's dtype per backend; auto resolves to bfloat16 on CPU for a float32 or bfloat16 checkpoint (both engines).
 BACKEND_DTYPE = {
-    backend: "auto" if backend.endswith(("-default", "-default-all-cores")) else "float32"
+    backend: "auto" if backend.endswith(("-default", "-default-all-cores", "-int8")) else "float32"
     for backend in BACKENDS
     if backend != "llama-cpp"
 }
+BACKEND_QUANTIZATION = {"vms-int8": "int8_per_channel_weight_only"}  # vLLM's --quantization
 BYTES_PER_WEIGHT = {"float32": 4, "auto": 2}
 # Report tables: title -> (subject, its peers); ratios are subject / peer.
 COMPARISONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -50,6 +54,7 @@ COMPARISONS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("vllm-cpu-default", "vllm-cpu-default-all-cores", "llama-cpp"),
     ),
     "equal precision (float32 on both)": ("vms", ("vllm-cpu", "vllm-cpu-all-cores")),
+    "int8 weights against llama.cpp's 4-bit GGUF": ("vms-int8", ("llama-cpp",)),
 }
 
 
@@ -61,12 +66,13 @@ class Backend(Protocol):
 
 
 class VllmBackend:
-    def __init__(self, model_dir: Path, workload: Workload, dtype: str) -> None:
+    def __init__(self, model_dir: Path, workload: Workload, dtype: str, quantization: str | None = None) -> None:
         from vllm import LLM
 
         self.llm = LLM(
             model=str(model_dir),
             dtype=dtype,
+            quantization=quantization,
             max_model_len=workload.max_model_len,
             kv_cache_memory_bytes=workload.kv_cache_bytes,
             enforce_eager=workload.vllm_cpu_eager,

@@ -17,6 +17,7 @@ VLLM_BACKENDS = (
     "vms-default",
     "vllm-cpu-default",
     "vllm-cpu-default-all-cores",
+    "vms-int8",
     "vms",
     "vllm-cpu",
     "vllm-cpu-all-cores",
@@ -48,7 +49,9 @@ def test_every_vllm_backend_reports_every_figure(report: Path) -> None:
         assert set(FIGURES) <= set(summary), backend
         assert all(summary[name]["median"] > 0 for name in FIGURES), backend
         assert result["bounds"][backend]["decode_tokens_per_s"] > 0
-    defaults, float32 = result["comparisons"].values()
+    defaults, float32, int8 = result["comparisons"].values()
+    assert int8["subject"] == "vms-int8"
+    assert result["bounds"]["vms-int8"]["decode_tokens_per_s"] > result["bounds"]["vms-default"]["decode_tokens_per_s"]
     assert (defaults["subject"], float32["subject"]) == ("vms-default", "vms")
     for comparison in (defaults, float32):
         assert all(set(FIGURES) <= set(ratios) for ratios in comparison["ratios"].values())
