@@ -47,7 +47,9 @@ class CpuOps:
         if dtype == "int8":
             return Tensor(pack_int8_linear_weight(weight, scales))
         packed = Tensor(pack_linear_weight(weight, dtype))
-        return packed.view(ms.bfloat16) if dtype == "bfloat16" else packed  # bfloat16 arrives as its bit patterns
+        # bfloat16 arrives as its bit patterns. A dtype view would be made contiguous (copied) at every launch: the
+        # copy makes it a tensor of its own.
+        return packed.view(ms.bfloat16).copy() if dtype == "bfloat16" else packed
 
     def linear(self, x, weight, bias, out_features):
         float_activations = self._constant((0.0,))
