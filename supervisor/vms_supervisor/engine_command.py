@@ -38,6 +38,8 @@ def engine_argv(settings: Settings, model_dir: Path) -> list[str]:
     argv += ["--disable-access-log-for-endpoints", "/health,/metrics"]
     if settings.dtype != "auto":
         argv += ["--dtype", settings.dtype]
+    if settings.quantization != "none":
+        argv += ["--quantization", settings.quantization]
     if settings.tensor_parallel_size != "auto":
         argv += ["--tensor-parallel-size", settings.tensor_parallel_size]
     return argv + settings.engine_arguments()

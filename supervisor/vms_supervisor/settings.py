@@ -23,6 +23,7 @@ MANAGED_ENGINE_FLAGS = (
     "--max-model-len",
     "--kv-cache-memory-bytes",
     "--dtype",
+    "--quantization",
     "--tensor-parallel-size",
 )
 
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
         "auto",
         description="storage type of weights and KV cache; auto follows the checkpoint as vLLM does (a float32 "
         "checkpoint is served as bfloat16); the CPU path accumulates in float32 whatever it is",
+    )
+    quantization: Literal["none", "int8_per_channel_weight_only", "int8_per_channel"] = Field(
+        "none",
+        description="int8 weights quantized at load: int8_per_channel_weight_only (W8A16, vLLM's name) or "
+        "int8_per_channel (W8A8); a compressed-tensors int8 checkpoint is recognised without it",
     )
     host: str = Field("127.0.0.1", description="address both servers bind to (the image sets 0.0.0.0)")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="OpenAI-compatible API port")
@@ -81,7 +87,7 @@ class Settings(BaseSettings):
         None, description="supervisord config, socket and logs; unset: a fresh temporary directory per start"
     )
 
-    @field_validator("log_level", "device", "dtype", mode="before")
+    @field_validator("log_level", "device", "dtype", "quantization", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

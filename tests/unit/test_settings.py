@@ -33,12 +33,14 @@ def test_variables_are_read_and_units_parsed(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("VMS_DEVICE", "CPU")
     monkeypatch.setenv("VMS_TENSOR_PARALLEL_SIZE", "2")
     monkeypatch.setenv("VMS_ENGINE_ARGS", "--max-num-seqs 8 --enable-prefix-caching")
+    monkeypatch.setenv("VMS_QUANTIZATION", "INT8_per_channel")
     settings = load_settings()
     assert int(settings.kv_cache_memory) == 512 << 20
     assert settings.device == "cpu"
     argv = engine_argv(settings, tmp_path)
     assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(512 << 20)
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert argv[argv.index("--quantization") + 1] == "int8_per_channel"
     assert argv[-3:] == ["--max-num-seqs", "8", "--enable-prefix-caching"]
 
 
@@ -53,6 +55,7 @@ def test_flags_override_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ("VMS_PORT", "abc", "VMS_PORT='abc': Input should be a valid integer"),
         ("VMS_PORT", "70000", "(allowed: 1-65535)"),
         ("VMS_DEVICE", "gpu", "VMS_DEVICE='gpu': Input should be 'auto', 'ascend' or 'cpu'"),
+        ("VMS_QUANTIZATION", "awq", "VMS_QUANTIZATION='awq': Input should be 'none', 'int8_per_channel_weight_only'"),
         ("VMS_TENSOR_PARALLEL_SIZE", "0", "VMS_TENSOR_PARALLEL_SIZE='0': expected auto or an integer >= 1"),
         ("VMS_VISIBLE_DEVICES", "a,b", "VMS_VISIBLE_DEVICES='a,b': expected comma-separated NPU ids"),
         ("VMS_KV_CACHE_MEMORY", "lots", "VMS_KV_CACHE_MEMORY='lots': could not parse value and unit"),
