@@ -3,7 +3,8 @@
 Two layouts belong to the implementation and only it reads or writes them: the KV caches' (`kv_cache_shape`)
 and the linear layers' weights (`linear_weight_shape`, filled from the checkpoint through `linear_weight`), which
 an embedding table shares (`embedding` looks rows up in it). Both are kept in the model's storage type
-(layers/precision.py: "float32", "float16" or "bfloat16"); activations are float32.
+(layers/precision.py: "float32", "float16" or "bfloat16"), and a quantized model's decoder linear weights as
+"int8" with per-channel scales (layers/int8.py); activations are float32.
 """
 
 from typing import NamedTuple, Protocol
