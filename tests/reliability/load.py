@@ -134,6 +134,7 @@ class Load(threading.Thread):
         super().__init__(name="load", daemon=True)
         self.base_url, self.requests, self.clients, self.bound_s, self.seed = base_url, requests, clients, bound_s, seed
         self.outcomes: list[Outcome] = []
+        self.in_flight = 0  # requests sent and not yet ended (read from other threads, written by the loop's)
         self._finish = threading.Event()
 
     def finish(self) -> list[Outcome]:
@@ -157,6 +158,7 @@ class Load(threading.Thread):
         rng = random.Random(self.seed * 1000 + index)
         while not self._finish.is_set():
             request, started = self.requests(rng), time.monotonic()
+            self.in_flight += 1
             try:
                 detail = await asyncio.wait_for(send(client, self.base_url, request), self.bound_s)
                 result = ERROR if detail else COMPLETE
@@ -164,6 +166,8 @@ class Load(threading.Thread):
                 result, detail = HUNG, f"no answer and no error within {self.bound_s:g} s"
             except (httpx.HTTPError, json.JSONDecodeError) as error:
                 result, detail = ERROR, f"{type(error).__name__}: {error or repr(error.__context__)}"
+            finally:
+                self.in_flight -= 1
             self.outcomes.append(Outcome(index, request.kind, started, time.monotonic(), result, detail))
             if result != COMPLETE:
                 await asyncio.sleep(PAUSE_AFTER_ERROR_S)
