@@ -8,21 +8,27 @@ cache directly and one KV head's rows are contiguous for the kernels in kernels/
 from typing import NamedTuple
 
 import mindspore as ms
+import numpy as np
 from mindspore import Tensor
 
 from vms_plugin.worker.batch import StepBatch
 
 
 class AttentionInputs(NamedTuple):
-    """T tokens of R requests; C context slots per request (the longest block table times block size)."""
+    """T tokens of R requests; C context slots per request (the longest block table times block size).
 
-    positions: ms.Tensor  # [T] int32: each token's position; it sees context positions 0..position
-    slot_mapping: ms.Tensor  # [T] int32: the cache slot its K/V is written to
-    token_requests: ms.Tensor  # [T] int32: which request (row of context_slots) it belongs to
-    context_slots: ms.Tensor  # [R, C] int32: the cache slot of each context position of each request
+    One int32 tensor, since a kernel launch costs ~5 us per input: R, C, then
+      positions [T]: each token's position; it sees context positions 0..position,
+      slot_mapping [T]: the cache slot its K/V is written to,
+      token_requests [T]: which request (row of context_slots) it belongs to,
+      context_slots [R, C]: the cache slot of each context position of each request.
+    """
+
+    indices: ms.Tensor
 
 
 def attention_inputs(batch: StepBatch) -> AttentionInputs:
-    return AttentionInputs(
-        Tensor(batch.positions), Tensor(batch.slot_mapping), Tensor(batch.token_requests), Tensor(batch.context_slots)
-    )
+    requests, context = batch.context_slots.shape
+    header = np.array([requests, context], np.int32)
+    parts = (header, batch.positions, batch.slot_mapping, batch.token_requests, batch.context_slots.reshape(-1))
+    return AttentionInputs(Tensor(np.concatenate([part.astype(np.int32, copy=False) for part in parts])))

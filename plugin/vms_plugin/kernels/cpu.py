@@ -106,7 +106,7 @@ def paged_attention(
 
 
 def decoder_layer(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """A whole decoder layer in one launch -> (MLP output, residual stream); the 21 inputs in the order
+    """A whole decoder layer in one launch -> (MLP output, residual stream); the 11 inputs in the order
     cpu_kernels.cc's DecoderLayer lists them (ops/cpu.py assembles them)."""
     return _operator("DecoderLayer")(*inputs)
 

@@ -650,46 +650,78 @@ KvCache<C> CacheParams(void **params, int64_t **shapes, int k_index) {
           shapes[k_index][1], shapes[k_index][2]};
 }
 
+// A layer's constants input (DecoderLayer's input 2): a header of kHeaderFloats settings, then its small vectors.
+struct LayerConstants {
+  float eps, qk_eps, scale;
+  bool has_residual, int8_activations;
+  int64_t intermediate, qkv_width;
+  const float *input_norm, *post_norm, *qkv_bias, *o_bias, *q_norm, *k_norm;
+
+  static constexpr int64_t kHeaderFloats = 8;
+
+  LayerConstants(const float *c, int64_t hidden, int64_t head_dim)
+      : eps(c[0]), qk_eps(c[2]), scale(c[3]), has_residual(c[1] != 0.0f), int8_activations(c[5] != 0.0f),
+        intermediate(static_cast<int64_t>(c[4])), qkv_width(static_cast<int64_t>(c[6])) {
+    input_norm = c + kHeaderFloats;
+    post_norm = input_norm + hidden;
+    qkv_bias = post_norm + hidden;
+    o_bias = qkv_bias + qkv_width;
+    q_norm = o_bias + hidden;
+    k_norm = q_norm + head_dim;
+  }
+};
+
+// The step's index tensor (DecoderLayer's input 8), int32: R, C, then positions [T], slot_mapping [T],
+// token_requests [T] and context_slots [R, C] (see attention/paged.py).
+struct StepIndices {
+  int64_t context;
+  const int32_t *positions, *slots, *token_requests, *context_slots;
+
+  StepIndices(const int32_t *indices, int64_t tokens)
+      : context(indices[1]), positions(indices + 2), slots(positions + tokens), token_requests(slots + tokens),
+        context_slots(token_requests + tokens) {}
+};
+
 // One Llama-family decoder layer; the inputs are listed at DecoderLayer below. W: linear weights, C: KV caches.
 template <typename W, typename C>
 void DecoderLayerWith(void **params, int64_t **shapes) {
   const float *x = static_cast<const float *>(params[0]);
-  const float *config = static_cast<const float *>(params[20]);
-  const float eps = config[0], qk_eps = config[2], scale = config[3];
-  const bool has_residual = config[1] != 0.0f, int8_activations = config[5] != 0.0f;
-  const int64_t intermediate = static_cast<int64_t>(config[4]);
-  const KvCache<C> cache = CacheParams<C>(params, shapes, 18);
+  const KvCache<C> cache = CacheParams<C>(params, shapes, 9);
   const int64_t tokens = shapes[0][0], hidden = shapes[0][1];
-  const int64_t qkv_width = shapes[4][0], heads = qkv_width / cache.dim - 2 * cache.kv_heads;
-  const int64_t attn_width = heads * cache.dim;
-  auto vector = [&](int index) { return static_cast<const float *>(params[index]); };
+  const LayerConstants layer(static_cast<const float *>(params[2]), hidden, cache.dim);
+  const StepIndices step(static_cast<const int32_t *>(params[8]), tokens);
+  const int64_t heads = layer.qkv_width / cache.dim - 2 * cache.kv_heads, attn_width = heads * cache.dim;
+  const int64_t intermediate = layer.intermediate;
+  const float *cos = static_cast<const float *>(params[7]), *sin = cos + shapes[7][1] * cache.dim;
   auto weight = [&](int index) { return static_cast<const W *>(params[index]); };
-  const int32_t *positions = static_cast<const int32_t *>(params[14]);
-  float *out = static_cast<float *>(params[21]);
-  float *residual = static_cast<float *>(params[22]);
+  float *out = static_cast<float *>(params[11]);
+  float *residual = static_cast<float *>(params[12]);
 
   thread_local std::vector<float> normed, qkv, q, attn, gate_up, act;
   normed.resize(tokens * hidden);
-  qkv.resize(tokens * qkv_width);
+  qkv.resize(tokens * layer.qkv_width);
   q.resize(tokens * attn_width);
   attn.resize(tokens * attn_width);
   gate_up.resize(tokens * 2 * intermediate);
   act.resize(tokens * intermediate);
 
-  std::memcpy(residual, has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
-  AddRmsNormRows(has_residual ? x : nullptr, residual, vector(2), eps, tokens, hidden, normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(3), qkv_width, vector(4), qkv.data(), int8_activations);
-  RopeAndCache(qkv.data(), tokens, heads, vector(12), vector(13), positions, static_cast<const int32_t *>(params[15]),
-               cache, qk_eps > 0 ? vector(5) : nullptr, qk_eps > 0 ? vector(6) : nullptr, qk_eps, q.data());
-  PagedAttend(q.data(), tokens, heads, cache, positions, static_cast<const int32_t *>(params[16]),
-              static_cast<const int32_t *>(params[17]), shapes[17][1], scale, attn.data());
-  PackedLinear(attn.data(), tokens, attn_width, weight(7), hidden, vector(8), out, int8_activations);
-  AddRmsNormRows(out, residual, vector(9), eps, tokens, hidden, normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(10), 2 * intermediate, static_cast<const float *>(nullptr),
-               gate_up.data(), int8_activations);
+  std::memcpy(residual, layer.has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
+  AddRmsNormRows(layer.has_residual ? x : nullptr, residual, layer.input_norm, layer.eps, tokens, hidden,
+                 normed.data());
+  PackedLinear(normed.data(), tokens, hidden, weight(3), layer.qkv_width, layer.qkv_bias, qkv.data(),
+               layer.int8_activations);
+  const bool qk_norm = layer.qk_eps > 0;
+  RopeAndCache(qkv.data(), tokens, heads, cos, sin, step.positions, step.slots, cache,
+               qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
+  PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots, step.context,
+              layer.scale, attn.data());
+  PackedLinear(attn.data(), tokens, attn_width, weight(4), hidden, layer.o_bias, out, layer.int8_activations);
+  AddRmsNormRows(out, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
+  PackedLinear(normed.data(), tokens, hidden, weight(5), 2 * intermediate, static_cast<const float *>(nullptr),
+               gate_up.data(), layer.int8_activations);
   SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
-  PackedLinear(act.data(), tokens, intermediate, weight(11), hidden, static_cast<const float *>(nullptr), out,
-               int8_activations);
+  PackedLinear(act.data(), tokens, intermediate, weight(6), hidden, static_cast<const float *>(nullptr), out,
+               layer.int8_activations);
 }
 
 }  // namespace
@@ -796,22 +828,26 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 }
 
 // One Llama-family decoder layer (Llama, Qwen2 with q/k/v biases, Qwen3 with q/k norms). Inputs:
-//   0 x [T, E], 1 residual [T, E] (ignored in the first layer), 2 input_norm [E], 3 qkv packed (N = (H + 2K) D),
-//   4 qkv_bias [(H + 2K) D], 5 q_norm [D], 6 k_norm [D], 7 o packed (N = E), 8 o_bias [E], 9 post_norm [E],
-//   10 gate_up packed (N = 2I), 11 down packed (K = I, N = E), 12 cos [P, D], 13 sin [P, D], 14 positions [T],
-//   15 slot_mapping [T], 16 token_requests [T], 17 context_slots [R, C], 18 k_cache, 19 v_cache [K, S, D],
-//   20 config [6]: rms eps, has residual (0 in the first layer), q/k norm eps (0: none), attention scale, I,
-//   int8 activations (1: int8 weights quantize each layer's input per row, W8A8).
-// The four packed weights share one storage type, and so do the two caches.
-// Outputs: 21 the MLP's output [T, E] and 22 the residual stream [T, E], unsummed, as the layer's Python form
+//   0 x [T, E], 1 residual [T, E] (ignored in the first layer),
+//   2 constants float32: a header of 8 (rms eps, has residual (0 in the first layer), q/k norm eps (0: none),
+//     attention scale, I, int8 activations (1: int8 weights quantize each layer's input per row, W8A8),
+//     qkv width (H + 2K) D, 0), then input_norm [E], post_norm [E], qkv_bias [(H + 2K) D], o_bias [E],
+//     q_norm [D], k_norm [D] (zeros where the model has none),
+//   3 qkv packed (N = (H + 2K) D), 4 o packed (N = E), 5 gate_up packed (N = 2I), 6 down packed (K = I, N = E),
+//   7 rotary [2, P, D]: the cos table, then the sin table,
+//   8 step indices int32: R, C, positions [T], slot_mapping [T], token_requests [T], context_slots [R, C],
+//   9 k_cache, 10 v_cache [K, S, D].
+// A launch costs MindSpore ~5 us per input (bench/README.md), so a layer's small vectors travel in one tensor and
+// the step's indices in another. The four packed weights share one storage type, and so do the two caches.
+// Outputs: 11 the MLP's output [T, E] and 12 the residual stream [T, E], unsummed, as the layer's Python form
 // returns them (the next layer's norm adds them).
 int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
-  for (int index : {7, 10, 11}) {
+  for (int index : {4, 5, 6}) {
     if (std::strcmp(dtypes[index], dtypes[3]) != 0) return 1;
   }
   return WithWeightType(dtypes[3], [&](auto weight_tag) {
-    return WithStorageType(dtypes[18], [&](auto cache_tag) {
+    return WithStorageType(dtypes[9], [&](auto cache_tag) {
       DecoderLayerWith<decltype(weight_tag), decltype(cache_tag)>(params, shapes);
       return 0;
     });

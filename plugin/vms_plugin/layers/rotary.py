@@ -2,11 +2,10 @@
 
 cos and sin are tabulated once for every position up to the model's maximum; the fused kernel that rotates q
 and k (kernels/cpu.py: rope_and_cache) looks each token's row up by position, so a step does no per-layer work
-to prepare them.
+to prepare them. The device's ops hold them in their own form (LayerOps.rotary).
 """
 
 import numpy as np
-from mindspore import Tensor
 
 from vms_plugin.layers.rope_scaling import RopeParameters, inverse_frequencies
 
@@ -18,7 +17,3 @@ def rotary_tables(head_dim: int, max_positions: int, rope: RopeParameters) -> tu
     angles = np.concatenate([freqs, freqs], axis=-1)
     scale = np.float32(attention_factor)
     return (np.cos(angles) * scale).astype(np.float32), (np.sin(angles) * scale).astype(np.float32)
-
-
-def rotary_tensors(head_dim: int, max_positions: int, rope: RopeParameters) -> tuple[Tensor, Tensor]:
-    return tuple(Tensor(table) for table in rotary_tables(head_dim, max_positions, rope))

@@ -17,7 +17,7 @@ from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.layers.rope_scaling import RopeParameters
-from vms_plugin.layers.rotary import rotary_tensors
+from vms_plugin.layers.rotary import rotary_tables
 from vms_plugin.ops import layer_ops
 from vms_plugin.ops.interface import DecoderWeights, StepInputs
 
@@ -133,6 +133,7 @@ class DecoderLayer(nn.Cell):
         self.mlp = MLP(args)
         self.eps = args.rms_norm_eps
         self.int8_activations = args.int8 is not None and args.int8.int8_activations
+        self.prepared: dict = {}  # the device's values derived from the weights (DecoderWeights.prepared)
         self.ops = layer_ops()
 
     def weights(self) -> DecoderWeights:
@@ -155,10 +156,11 @@ class DecoderLayer(nn.Cell):
             eps=self.eps,
             scale=attn.scale,
             int8_activations=self.int8_activations,
+            prepared=self.prepared,
         )
 
     def construct(
-        self, x: ms.Tensor, residual: ms.Tensor | None, rotary: tuple[ms.Tensor, ms.Tensor], inputs: StepInputs
+        self, x: ms.Tensor, residual: ms.Tensor | None, rotary: Any, inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
         return self.ops.decoder_layer(self.weights(), x, residual, rotary, inputs)
 
@@ -169,7 +171,7 @@ class LlamaModel(nn.Cell):
         self.embed_tokens = Embedding(args.vocab_size, args.hidden_size, args.dtype)
         self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.rotary = rotary_tensors(args.head_dim, args.max_position_embeddings, args.rope)
+        self.rotary = layer_ops().rotary(*rotary_tables(args.head_dim, args.max_position_embeddings, args.rope))
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs) -> tuple[ms.Tensor, ms.Tensor]:
         """The last layer's (output, residual); their sum, normalised, is the final hidden state."""

@@ -131,6 +131,9 @@ class AscendOps:
             y = mint.matmul(x, weight)
         return y if bias is None else y + bias
 
+    def rotary(self, cos: np.ndarray, sin: np.ndarray) -> tuple[Tensor, Tensor]:
+        return Tensor(cos), Tensor(sin)
+
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
         w = weights
         if residual is None:

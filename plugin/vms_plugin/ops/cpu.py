@@ -64,39 +64,60 @@ class CpuOps:
     def add_rms_norm(self, x, residual, weight, eps):
         return kernels.add_rms_norm(x, residual, weight, self._constant((eps,)))
 
+    def rotary(self, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+        return Tensor(np.stack([cos, sin]))  # one input per launch instead of two
+
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
-        heads, kv_heads, head_dim = weights.heads
-        qk_norm = weights.q_norm is not None
-        config = (
-            weights.eps,
-            float(residual is not None),
-            weights.eps if qk_norm else 0.0,
-            weights.scale,
-            float(weights.intermediate_size),
-            float(weights.int8_activations),
-        )
+        has_residual = residual is not None
+        if has_residual not in weights.prepared:
+            weights.prepared[has_residual] = Tensor(layer_constants(weights, has_residual))
         return kernels.decoder_layer(
             x,
-            x if residual is None else residual,
-            weights.input_norm,
+            residual if has_residual else x,
+            weights.prepared[has_residual],
             weights.qkv,
-            self._zeros((heads + 2 * kv_heads) * head_dim) if weights.qkv_bias is None else weights.qkv_bias,
-            weights.q_norm if qk_norm else self._zeros(head_dim),
-            weights.k_norm if qk_norm else self._zeros(head_dim),
             weights.o,
-            self._zeros(x.shape[1]) if weights.o_bias is None else weights.o_bias,
-            weights.post_norm,
             weights.gate_up,
             weights.down,
-            *rotary,
-            inputs.positions,
-            inputs.slot_mapping,
-            inputs.token_requests,
-            inputs.context_slots,
+            rotary,
+            inputs.indices,
             weights.k_cache,
             weights.v_cache,
-            self._constant(config),
         )
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         kernels.copy_slots(k_cache, v_cache, src, dst)
+
+
+def layer_constants(weights: DecoderWeights, has_residual: bool) -> np.ndarray:
+    """A layer's settings and small vectors in one float32 array, as cpu_kernels.cc's DecoderLayer reads them.
+
+    Launches cost MindSpore ~5 us per input, so the six vectors and the settings travel as one tensor, made on the
+    layer's first step: a model's weights do not change once loaded.
+    """
+    heads, kv_heads, head_dim = weights.heads
+    qkv_width, hidden = (heads + 2 * kv_heads) * head_dim, weights.input_norm.shape[0]
+    qk_norm = weights.q_norm is not None
+    header = [
+        weights.eps,
+        float(has_residual),
+        weights.eps if qk_norm else 0.0,
+        weights.scale,
+        weights.intermediate_size,
+        float(weights.int8_activations),
+        qkv_width,
+        0.0,
+    ]
+
+    def values(vector, size: int) -> np.ndarray:
+        return np.zeros(size, np.float32) if vector is None else vector.asnumpy().astype(np.float32)
+
+    vectors = [
+        values(weights.input_norm, hidden),
+        values(weights.post_norm, hidden),
+        values(weights.qkv_bias, qkv_width),
+        values(weights.o_bias, hidden),
+        values(weights.q_norm, head_dim),
+        values(weights.k_norm, head_dim),
+    ]
+    return np.concatenate([np.array(header, np.float32), *vectors])

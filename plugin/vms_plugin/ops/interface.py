@@ -7,7 +7,7 @@ an embedding table shares (`embedding` looks rows up in it). Both are kept in th
 "int8" with per-channel scales (layers/int8.py); activations are float32.
 """
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import mindspore as ms
 import numpy as np
@@ -17,9 +17,8 @@ from vms_plugin.worker.batch import StepBatch
 
 
 class StepInputs(Protocol):
-    """A step's attention inputs, built once on the host by `LayerOps.attention_inputs` and shared by all layers."""
-
-    positions: ms.Tensor  # [T] int32
+    """A step's attention inputs, built once on the host by `LayerOps.attention_inputs` and shared by all layers;
+    only the implementation that made them reads them."""
 
 
 class DecoderWeights(NamedTuple):
@@ -41,7 +40,10 @@ class DecoderWeights(NamedTuple):
     intermediate_size: int  # I
     eps: float  # every RMSNorm's epsilon
     scale: float  # attention scale
-    int8_activations: bool = False  # int8 linear weights: quantize each one's input per token (W8A8)
+    int8_activations: bool  # int8 linear weights: quantize each one's input per token (W8A8)
+    # What the implementation derives from these weights on the layer's first step and keeps (the layer owns it):
+    # weights do not change once loaded.
+    prepared: dict[Any, Any]
 
 
 class LayerOps(Protocol):
@@ -75,12 +77,16 @@ class LayerOps(Protocol):
     ) -> tuple[ms.Tensor, ms.Tensor]:
         """(rms_norm(x + residual), x + residual)."""
 
+    def rotary(self, cos: np.ndarray, sin: np.ndarray) -> Any:
+        """The rotary tables cos and sin [max_positions, D] (float32) as this implementation's `decoder_layer` reads
+        them; made once per model."""
+
     def decoder_layer(
         self,
         weights: DecoderWeights,
         x: ms.Tensor,
         residual: ms.Tensor | None,
-        rotary: tuple[ms.Tensor, ms.Tensor],
+        rotary: Any,
         inputs: StepInputs,
     ) -> tuple[ms.Tensor, ms.Tensor]:
         """A pre-norm decoder layer -> (MLP output, residual stream), unsummed: the next norm adds them.
@@ -88,7 +94,7 @@ class LayerOps(Protocol):
         `residual` is None in the first layer (x is then the residual stream). Per layer: RMSNorm, qkv projection,
         rotary (after the per-head q/k norm if any) with k and v written to the caches at the step's slots, causal
         attention over each request's cached context, o projection, residual add + RMSNorm, SiLU(gate) * up, down
-        projection. `rotary` is the (cos, sin) tables [max_positions, D].
+        projection. `rotary` is what `rotary` made of the tables.
         """
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
