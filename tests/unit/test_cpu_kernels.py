@@ -167,11 +167,12 @@ def test_the_native_build_uses_avx512_bf16_and_vnni_dot_products_where_the_cpu_h
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
-@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 22])
+@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 20, 23])
 def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, dtype: str, build: str) -> None:
     """70 outputs: one full 64-column panel and a zero-padded one; 33 inputs, odd, so bfloat16's pair layout ends
-    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and every remainder path.
-    From DOT_MIN_ROWS rows a bfloat16 layer on AVX512-BF16 rounds its activations to bfloat16 too."""
+    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and a last tile of every
+    size (1-5 rows), below and above DOT_MIN_ROWS, from which a bfloat16 layer on AVX512-BF16 rounds its
+    activations to bfloat16 too."""
     from mindspore import Tensor
 
     rng = np.random.default_rng(3)
@@ -196,7 +197,7 @@ def quantized_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("int8_activations", [False, True], ids=["W8A16", "W8A8"])
-@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 22])
+@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 20, 23])
 def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_activations: bool, build: str) -> None:
     """70 outputs (a partial panel), 35 inputs (not a multiple of the four k per 32-bit lane), a zero row. W8A8
     products are integers, exact in both the VNNI and the widening build, so only the scaling's rounding differs."""

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cc")
-COMPILER_FLAGS = ("-O3", "-march=native", "-std=c++17", "-fopenmp", "-shared", "-fPIC")
+COMPILER_FLAGS = ("-O3", "-march=native", "-std=c++20", "-fopenmp", "-shared", "-fPIC")
 CACHE_ENV = "VMS_KERNEL_CACHE"
 
 logger = logging.getLogger(__name__)

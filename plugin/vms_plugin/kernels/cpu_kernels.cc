@@ -309,16 +309,34 @@ constexpr int kTileRows = 6;
 constexpr int kTileRows = 2;
 #endif
 
-// Rows of x in tiles of kTileRows (the rest one at a time) against one panel, written to out[:, 0:64].
+template <int ROWS, typename Tile>
+inline void RemainderTile(int64_t rows, int64_t first, Tile &tile) {
+  if constexpr (ROWS > 0) {
+    if (rows == ROWS) {
+      tile.template operator()<ROWS>(first);
+    } else {
+      RemainderTile<ROWS - 1>(rows, first, tile);
+    }
+  }
+}
+
+// Calls tile.template operator()<ROWS>(first row) over m rows: whole tiles of kTileRows, then one tile of the
+// remaining rows. A row computed alone reloads the whole panel for one row's multiply-adds, so the remainder is
+// one tile too (at 64 rows, four single rows cost as much as ~20 tiled ones).
+template <typename Tile>
+inline void InTiles(int64_t m, Tile &&tile) {
+  int64_t r = 0;
+  for (; r + kTileRows <= m; r += kTileRows) tile.template operator()<kTileRows>(r);
+  RemainderTile<kTileRows - 1>(m - r, r, tile);
+}
+
+// Rows of x in tiles (see InTiles) against one panel, written to out[:, 0:64].
 template <typename W>
 inline void PanelRows(const float *x, int64_t m, int64_t k_size, const W *panel, const float *bias, float *out,
                       int64_t out_stride) {
-  int64_t r = 0;
-  for (; r + kTileRows <= m; r += kTileRows) {
-    PanelTile<kTileRows>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
-  }
-  for (; r + 2 <= m; r += 2) PanelTile<2>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
-  if (r < m) PanelTile<1>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
+  InTiles(m, [&]<int ROWS>(int64_t r) {
+    PanelTile<ROWS>(x + r * k_size, k_size, panel, bias, out + r * out_stride, out_stride);
+  });
 }
 
 #if defined(__AVX512BF16__)
@@ -366,11 +384,9 @@ inline void PanelTileDot(const uint32_t *pairs, int64_t steps, const Bf16 *panel
 
 inline void PanelRowsDot(const uint32_t *pairs, int64_t m, int64_t steps, const Bf16 *panel, const float *bias,
                          float *out, int64_t out_stride) {
-  int64_t r = 0;
-  for (; r + kTileRows <= m; r += kTileRows) {
-    PanelTileDot<kTileRows>(pairs + r * steps, steps, panel, bias, out + r * out_stride, out_stride);
-  }
-  for (; r < m; ++r) PanelTileDot<1>(pairs + r * steps, steps, panel, bias, out + r * out_stride, out_stride);
+  InTiles(m, [&]<int ROWS>(int64_t r) {
+    PanelTileDot<ROWS>(pairs + r * steps, steps, panel, bias, out + r * out_stride, out_stride);
+  });
 }
 #else
 constexpr bool kHasBf16DotProducts = false;
@@ -453,11 +469,9 @@ inline void PanelRowsInt8Dot(const QuantizedRows &rows, int64_t m, const int8_t 
   const uint32_t *quads = rows.quads.data();
   const float *scales = rows.scales.data();
   const int64_t steps = rows.steps;
-  int64_t r = 0;
-  for (; r + kTileRows <= m; r += kTileRows) {
-    PanelTileInt8Dot<kTileRows>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
-  }
-  for (; r < m; ++r) PanelTileInt8Dot<1>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
+  InTiles(m, [&]<int ROWS>(int64_t r) {
+    PanelTileInt8Dot<ROWS>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
+  });
 }
 
 // Every panel of W through rows_times_panel(panel, bias, out, out_stride), which computes all M rows against one
