@@ -51,27 +51,31 @@ def as_numpy(tensor) -> np.ndarray:
     return tensor.astype(ms.float32).asnumpy()
 
 
-def caches(rng, dtype: str = "float32"):
+def caches(rng, dtype: str = "float32", dim: int = DIM, slots: int = SLOTS):
     """Random K and V as numpy arrays and as the cache Parameters (of `dtype`) the kernels update in place."""
     from mindspore import Parameter
 
-    k, v = (stored(rng.standard_normal((KV_HEADS, SLOTS, DIM)).astype(np.float32), dtype) for _ in range(2))
+    k, v = (stored(rng.standard_normal((KV_HEADS, slots, dim)).astype(np.float32), dtype) for _ in range(2))
     return k[0], v[0], Parameter(k[1], name="k", requires_grad=False), Parameter(v[1], name="v", requires_grad=False)
 
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
-def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(dtype: str, build: str) -> None:
+@pytest.mark.parametrize(("dim", "scale"), [(16, 0.3), (24, 0.3), (64, 3.0)], ids=["dim16", "dim24", "dim64-peaked"])
+def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
+    dtype: str, build: str, dim: int, scale: float
+) -> None:
+    """Contexts of 1 to 40 slots (scores are reduced 16 slots at a time: whole and partial groups), a head size
+    that is not a multiple of 16 (24), and a scale whose scores span ~100 so that most exponentials underflow."""
     import mindspore as ms
     from mindspore import Tensor
 
     rng = np.random.default_rng(0)
-    k, v, k_cache, v_cache = caches(rng, dtype)
-    context_slots = np.array([[40, 41, 42, 43, 8, 9, 10, 11], [20, 21, 22, 23, 0, 1, 2, 3]], dtype=np.int32)
-    positions = np.array([5, 1, 2, 3], dtype=np.int32)  # request 0 decodes at 5; request 1 prefills 1..3
+    k, v, k_cache, v_cache = caches(rng, dtype, dim, slots=128)
+    context_slots = rng.permutation(128)[:80].reshape(2, 40).astype(np.int32)  # scattered, no slot shared
+    positions = np.array([39, 0, 16, 33], dtype=np.int32)  # request 0 decodes at 39; request 1 prefills 0, 16, 33
     token_requests = np.array([0, 1, 1, 1], dtype=np.int32)
-    q = rng.standard_normal((4, HEADS, DIM)).astype(np.float32)
-    scale = 0.3
+    q = rng.standard_normal((4, HEADS, dim)).astype(np.float32)
 
     out = kernel("PagedAttention", build)(
         Tensor(q),
@@ -83,7 +87,7 @@ def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
         Tensor([scale], ms.float32),
     ).asnumpy()
 
-    expected = np.zeros((4, HEADS, DIM), dtype=np.float32)
+    expected = np.zeros((4, HEADS, dim), dtype=np.float32)
     for t, (position, request) in enumerate(zip(positions, token_requests, strict=True)):
         slots = context_slots[request, : position + 1]
         for h in range(HEADS):
@@ -91,7 +95,7 @@ def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
             scores = k[kv_head, slots] @ q[t, h] * scale
             probs = np.exp(scores - scores.max())
             expected[t, h] = probs / probs.sum() @ v[kv_head, slots]
-    np.testing.assert_allclose(out, expected.reshape(4, HEADS * DIM), atol=1e-5)
+    np.testing.assert_allclose(out, expected.reshape(4, HEADS * dim), atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)

@@ -175,6 +175,49 @@ inline void AddScaled(float scale, const T *x, int64_t n, float *out) {
   for (; i < n; ++i) out[i] += scale * ToFloat(x[i]);
 }
 
+// e^x on 16 lanes: 2^n * e^r with x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (relative
+// error below 1e-8 before rounding); lanes below -87 give 0 (no denormals). Attention's softmax and SiLU take one
+// per element, and std::exp one lane at a time was the larger part of both.
+inline Vec Exp(Vec x) {
+  const Vec lowest = Vec{} - 87.0f;
+  x = x < lowest ? lowest : x;
+  const Vec round = Vec{} + 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const Vec n = (x * 1.44269504f + round) - round;
+  const Vec r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln 2 in two parts: n * ln2_high is exact
+  Vec poly = Vec{} + 1.0f / 5040;
+  for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) poly = poly * r + c;
+  const I32Vec exponent = (__builtin_convertvector(n, I32Vec) + 127) << 23;
+  Vec scale;
+  std::memcpy(&scale, &exponent, sizeof(scale));
+  const Vec result = poly * scale;
+  return x <= lowest ? Vec{} : result;
+}
+
+// Sums of the 16 lanes of each of 16 vectors, as one vector: halves of pairs, then quarters, eighths and lanes,
+// 15 shuffle-and-add steps instead of 16 separate trees (attention reduces one dot product per score).
+inline Vec SumLanesOf16(const Vec *p) {
+  Vec half[8], quarter[4], eighth[2];
+  for (int i = 0; i < 8; ++i) {
+    half[i] = __builtin_shufflevector(p[2 * i], p[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+              __builtin_shufflevector(p[2 * i], p[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
+                                      30, 31);
+  }
+  for (int i = 0; i < 4; ++i) {
+    quarter[i] = __builtin_shufflevector(half[2 * i], half[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24,
+                                         25, 26, 27) +
+                 __builtin_shufflevector(half[2 * i], half[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28,
+                                         29, 30, 31);
+  }
+  for (int i = 0; i < 2; ++i) {
+    eighth[i] = __builtin_shufflevector(quarter[2 * i], quarter[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
+                                        24, 25, 28, 29) +
+                __builtin_shufflevector(quarter[2 * i], quarter[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23,
+                                        26, 27, 30, 31);
+  }
+  return __builtin_shufflevector(eighth[0], eighth[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+         __builtin_shufflevector(eighth[0], eighth[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
 inline void RmsNormRow(const float *x, const float *weight, float eps, int64_t n, float *out) {
   const float inv_rms = 1.0f / std::sqrt(Dot(x, x, n) / static_cast<float>(n) + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv_rms * weight[i];
@@ -581,37 +624,79 @@ void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *
   }
 }
 
+// scores[0:visible] -> their softmax, in place; `padded` (a multiple of 16, >= visible) floats are writable.
+inline void SoftmaxInPlace(float *scores, int64_t visible, int64_t padded) {
+  for (int64_t j = visible; j < padded; ++j) scores[j] = -INFINITY;  // e^-inf = 0: the padding adds nothing
+  Vec max_vec = LoadVec(scores);
+  for (int64_t j = kLanes; j < padded; j += kLanes) {
+    const Vec s = LoadVec(scores + j);
+    max_vec = s > max_vec ? s : max_vec;
+  }
+  float max_score = max_vec[0];
+  for (int64_t i = 1; i < kLanes; ++i) max_score = std::max(max_score, max_vec[i]);
+  Vec sum = {};
+  for (int64_t j = 0; j < padded; j += kLanes) {
+    const Vec e = Exp(LoadVec(scores + j) - max_score);
+    StoreVec(scores + j, e);
+    sum += e;
+  }
+  const float inv_sum = 1.0f / HorizontalSum(sum);
+  for (int64_t j = 0; j < padded; j += kLanes) StoreVec(scores + j, LoadVec(scores + j) * inv_sum);
+}
+
+// A cache row as float32: the row itself in a float32 cache, else widened into `buffer`.
+template <typename C>
+inline const float *Widened(const C *row, int64_t dim, float *buffer) {
+  if constexpr (std::is_same_v<C, float>) {
+    return row;
+  } else {
+    int64_t d = 0;
+    for (; d + kLanes <= dim; d += kLanes) StoreVec(buffer + d, LoadVec(row + d));
+    for (; d < dim; ++d) buffer[d] = ToFloat(row[d]);
+    return buffer;
+  }
+}
+
 // One token's attention over its request's context: the `visible` slots, all heads -> out [H * D]. Heads
-// h = kh * G + g share KV head kh, so each K/V row is read once for all G of them.
+// h = kh * G + g share KV head kh, so each K/V row is read (and widened) once for all G of them. Scores are made
+// 16 slots at a time: each dot product leaves a vector of partial sums, and SumLanesOf16 reduces 16 at once.
 template <typename C>
 void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, int64_t visible, int64_t heads,
-                 float scale, std::vector<float> &scores, float *out) {
-  const int64_t dim = cache.dim, group = heads / cache.kv_heads;
-  scores.resize(group * visible + group);  // the scores, then each head's 1 / sum of exponentials
-  float *inv_sum = scores.data() + group * visible;
+                 float scale, std::vector<float> &scratch, float *out) {
+  const int64_t dim = cache.dim, group = heads / cache.kv_heads, vecs = dim / kLanes;
+  const int64_t padded = (visible + kLanes - 1) / kLanes * kLanes;
+  scratch.resize(group * padded + dim);  // the scores [G, padded], then one K or V row as float32
+  float *row = scratch.data() + group * padded;
+  thread_local std::vector<float> partial;  // [G, 16, 16]: per head, 16 slots' dot products as partial sums
+  partial.resize(group * kLanes * kLanes);
   for (int64_t kh = 0; kh < cache.kv_heads; ++kh) {
     const float *q_group = q + kh * group * dim;
     const C *k_head = cache.k + kh * cache.num_slots * dim;
     const C *v_head = cache.v + kh * cache.num_slots * dim;
-    for (int64_t j = 0; j < visible; ++j) {
-      const C *k_row = k_head + static_cast<int64_t>(slots[j]) * dim;
-      for (int64_t g = 0; g < group; ++g) scores[g * visible + j] = Dot(q_group + g * dim, k_row, dim) * scale;
+    for (int64_t first = 0; first < visible; first += kLanes) {
+      std::fill(partial.begin(), partial.end(), 0.0f);
+      for (int64_t j = first; j < std::min(first + kLanes, visible); ++j) {
+        const float *k = Widened(k_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
+        for (int64_t g = 0; g < group; ++g) {
+          const float *q_head = q_group + g * dim;
+          Vec acc = {};
+          for (int64_t v = 0; v < vecs; ++v) acc += LoadVec(q_head + v * kLanes) * LoadVec(k + v * kLanes);
+          for (int64_t d = vecs * kLanes; d < dim; ++d) acc[0] += q_head[d] * k[d];
+          StoreVec(partial.data() + (g * kLanes + j - first) * kLanes, acc);
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        Vec sums[kLanes];
+        for (int64_t j = 0; j < kLanes; ++j) sums[j] = LoadVec(partial.data() + (g * kLanes + j) * kLanes);
+        StoreVec(scratch.data() + g * padded + first, SumLanesOf16(sums) * scale);
+      }
     }
+    for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scratch.data() + g * padded, visible, padded);
     float *out_group = out + kh * group * dim;
     std::fill(out_group, out_group + group * dim, 0.0f);
-    for (int64_t g = 0; g < group; ++g) {
-      float *row = scores.data() + g * visible;
-      const float max_score = *std::max_element(row, row + visible);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) sum += (row[j] = std::exp(row[j] - max_score));
-      inv_sum[g] = 1.0f / sum;
-    }
     for (int64_t j = 0; j < visible; ++j) {
-      const C *v_row = v_head + static_cast<int64_t>(slots[j]) * dim;
-      for (int64_t g = 0; g < group; ++g) AddScaled(scores[g * visible + j], v_row, dim, out_group + g * dim);
-    }
-    for (int64_t g = 0; g < group; ++g) {
-      for (int64_t d = 0; d < dim; ++d) out_group[g * dim + d] *= inv_sum[g];
+      const float *v = Widened(v_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
+      for (int64_t g = 0; g < group; ++g) AddScaled(scratch[g * padded + j], v, dim, out_group + g * dim);
     }
   }
 }
@@ -654,7 +739,12 @@ void SiluMulRows(const float *gate_up, int64_t rows, int64_t size, float *out) {
     const float *gate = gate_up + r * 2 * size;
     const float *up = gate + size;
     float *o = out + r * size;
-    for (int64_t i = 0; i < size; ++i) o[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    int64_t i = 0;
+    for (; i + kLanes <= size; i += kLanes) {
+      const Vec g = LoadVec(gate + i);
+      StoreVec(o + i, g / (1.0f + Exp(-g)) * LoadVec(up + i));
+    }
+    for (; i < size; ++i) o[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
   }
 }
 
