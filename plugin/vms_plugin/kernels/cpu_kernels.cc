@@ -138,7 +138,7 @@ inline int WithWeightType(const char *dtype, Body body) {
 }
 
 // The 16 lanes summed as a tree (halves, quarters, then four scalars): a lane-by-lane loop is a chain of 15
-// dependent adds, and attention does one of these per score.
+// dependent adds.
 inline float HorizontalSum(Vec v) {
   typedef float Half __attribute__((vector_size(32), aligned(4)));
   typedef float Quarter __attribute__((vector_size(16), aligned(4)));
@@ -154,8 +154,7 @@ inline float HorizontalSum(Vec v) {
 }
 
 // Four independent vector accumulators: no dependency chain between FMAs, no -ffast-math needed.
-template <typename T>
-inline float Dot(const float *a, const T *b, int64_t n) {
+inline float Dot(const float *a, const float *b, int64_t n) {
   Vec acc[4] = {};
   int64_t i = 0;
   for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
@@ -163,16 +162,15 @@ inline float Dot(const float *a, const T *b, int64_t n) {
   }
   for (; i + kLanes <= n; i += kLanes) acc[0] += LoadVec(a + i) * LoadVec(b + i);
   float sum = HorizontalSum((acc[0] + acc[1]) + (acc[2] + acc[3]));
-  for (; i < n; ++i) sum += a[i] * ToFloat(b[i]);
+  for (; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
 // out[0:n] += scale * x[0:n]
-template <typename T>
-inline void AddScaled(float scale, const T *x, int64_t n, float *out) {
+inline void AddScaled(float scale, const float *x, int64_t n, float *out) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) StoreVec(out + i, LoadVec(out + i) + scale * LoadVec(x + i));
-  for (; i < n; ++i) out[i] += scale * ToFloat(x[i]);
+  for (; i < n; ++i) out[i] += scale * x[i];
 }
 
 // e^x on 16 lanes: 2^n * e^r with x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (relative
@@ -761,7 +759,7 @@ struct LayerConstants {
   int64_t intermediate, qkv_width;
   const float *input_norm, *post_norm, *qkv_bias, *o_bias, *q_norm, *k_norm;
 
-  static constexpr int64_t kHeaderFloats = 8;
+  static constexpr int64_t kHeaderFloats = 7;
 
   LayerConstants(const float *c, int64_t hidden, int64_t head_dim)
       : eps(c[0]), qk_eps(c[2]), scale(c[3]), has_residual(c[1] != 0.0f), int8_activations(c[5] != 0.0f),
@@ -933,9 +931,9 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 
 // One Llama-family decoder layer (Llama, Qwen2 with q/k/v biases, Qwen3 with q/k norms). Inputs:
 //   0 x [T, E], 1 residual [T, E] (ignored in the first layer),
-//   2 constants float32: a header of 8 (rms eps, has residual (0 in the first layer), q/k norm eps (0: none),
+//   2 constants float32: a header of 7 (rms eps, has residual (0 in the first layer), q/k norm eps (0: none),
 //     attention scale, I, int8 activations (1: int8 weights quantize each layer's input per row, W8A8),
-//     qkv width (H + 2K) D, 0), then input_norm [E], post_norm [E], qkv_bias [(H + 2K) D], o_bias [E],
+//     qkv width (H + 2K) D), then input_norm [E], post_norm [E], qkv_bias [(H + 2K) D], o_bias [E],
 //     q_norm [D], k_norm [D] (zeros where the model has none),
 //   3 qkv packed (N = (H + 2K) D), 4 o packed (N = E), 5 gate_up packed (N = 2I), 6 down packed (K = I, N = E),
 //   7 rotary [2, P, D]: the cos table, then the sin table,

@@ -106,7 +106,6 @@ def layer_constants(weights: DecoderWeights, has_residual: bool) -> np.ndarray:
         weights.intermediate_size,
         float(weights.int8_activations),
         qkv_width,
-        0.0,
     ]
 
     def values(vector, size: int) -> np.ndarray:
