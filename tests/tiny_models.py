@@ -27,7 +27,8 @@ ROPE_VARIANTS = {
 }
 
 
-def tiny_config(architecture: str, rope_parameters: dict | None = None):
+def tiny_config(architecture: str, rope_parameters: dict | None = None, **overrides):
+    """The architecture's tiny config; `overrides` replace its sizes (heads, vocabulary, ...)."""
     from transformers import LlamaConfig, Qwen2Config, Qwen3Config
 
     common = dict(
@@ -43,6 +44,7 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None):
         architectures=[architecture],
         dtype="float32",
     )
+    common.update(overrides)
     if architecture == "LlamaForCausalLM":
         rope = rope_parameters or {"rope_type": "default", "rope_theta": 10000.0}
         return LlamaConfig(**common, tie_word_embeddings=False, rope_parameters=rope)
@@ -53,14 +55,19 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None):
 
 
 def save_tiny_model(
-    architecture: str, target: Path, seed: int = 0, rope_parameters: dict | None = None, max_shard_size: str = "5GB"
+    architecture: str,
+    target: Path,
+    seed: int = 0,
+    rope_parameters: dict | None = None,
+    max_shard_size: str = "5GB",
+    **overrides,
 ) -> Path:
     """Save a tiny checkpoint; a small `max_shard_size` splits it into shards with an index file, as large ones are."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = tiny_config(architecture, rope_parameters)
+    config = tiny_config(architecture, rope_parameters, **overrides)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, param in model.named_parameters():

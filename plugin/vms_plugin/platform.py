@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from vllm.platforms.cpu import CpuPlatform
 from vllm.platforms.interface import PlatformEnum
+from vllm.utils.cpu_resource_utils import get_visible_memory_node
 
 from vms_plugin import START_METHOD_VARIABLE
+from vms_plugin.cpu_binding import bind_ranks_to_cores
 
 if TYPE_CHECKING:  # vllm.config imports the current platform while it initialises: no runtime import here
     from vllm.config import VllmConfig
@@ -76,6 +78,7 @@ class MindSporePlatform(CpuPlatform):
         chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
         executor_backend = parallel_config.distributed_executor_backend
         start_method = os.environ.get(START_METHOD_VARIABLE)
+        bind_ranks_to_cores(parallel_config.local_world_size, len(get_visible_memory_node()))
         super().check_and_update_config(vllm_config)
         if start_method is not None:
             # vLLM's CPU platform forces `spawn` for torch's sake; a method chosen before (by the user, vLLM's CLI

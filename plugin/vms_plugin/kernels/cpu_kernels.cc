@@ -752,18 +752,24 @@ KvCache<C> CacheParams(void **params, int64_t **shapes, int k_index) {
           shapes[k_index][1], shapes[k_index][2]};
 }
 
+// Which of a decoder layer one DecoderLayer launch computes: all of it, or (tensor parallel) the half before or
+// after the all-reduce of the o projection's output.
+enum class LayerPart { kWhole = 0, kAttention = 1, kMlp = 2 };
+
 // A layer's constants input (DecoderLayer's input 2): a header of kHeaderFloats settings, then its small vectors.
 struct LayerConstants {
   float eps, qk_eps, scale;
   bool has_residual, int8_activations;
   int64_t intermediate, qkv_width;
+  LayerPart part;
   const float *input_norm, *post_norm, *qkv_bias, *o_bias, *q_norm, *k_norm;
 
-  static constexpr int64_t kHeaderFloats = 7;
+  static constexpr int64_t kHeaderFloats = 8;
 
   LayerConstants(const float *c, int64_t hidden, int64_t head_dim)
       : eps(c[0]), qk_eps(c[2]), scale(c[3]), has_residual(c[1] != 0.0f), int8_activations(c[5] != 0.0f),
-        intermediate(static_cast<int64_t>(c[4])), qkv_width(static_cast<int64_t>(c[6])) {
+        intermediate(static_cast<int64_t>(c[4])), qkv_width(static_cast<int64_t>(c[6])),
+        part(static_cast<LayerPart>(static_cast<int>(c[7]))) {
     input_norm = c + kHeaderFloats;
     post_norm = input_norm + hidden;
     qkv_bias = post_norm + hidden;
@@ -808,17 +814,22 @@ void DecoderLayerWith(void **params, int64_t **shapes) {
   act.resize(tokens * intermediate);
 
   std::memcpy(residual, layer.has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
-  AddRmsNormRows(layer.has_residual ? x : nullptr, residual, layer.input_norm, layer.eps, tokens, hidden,
-                 normed.data());
-  PackedLinear(normed.data(), tokens, hidden, weight(3), layer.qkv_width, layer.qkv_bias, qkv.data(),
-               layer.int8_activations);
-  const bool qk_norm = layer.qk_eps > 0;
-  RopeAndCache(qkv.data(), tokens, heads, cos, sin, step.positions, step.slots, cache,
-               qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
-  PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots, step.context,
-              layer.scale, attn.data());
-  PackedLinear(attn.data(), tokens, attn_width, weight(4), hidden, layer.o_bias, out, layer.int8_activations);
-  AddRmsNormRows(out, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
+  if (layer.part == LayerPart::kMlp) {
+    AddRmsNormRows(x, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
+  } else {
+    AddRmsNormRows(layer.has_residual ? x : nullptr, residual, layer.input_norm, layer.eps, tokens, hidden,
+                   normed.data());
+    PackedLinear(normed.data(), tokens, hidden, weight(3), layer.qkv_width, layer.qkv_bias, qkv.data(),
+                 layer.int8_activations);
+    const bool qk_norm = layer.qk_eps > 0;
+    RopeAndCache(qkv.data(), tokens, heads, cos, sin, step.positions, step.slots, cache,
+                 qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
+    PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots,
+                step.context, layer.scale, attn.data());
+    PackedLinear(attn.data(), tokens, attn_width, weight(4), hidden, layer.o_bias, out, layer.int8_activations);
+    if (layer.part == LayerPart::kAttention) return;
+    AddRmsNormRows(out, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
+  }
   PackedLinear(normed.data(), tokens, hidden, weight(5), 2 * intermediate, static_cast<const float *>(nullptr),
                gate_up.data(), layer.int8_activations);
   SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
@@ -881,17 +892,27 @@ int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   });
 }
 
-// ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32
+// ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32;
+// an id outside the table (another tensor-parallel rank's part of the vocabulary) gives a row of zeros.
 int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                void *extra) {
   const int32_t *ids = static_cast<const int32_t *>(params[0]);
   const int64_t tokens = shapes[0][0], width = shapes[2][0];
   float *out = static_cast<float *>(params[3]);
+  int64_t elements = 1;
+  for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
   return WithStorageType(dtypes[1], [&](auto tag) {
     using W = decltype(tag);
     const W *packed = static_cast<const W *>(params[1]);
+    const int64_t rows = elements / PanelSize<W>(width) * kPanel;  // the padding rows of the last panel are zeros
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < tokens; ++t) PackedRow(packed, width, ids[t], out + t * width);
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (ids[t] >= 0 && ids[t] < rows) {
+        PackedRow(packed, width, ids[t], out + t * width);
+      } else {
+        std::fill(out + t * width, out + (t + 1) * width, 0.0f);
+      }
+    }
     return 0;
   });
 }
@@ -931,9 +952,11 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 
 // One Llama-family decoder layer (Llama, Qwen2 with q/k/v biases, Qwen3 with q/k norms). Inputs:
 //   0 x [T, E], 1 residual [T, E] (ignored in the first layer),
-//   2 constants float32: a header of 7 (rms eps, has residual (0 in the first layer), q/k norm eps (0: none),
+//   2 constants float32: a header of 8 (rms eps, has residual (0 in the first layer), q/k norm eps (0: none),
 //     attention scale, I, int8 activations (1: int8 weights quantize each layer's input per row, W8A8),
-//     qkv width (H + 2K) D), then input_norm [E], post_norm [E], qkv_bias [(H + 2K) D], o_bias [E],
+//     qkv width (H + 2K) D, the part computed (LayerPart: 0 the whole layer, 1 up to the o projection, whose
+//     output is then output 11, 2 from there, with x the all-reduced o output and residual the stream),
+//     then input_norm [E], post_norm [E], qkv_bias [(H + 2K) D], o_bias [E],
 //     q_norm [D], k_norm [D] (zeros where the model has none),
 //   3 qkv packed (N = (H + 2K) D), 4 o packed (N = E), 5 gate_up packed (N = 2I), 6 down packed (K = I, N = E),
 //   7 rotary [2, P, D]: the cos table, then the sin table,

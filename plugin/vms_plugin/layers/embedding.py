@@ -12,12 +12,16 @@ from vms_plugin.ops import layer_ops
 
 
 class Embedding(nn.Cell):
-    def __init__(self, vocab_size: int, hidden_size: int, dtype: str = "float32") -> None:
+    """Rows `first_token` onwards of the vocabulary (a tensor-parallel rank's part, layers/parallel.py): the ids of
+    other ranks' tokens look up zeros, which the ranks' all-reduce fills in."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, dtype: str = "float32", first_token: int = 0) -> None:
         super().__init__()
         self.ops = layer_ops()
-        self.hidden_size = hidden_size
+        self.hidden_size, self.first_token = hidden_size, first_token
         self.device_weight = device_weight(hidden_size, vocab_size, dtype)
 
     def construct(self, ids: ms.Tensor) -> ms.Tensor:
         """Rows [T, hidden] as float32."""
-        return self.ops.embedding(ids, self.device_weight, self.hidden_size)
+        local_ids = ids - self.first_token if self.first_token else ids
+        return self.ops.embedding(local_ids, self.device_weight, self.hidden_size)

@@ -1,16 +1,21 @@
-"""Tensor-parallel layers (Megatron style) for the Ascend path, with the collective behind a small interface.
+"""Tensor parallelism (Megatron style): what each rank holds, and the collectives that join the ranks' parts.
 
-Column-parallel: each rank holds a slice of the output features; row-parallel: a slice of the input features,
-its partial product summed across ranks by an all-reduce; vocab-parallel embedding: a slice of the vocabulary,
-out-of-range ids give zero rows and the all-reduce fills them in. On Ascend the collectives are MindSpore's HCCL
-operators (`HcclGroup`); tests run several ranks in one process with a group that sums in memory.
+A model split over N ranks keeps, on each rank, 1/N of the query heads, of the KV heads (or one of them, shared
+by N/K ranks, when there are fewer KV heads K than ranks, as vLLM does), of the MLP's intermediate features and
+of the vocabulary. q/k/v and gate/up are column-parallel (a rank computes its slice of their outputs), o and down
+row-parallel (a rank multiplies its slice of their inputs and an all-reduce sums the partial products), the
+embedding and the output projection vocab-parallel (a rank looks up or scores its slice of the vocabulary).
+
+The collectives are behind `TensorParallelGroup`: vLLM's process group on CPU (worker/tensor_parallel_group.py),
+HCCL on Ascend (`HcclGroup`), the identity for one rank (`SingleRank`).
 """
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import mindspore as ms
 import numpy as np
-from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore import ops
 
 
 class TensorParallelGroup(Protocol):
@@ -55,55 +60,97 @@ class HcclGroup:
         return gathered.swapaxes(0, -1)
 
 
-def shard(array: np.ndarray, group: TensorParallelGroup, axis: int) -> np.ndarray:
-    """This rank's contiguous slice of `array` along `axis` (the size must divide evenly)."""
-    size = array.shape[axis]
-    if size % group.world_size:
-        raise ValueError(f"dimension of size {size} does not split over {group.world_size} ranks")
-    step = size // group.world_size
-    return np.take(array, range(group.rank * step, (group.rank + 1) * step), axis=axis)
+class Part(NamedTuple):
+    """Rows (axis 0) or columns (axis 1) [start, stop) of a checkpoint tensor; indices at or past the tensor's end
+    read as zeros (a vocabulary padded to split evenly, a bias that only rank 0 adds)."""
+
+    axis: int
+    start: int
+    stop: int
+
+    def of(self, array: np.ndarray) -> np.ndarray:
+        """This part of `array` (a view where nothing is padded)."""
+        size = array.shape[self.axis]
+        index = [slice(None)] * array.ndim
+        index[self.axis] = slice(min(self.start, size), min(self.stop, size))
+        piece = array[tuple(index)]
+        missing = self.stop - self.start - piece.shape[self.axis]
+        if not missing:
+            return piece
+        padding = [(0, 0)] * array.ndim
+        padding[self.axis] = (0, missing)
+        return np.pad(piece, padding)
 
 
-class ColumnParallelLinear(nn.Cell):
-    """y = x W^T with W's output rows split over ranks; each rank returns its slice (or all, gathered)."""
+@dataclass(frozen=True)
+class Partition:
+    """This rank's share of a model with `heads` query heads, `kv_heads` KV heads of `head_dim`, `intermediate`
+    MLP features and `vocab` tokens."""
 
-    def __init__(self, weight: np.ndarray, group: TensorParallelGroup, gather_output: bool = False) -> None:
-        super().__init__()
-        self.group, self.gather_output = group, gather_output
-        self.weight_t = Parameter(Tensor(np.ascontiguousarray(shard(weight, group, 0).T)), name="weight_t")
+    rank: int
+    world_size: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
 
-    def construct(self, x: ms.Tensor) -> ms.Tensor:
-        y = mint.matmul(x, self.weight_t)
-        return self.group.all_gather(y) if self.gather_output else y
+    def __post_init__(self) -> None:
+        n = self.world_size
+        problems = []
+        if self.heads % n:
+            problems.append(f"{self.heads} attention heads")
+        if self.kv_heads % n and n % self.kv_heads:
+            problems.append(f"{self.kv_heads} KV heads (nor does {n} split over them)")
+        if self.intermediate % n:
+            problems.append(f"intermediate size {self.intermediate}")
+        if problems:
+            raise ValueError(
+                f"--tensor-parallel-size {n} does not divide the model's {' or '.join(problems)}; "
+                f"choose a size that divides its {self.heads} attention and {self.kv_heads} KV heads"
+            )
 
+    @property
+    def local_heads(self) -> int:
+        return self.heads // self.world_size
 
-class RowParallelLinear(nn.Cell):
-    """y = x W^T with W's input columns split over ranks: x arrives split the same way (a column-parallel
-    layer's output), each rank multiplies its part and the all-reduce sums them; the bias is added once, after."""
+    @property
+    def local_kv_heads(self) -> int:
+        return max(self.kv_heads // self.world_size, 1)
 
-    def __init__(self, weight: np.ndarray, group: TensorParallelGroup, bias: np.ndarray | None = None) -> None:
-        super().__init__()
-        self.group = group
-        self.weight_t = Parameter(Tensor(np.ascontiguousarray(shard(weight, group, 1).T)), name="weight_t")
-        self.bias = None if bias is None else Parameter(Tensor(bias), name="bias")
+    @property
+    def local_intermediate(self) -> int:
+        return self.intermediate // self.world_size
 
-    def construct(self, x_shard: ms.Tensor) -> ms.Tensor:
-        y = self.group.all_reduce(mint.matmul(x_shard, self.weight_t))
-        return y if self.bias is None else y + self.bias
+    @property
+    def local_vocab(self) -> int:
+        """Rows of the vocabulary per rank, the last rank's padded with zeros."""
+        return -(-self.vocab // self.world_size)
 
+    @property
+    def first_token(self) -> int:
+        return self.rank * self.local_vocab
 
-class VocabParallelEmbedding(nn.Cell):
-    """Rows [rank * V/n, (rank + 1) * V/n) of the table; ids outside them look up zeros, the all-reduce sums."""
+    def query_rows(self) -> Part:
+        size = self.local_heads * self.head_dim
+        return Part(0, self.rank * size, (self.rank + 1) * size)
 
-    def __init__(self, table: np.ndarray, group: TensorParallelGroup) -> None:
-        super().__init__()
-        self.group = group
-        rows = shard(table, group, 0)
-        self.start, self.end = group.rank * len(rows), (group.rank + 1) * len(rows)
-        self.weight = Parameter(Tensor(rows), name="weight")
+    def kv_rows(self) -> Part:
+        """Rows of k_proj / v_proj: this rank's KV heads, or the one it shares with the ranks beside it."""
+        first_head = self.rank * self.kv_heads // self.world_size
+        return Part(0, first_head * self.head_dim, (first_head + self.local_kv_heads) * self.head_dim)
 
-    def construct(self, ids: ms.Tensor) -> ms.Tensor:
-        inside = mint.logical_and(ids >= self.start, ids < self.end)
-        local = (ids - self.start) * inside.astype(ids.dtype)  # out-of-range ids read row 0, then zeroed
-        rows = self.weight[local] * inside.unsqueeze(-1).astype(self.weight.dtype)
-        return self.group.all_reduce(rows)
+    def intermediate_rows(self) -> Part:
+        size = self.local_intermediate
+        return Part(0, self.rank * size, (self.rank + 1) * size)
+
+    def vocab_rows(self) -> Part:
+        return Part(0, self.first_token, self.first_token + self.local_vocab)
+
+    def columns(self, rows: Part) -> Part:
+        """The inputs of a row-parallel layer that match a column-parallel layer's `rows` of outputs."""
+        return Part(1, rows.start, rows.stop)
+
+    def once(self, size: int) -> Part:
+        """A bias added after an all-reduce: rank 0 holds it, the others zeros, so that the sum adds it once."""
+        return Part(0, 0, size) if self.rank == 0 else Part(0, size, 2 * size)

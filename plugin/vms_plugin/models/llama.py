@@ -15,6 +15,7 @@ from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.int8 import Int8Scheme
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
+from vms_plugin.layers.parallel import Part, Partition, SingleRank, TensorParallelGroup
 from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tables
@@ -75,14 +76,15 @@ class LlamaArgs:
 
 
 class Attention(nn.Cell):
-    """The attention's parameters and KV caches; the device's `decoder_layer` computes with them."""
+    """The attention's parameters and KV caches (this rank's heads); the device's `decoder_layer` computes with
+    them."""
 
-    def __init__(self, args: LlamaArgs, layer_index: int) -> None:
+    def __init__(self, args: LlamaArgs, layer_index: int, partition: Partition) -> None:
         super().__init__()
         self.layer_index = layer_index
-        self.heads = (args.num_attention_heads, args.num_key_value_heads, args.head_dim)  # (H, K, D)
-        q_size = args.num_attention_heads * args.head_dim
-        kv_size = args.num_key_value_heads * args.head_dim
+        self.heads = (partition.local_heads, partition.local_kv_heads, args.head_dim)  # (H, K, D) of this rank
+        q_size = partition.local_heads * args.head_dim
+        kv_size = partition.local_kv_heads * args.head_dim
         self.scale = args.head_dim**-0.5
         self.qkv_proj = Linear(args.hidden_size, q_size + 2 * kv_size, bias=args.qkv_bias, dtype=args.layer_dtype)
         self.o_proj = Linear(q_size, args.hidden_size, bias=args.o_bias, dtype=args.layer_dtype)
@@ -110,27 +112,31 @@ class Attention(nn.Cell):
 
 
 class MLP(nn.Cell):
-    """SiLU(gate) * up, then down: parameters only; the device's `decoder_layer` computes with them."""
+    """SiLU(gate) * up, then down: parameters only (this rank's features); the device's `decoder_layer` computes
+    with them."""
 
-    def __init__(self, args: LlamaArgs) -> None:
+    def __init__(self, args: LlamaArgs, partition: Partition) -> None:
         super().__init__()
-        self.gate_up_proj = Linear(args.hidden_size, 2 * args.intermediate_size, dtype=args.layer_dtype)
-        self.down_proj = Linear(args.intermediate_size, args.hidden_size, dtype=args.layer_dtype)
-        self.intermediate_size = args.intermediate_size
+        intermediate = partition.local_intermediate
+        self.gate_up_proj = Linear(args.hidden_size, 2 * intermediate, dtype=args.layer_dtype)
+        self.down_proj = Linear(intermediate, args.hidden_size, dtype=args.layer_dtype)
+        self.intermediate_size = intermediate
 
 
 class DecoderLayer(nn.Cell):
     """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py).
 
-    The whole layer is one call into the device's ops (ops/interface.py), which may run it as a single kernel.
+    On one rank the whole layer is one call into the device's ops (ops/interface.py), which may run it as a single
+    kernel; over several it is two, each followed by the all-reduce that sums the ranks' partial products.
     """
 
-    def __init__(self, args: LlamaArgs, layer_index: int) -> None:
+    def __init__(self, args: LlamaArgs, layer_index: int, group: TensorParallelGroup, partition: Partition) -> None:
         super().__init__()
+        self.group = group
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.self_attn = Attention(args, layer_index)
+        self.self_attn = Attention(args, layer_index, partition)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.mlp = MLP(args)
+        self.mlp = MLP(args, partition)
         self.eps = args.rms_norm_eps
         self.int8_activations = args.int8 is not None and args.int8.int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (DecoderWeights.prepared)
@@ -167,20 +173,27 @@ class DecoderLayer(nn.Cell):
     ) -> tuple[ms.Tensor, ms.Tensor]:
         if self._weights is None or self._weights.k_cache is not self.self_attn.k_cache:
             self._weights = self.weights()
-        return self.ops.decoder_layer(self._weights, x, residual, rotary, inputs)
+        if self.group.world_size == 1:
+            return self.ops.decoder_layer(self._weights, x, residual, rotary, inputs)
+        attention, residual = self.ops.decoder_attention(self._weights, x, residual, rotary, inputs)
+        out, residual = self.ops.decoder_mlp(self._weights, self.group.all_reduce(attention), residual, rotary, inputs)
+        return self.group.all_reduce(out), residual
 
 
 class LlamaModel(nn.Cell):
-    def __init__(self, args: LlamaArgs) -> None:
+    def __init__(self, args: LlamaArgs, group: TensorParallelGroup, partition: Partition) -> None:
         super().__init__()
-        self.embed_tokens = Embedding(args.vocab_size, args.hidden_size, args.dtype)
-        self.layers = nn.CellList([DecoderLayer(args, index) for index in range(args.num_hidden_layers)])
+        self.group = group
+        self.embed_tokens = Embedding(partition.local_vocab, args.hidden_size, args.dtype, partition.first_token)
+        self.layers = nn.CellList(
+            [DecoderLayer(args, index, group, partition) for index in range(args.num_hidden_layers)]
+        )
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.rotary = layer_ops().rotary(*rotary_tables(args.head_dim, args.max_position_embeddings, args.rope))
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs) -> tuple[ms.Tensor, ms.Tensor]:
         """The last layer's (output, residual); their sum, normalised, is the final hidden state."""
-        h, residual = self.embed_tokens(input_ids), None
+        h, residual = self.group.all_reduce(self.embed_tokens(input_ids)), None
         for layer in self.layers:
             h, residual = layer(h, residual, self.rotary, inputs)
         return h, residual
@@ -197,28 +210,68 @@ class LlamaForCausalLM(nn.Cell):
         "self_attn.qkv_proj.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
         "mlp.gate_up_proj.device_weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
     }
+    # What the architecture adds to Llama that its config.json does not say (LlamaArgs' flags).
+    architecture_flags: ClassVar[dict[str, bool]] = {}
 
     @classmethod
     def from_hf_config(
-        cls, config: dict[str, Any], dtype: str = "float32", int8: Int8Scheme | None = None
+        cls,
+        config: dict[str, Any],
+        dtype: str = "float32",
+        int8: Int8Scheme | None = None,
+        group: TensorParallelGroup | None = None,
     ) -> "LlamaForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config, dtype, int8))
+        return cls(LlamaArgs.from_hf_config(config, dtype, int8, **cls.architecture_flags), group or SingleRank())
 
-    def __init__(self, args: LlamaArgs) -> None:
+    def __init__(self, args: LlamaArgs, group: TensorParallelGroup) -> None:
         super().__init__()
-        self.args = args
-        self.model = LlamaModel(args)
+        self.args, self.group = args, group
+        self.partition = Partition(
+            group.rank,
+            group.world_size,
+            heads=args.num_attention_heads,
+            kv_heads=args.num_key_value_heads,
+            head_dim=args.head_dim,
+            intermediate=args.intermediate_size,
+            vocab=args.vocab_size,
+        )
+        self.model = LlamaModel(args, group, self.partition)
         # With tied embeddings the output projection is the embedding table itself (one parameter).
-        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, args.vocab_size, dtype=args.dtype)
+        vocab = self.partition.local_vocab
+        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, vocab, dtype=args.dtype)
         self.ops = layer_ops()
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
+
+    def checkpoint_parts(self, name: str) -> tuple[Part, ...] | None:
+        """This rank's part of each checkpoint tensor (checkpoint_sources' order) that fills parameter `name`;
+        None where the rank holds them whole."""
+        p = self.partition
+        if p.world_size == 1:
+            return None
+        if name.endswith(("qkv_proj.device_weight", "qkv_proj.bias")):
+            return p.query_rows(), p.kv_rows(), p.kv_rows()
+        if name.endswith("gate_up_proj.device_weight"):
+            return p.intermediate_rows(), p.intermediate_rows()
+        if name.endswith("o_proj.device_weight"):
+            return (p.columns(p.query_rows()),)
+        if name.endswith("down_proj.device_weight"):
+            return (p.columns(p.intermediate_rows()),)
+        if name.endswith("o_proj.bias"):
+            return (p.once(self.args.hidden_size),)
+        if name.endswith(("embed_tokens.device_weight", "lm_head.device_weight")):
+            return (p.vocab_rows(),)
+        return None
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
         h, residual = self.model(input_ids, inputs)
         hidden, _ = self.model.norm(h[logits_index], residual[logits_index])
         if self.lm_head is None:
-            return self.ops.linear(hidden, self.model.embed_tokens.device_weight, None, self.args.vocab_size)
-        return self.lm_head(hidden)
+            logits = self.ops.linear(hidden, self.model.embed_tokens.device_weight, None, self.partition.local_vocab)
+        else:
+            logits = self.lm_head(hidden)
+        if self.group.world_size == 1:
+            return logits
+        return self.group.all_gather(logits)[:, : self.args.vocab_size]  # the last rank's padding dropped

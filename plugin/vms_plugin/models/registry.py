@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# architecture name in config.json -> "module:class"; the class has from_hf_config() and checkpoint_sources.
+# architecture name in config.json -> "module:class"; the class has from_hf_config(), checkpoint_sources and
+# checkpoint_parts().
 ARCHITECTURES: dict[str, str] = {
     "LlamaForCausalLM": "vms_plugin.models.llama:LlamaForCausalLM",
     "Qwen2ForCausalLM": "vms_plugin.models.qwen2:Qwen2ForCausalLM",
@@ -46,9 +47,10 @@ def supported_architecture(config: Mapping[str, Any]) -> str:
     )
 
 
-def build_model(model_dir: Path, dtype: str = "float32", int8=None):
+def build_model(model_dir: Path, dtype: str = "float32", int8=None, group=None):
     """Construct the MindSpore model for `model_dir` and load its weights, stored as `dtype` (layers/precision.py);
-    with an `int8` scheme (layers/int8.py) the decoder layers' linear weights are int8."""
+    with an `int8` scheme (layers/int8.py) the decoder layers' linear weights are int8. With a tensor-parallel
+    `group` (layers/parallel.py) the model holds and loads this rank's part only."""
     from mindspore.nn.utils import no_init_parameters
 
     from vms_plugin.models.weights import load_weights
@@ -57,6 +59,6 @@ def build_model(model_dir: Path, dtype: str = "float32", int8=None):
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
     with no_init_parameters():  # the parameters stay unallocated until the checkpoint fills them
-        model = model_class.from_hf_config(config, dtype, int8)
-    load_weights(model, model_dir, model.checkpoint_sources)
+        model = model_class.from_hf_config(config, dtype, int8, group)
+    load_weights(model, model_dir, model.checkpoint_sources, model.checkpoint_parts)
     return model

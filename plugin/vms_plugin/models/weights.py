@@ -7,7 +7,7 @@ An int8 linear weight is either read as int8 with its `weight_scale` (a compress
 quantized here from the float checkpoint (layers/int8.py).
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from mindspore import Parameter, nn
 
 from vms_plugin.layers.int8 import quantize_per_channel
 from vms_plugin.layers.linear import DEVICE_WEIGHT
+from vms_plugin.layers.parallel import Part
 from vms_plugin.layers.precision import dtype_name
 from vms_plugin.models.safetensors_header import CheckpointError, read_header
 from vms_plugin.ops import layer_ops
@@ -30,29 +31,29 @@ class SafetensorsFile:
         self.entries, self.data_start = read_header(path)
         self.buffer = np.memmap(path, dtype=np.uint8, mode="r")
 
-    def read_float32(self, name: str) -> np.ndarray:
+    def _stored(self, name: str, dtype: np.dtype, part: Part | None) -> np.ndarray:
+        """The tensor as stored (a view of the file), or `part` of it: only the part's pages are read."""
         entry = self.entries[name]
         begin, end = entry["data_offsets"]
-        raw = self.buffer[self.data_start + begin : self.data_start + end]
-        dtype = entry["dtype"]
+        values = self.buffer[self.data_start + begin : self.data_start + end].view(dtype).reshape(entry["shape"])
+        return values if part is None else part.of(values)
+
+    def read_float32(self, name: str, part: Part | None = None) -> np.ndarray:
+        dtype = self.entries[name]["dtype"]
         if dtype == "F32":  # a read-only view of the file: its users copy it (ms.Tensor, packing) while it is open
-            values = raw.view(np.float32)
-        elif dtype == "BF16":
+            return self._stored(name, np.float32, part)
+        if dtype == "BF16":
             # bfloat16 is the top half of a float32: widen by shifting the bits into place.
-            values = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
-        elif dtype in _NUMPY_DTYPES:
-            values = raw.view(_NUMPY_DTYPES[dtype]).astype(np.float32)
-        else:
-            raise CheckpointError(f"{self.path}: tensor {name} has dtype {dtype}; supported: BF16, F16, F32, F64")
-        return values.reshape(entry["shape"])
+            return (self._stored(name, np.uint16, part).astype(np.uint32) << 16).view(np.float32)
+        if dtype in _NUMPY_DTYPES:
+            return self._stored(name, _NUMPY_DTYPES[dtype], part).astype(np.float32)
+        raise CheckpointError(f"{self.path}: tensor {name} has dtype {dtype}; supported: BF16, F16, F32, F64")
 
     def is_int8(self, name: str) -> bool:
         return self.entries[name]["dtype"] == "I8"
 
-    def read_int8(self, name: str) -> np.ndarray:
-        entry = self.entries[name]
-        begin, end = entry["data_offsets"]
-        return self.buffer[self.data_start + begin : self.data_start + end].view(np.int8).reshape(entry["shape"])
+    def read_int8(self, name: str, part: Part | None = None) -> np.ndarray:
+        return self._stored(name, np.int8, part)
 
 
 @contextmanager
@@ -69,8 +70,14 @@ def open_checkpoint(model_dir: Path) -> Iterator[Mapping[str, SafetensorsFile]]:
             handle.buffer._mmap.close()  # release the mapping now, not at garbage collection
 
 
-def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[str, ...]]) -> None:
-    """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0).
+def load_weights(
+    model: nn.Cell,
+    model_dir: Path,
+    stacked: Mapping[str, tuple[str, ...]],
+    parts: Callable[[str], tuple[Part, ...] | None] = lambda name: None,
+) -> None:
+    """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0),
+    `parts` gives the part of each that a tensor-parallel rank holds (layers/parallel.py; None: all of them).
 
     Parameters named `device_weight` (see layers/linear.py) take the checkpoint's `weight` in the device's layout.
     """
@@ -82,31 +89,43 @@ def load_weights(model: nn.Cell, model_dir: Path, stacked: Mapping[str, tuple[st
             missing = [source for source in sources if source not in tensors]
             if missing:
                 raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
+            source_parts = parts(name) or (None,) * len(sources)
             if name.endswith(DEVICE_WEIGHT) and dtype_name(param.dtype) == "int8":
-                quantized, scales = zip(*(_int8_weight(tensors, source) for source in sources), strict=True)
+                quantized, scales = zip(
+                    *(_int8_weight(tensors, source, part) for source, part in zip(sources, source_parts, strict=True)),
+                    strict=True,
+                )
                 value, scale = np.concatenate(quantized, axis=0), np.concatenate(scales)
                 fitted = _laid_out(value, param, device_weight=True, scales=scale)
             else:
-                parts = [tensors[source].read_float32(source) for source in sources]
-                value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+                pieces = [
+                    tensors[source].read_float32(source, part)
+                    for source, part in zip(sources, source_parts, strict=True)
+                ]
+                value = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
                 fitted = _laid_out(value, param, name.endswith(DEVICE_WEIGHT))
             if fitted is None:
                 raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
             param.set_data(fitted)
 
 
-def _int8_weight(tensors: Mapping[str, SafetensorsFile], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(q [out, in] int8, scale [out]) of a checkpoint weight: as stored with its weight_scale if it is int8,
-    else quantized per output channel."""
+def _int8_weight(tensors: Mapping[str, SafetensorsFile], name: str, part: Part | None) -> tuple[np.ndarray, np.ndarray]:
+    """(q [out, in] int8, scale [out]) of a checkpoint weight, or of `part` of it: as stored with its weight_scale
+    if it is int8, else quantized per output channel."""
     handle = tensors[name]
     if not handle.is_int8(name):
-        return quantize_per_channel(handle.read_float32(name))
+        if part is None or part.axis == 0:
+            return quantize_per_channel(handle.read_float32(name, part))
+        # A channel's scale comes from its whole row, as on one rank: read whole, then keep this rank's columns.
+        quantized, scale = quantize_per_channel(handle.read_float32(name))
+        return part.of(quantized), scale
     scale_name = name.removesuffix("weight") + "weight_scale"
     if scale_name not in tensors:
         raise CheckpointError(f"int8 tensor {name} has no {scale_name} in the checkpoint")
-    quantized = handle.read_int8(name)
+    quantized = handle.read_int8(name, part)
     scale = tensors[scale_name].read_float32(scale_name).reshape(-1)  # [out, 1] per channel, [1] per tensor
-    return quantized, np.broadcast_to(scale, (quantized.shape[0],)).astype(np.float32)
+    scale = np.broadcast_to(scale, (handle.entries[name]["shape"][0],)).astype(np.float32)
+    return quantized, scale if part is None or part.axis == 1 else part.of(scale)
 
 
 def _laid_out(

@@ -120,7 +120,10 @@ class AscendOps:
         return self._matmul(x, weight, bias)
 
     def embedding(self, ids, weight, width):
-        return ops.gather(weight, ids, 1).swapaxes(0, 1).astype(ms.float32)  # columns of W^T [width, vocab]
+        vocab = weight.shape[1]
+        inside = mint.logical_and(ids >= 0, ids < vocab)  # other ids are another tensor-parallel rank's tokens
+        rows = ops.gather(weight, mint.clamp(ids, 0, vocab - 1), 1).swapaxes(0, 1)  # columns of W^T [width, vocab]
+        return rows.astype(ms.float32) * inside.unsqueeze(-1).astype(ms.float32)
 
     @staticmethod
     def _matmul(x, weight, bias):
@@ -135,6 +138,10 @@ class AscendOps:
         return Tensor(cos), Tensor(sin)
 
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
+        attention, residual = self.decoder_attention(weights, x, residual, rotary, inputs)
+        return self.decoder_mlp(weights, attention, residual, rotary, inputs)
+
+    def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
         w = weights
         if residual is None:
             x, residual = self.rms_norm(x, w.input_norm, w.eps), x
@@ -144,7 +151,11 @@ class AscendOps:
         qk_norm = None if w.q_norm is None else (w.q_norm, w.k_norm, w.eps)
         q = self.rope_and_cache(qkv, rotary, w.k_cache, w.v_cache, inputs, w.heads, qk_norm)
         attention = self.paged_attention(q, w.k_cache, w.v_cache, inputs, w.heads, w.scale)
-        x, residual = self.add_rms_norm(self._matmul(attention, w.o, w.o_bias), residual, w.post_norm, w.eps)
+        return self._matmul(attention, w.o, w.o_bias), residual
+
+    def decoder_mlp(self, weights: DecoderWeights, attention, residual, rotary, inputs: AscendInputs):
+        w = weights
+        x, residual = self.add_rms_norm(attention, residual, w.post_norm, w.eps)
         return self._matmul(self._swiglu(self._matmul(x, w.gate_up, None), -1), w.down, None), residual
 
     def rms_norm(self, x, weight, eps):

@@ -6,6 +6,8 @@ Both are stored as float32, float16 or bfloat16, and linear weights also as int8
 kernels read the type from each tensor.
 """
 
+from enum import IntEnum
+
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, ops
@@ -68,13 +70,26 @@ class CpuOps:
         return Tensor(np.stack([cos, sin]))  # one input per launch instead of two
 
     def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
+        return self._layer_part(LayerPart.WHOLE, weights, x, residual, rotary, inputs)
+
+    def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
+        return self._layer_part(LayerPart.ATTENTION, weights, x, residual, rotary, inputs)
+
+    def decoder_mlp(self, weights: DecoderWeights, attention, residual, rotary, inputs: AttentionInputs):
+        return self._layer_part(LayerPart.MLP, weights, attention, residual, rotary, inputs)
+
+    @staticmethod
+    def _layer_part(part: "LayerPart", weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
+        """One launch of the DecoderLayer kernel for the whole layer or one of its halves: the same inputs, the part
+        named in the constants."""
         has_residual = residual is not None
-        if has_residual not in weights.prepared:
-            weights.prepared[has_residual] = Tensor(layer_constants(weights, has_residual))
+        key = (has_residual, part)
+        if key not in weights.prepared:
+            weights.prepared[key] = Tensor(layer_constants(weights, has_residual, part))
         return kernels.decoder_layer(
             x,
             residual if has_residual else x,
-            weights.prepared[has_residual],
+            weights.prepared[key],
             weights.qkv,
             weights.o,
             weights.gate_up,
@@ -89,7 +104,15 @@ class CpuOps:
         kernels.copy_slots(k_cache, v_cache, src, dst)
 
 
-def layer_constants(weights: DecoderWeights, has_residual: bool) -> np.ndarray:
+class LayerPart(IntEnum):
+    """Which of a decoder layer a DecoderLayer launch computes (the constants' last header float)."""
+
+    WHOLE = 0
+    ATTENTION = 1  # norm, qkv, attention, o: returns o's output
+    MLP = 2  # from o's output: residual add, norm, gate_up, SiLU, down
+
+
+def layer_constants(weights: DecoderWeights, has_residual: bool, part: LayerPart = LayerPart.WHOLE) -> np.ndarray:
     """A layer's settings and small vectors in one float32 array, as cpu_kernels.cc's DecoderLayer reads them.
 
     Launches cost MindSpore ~5 us per input, so the six vectors and the settings travel as one tensor, made on the
@@ -106,6 +129,7 @@ def layer_constants(weights: DecoderWeights, has_residual: bool) -> np.ndarray:
         weights.intermediate_size,
         float(weights.int8_activations),
         qkv_width,
+        float(part),
     ]
 
     def values(vector, size: int) -> np.ndarray:

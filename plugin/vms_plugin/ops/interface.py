@@ -67,7 +67,8 @@ class LayerOps(Protocol):
 
     def embedding(self, ids: ms.Tensor, weight: Parameter, width: int) -> ms.Tensor:
         """Rows W[ids] [T, width] (float32) of a table W [vocab, width] held as a linear weight, so that a tied
-        output projection and the embedding are one parameter."""
+        output projection and the embedding are one parameter. Ids outside [0, vocab) give rows of zeros (another
+        tensor-parallel rank's tokens)."""
 
     def rms_norm(self, x: ms.Tensor, weight: Parameter, eps: float) -> ms.Tensor:
         """x [N, E] normalised and scaled."""
@@ -96,6 +97,23 @@ class LayerOps(Protocol):
         attention over each request's cached context, o projection, residual add + RMSNorm, SiLU(gate) * up, down
         projection. `rotary` is what `rotary` made of the tables.
         """
+
+    def decoder_attention(
+        self,
+        weights: DecoderWeights,
+        x: ms.Tensor,
+        residual: ms.Tensor | None,
+        rotary: Any,
+        inputs: StepInputs,
+    ) -> tuple[ms.Tensor, ms.Tensor]:
+        """`decoder_layer` up to the o projection -> (o projection's output, residual stream): with the weights of a
+        tensor-parallel rank, its partial sum, which the caller all-reduces before `decoder_mlp`."""
+
+    def decoder_mlp(
+        self, weights: DecoderWeights, attention: ms.Tensor, residual: ms.Tensor, rotary: Any, inputs: StepInputs
+    ) -> tuple[ms.Tensor, ms.Tensor]:
+        """The rest of `decoder_layer` from the (all-reduced) o projection's output: residual add + RMSNorm,
+        SiLU(gate) * up, down -> (down's output, a rank's partial sum; residual stream)."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""

@@ -13,16 +13,20 @@ import numpy as np
 import torch
 from mindspore import Tensor
 from vllm.config import VllmConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
+from vms_plugin.layers.parallel import SingleRank, TensorParallelGroup
 from vms_plugin.models.registry import build_model
 from vms_plugin.ops import layer_ops
 from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
-from vms_plugin.worker.sampling import BatchSampler, SamplingState, to_torch
+from vms_plugin.worker.sampling import BatchSampler, SamplingState
+from vms_plugin.worker.tensor_exchange import to_torch
+from vms_plugin.worker.tensor_parallel_group import VllmTensorParallelGroup
 from vms_plugin.worker.warm_up import warm_up_forward, warm_up_sampling
 
 
@@ -69,7 +73,7 @@ class MindSporeModelRunner:
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
         model_config = self.vllm_config.model_config
         int8 = int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
-        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8)
+        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, tensor_parallel_group())
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
 
@@ -225,6 +229,13 @@ class MindSporeModelRunner:
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
+
+
+def tensor_parallel_group() -> TensorParallelGroup:
+    """This worker's rank among vLLM's tensor-parallel workers, or the single rank."""
+    if get_tensor_model_parallel_world_size() == 1:
+        return SingleRank()
+    return VllmTensorParallelGroup()
 
 
 def storage_dtype_name(dtype: torch.dtype) -> str:

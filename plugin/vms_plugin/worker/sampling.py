@@ -10,9 +10,7 @@ from the runner's request states each time: a few small tensors, no per-token wo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import mindspore as ms
 import torch
-from mindspore.utils.dlpack import to_dlpack
 from vllm.config import VllmConfig
 from vllm.sampling_params import SamplingParams, SamplingType
 from vllm.v1.outputs import SamplerOutput
@@ -113,11 +111,6 @@ class BatchSampler:
                 mask[index] = True
                 mask[index, p.allowed_token_ids] = False
         return mask
-
-
-def to_torch(tensor: ms.Tensor) -> torch.Tensor:
-    """The same memory seen as a torch tensor (zero-copy; torch does not accept MindSpore's __dlpack__)."""
-    return torch.utils.dlpack.from_dlpack(to_dlpack(tensor))
 
 
 def _floats(values: list[float]) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from vllm.config import VllmConfig
 from vllm.tasks import SupportedTask
 from vllm.utils.mem_utils import format_gib
+from vllm.utils.torch_utils import set_random_seed
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheSpec
 from vllm.v1.kv_cache_layout import KVCacheLayout
@@ -26,6 +27,13 @@ from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
 
 logger = logging.getLogger("vllm." + __name__)
+
+
+def distributed_ident(init_method: str) -> str:
+    """What identifies one engine's workers on this host: the file of a file:// init method, else its port."""
+    if init_method.startswith("file://"):
+        return os.path.basename(init_method.removeprefix("file://"))
+    return init_method.split(":")[-1]
 
 
 class MindSporeWorker(WorkerBase):
@@ -46,9 +54,16 @@ class MindSporeWorker(WorkerBase):
         # Synchronous op launch: on a few cores MindSpore's asynchronous dispatch thread competes with the compute
         # threads and made small ops 2-10x slower in measurements on a 2-core host.
         ms.runtime.launch_blocking()
+        # vLLM's CPU communicator names its shared-memory segments after this (as vLLM's own CPU worker sets it).
+        os.environ["VLLM_DIST_IDENT"] = distributed_ident(self.distributed_init_method)
         init_worker_distributed_environment(
-            self.vllm_config, self.rank, self.distributed_init_method, self.local_rank, "gloo"
+            self.vllm_config,
+            self.rank,
+            self.distributed_init_method,
+            self.local_rank,
+            self.current_platform.dist_backend,
         )
+        set_random_seed(self.model_config.seed)  # every rank samples, and must draw the same tokens
         self.model_runner = MindSporeModelRunner(self.vllm_config)
         logger.info(
             "vms_plugin: MindSpore %s on %s (platform %s, pid %d)",
@@ -69,16 +84,15 @@ class MindSporeWorker(WorkerBase):
         return self.model_runner.model
 
     def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
-        hf_config = self.model_config.hf_text_config
-        num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
-        head_size = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // hf_config.num_attention_heads
+        layers = self.model_runner.model.attention_layers()
+        _, kv_heads, head_size = layers[0].heads  # this rank's KV heads
         spec = FullAttentionSpec(
             block_size=self.cache_config.block_size,
-            num_kv_heads=num_kv_heads,
+            num_kv_heads=kv_heads,
             head_size=head_size,
             dtype=self.model_config.dtype,  # the model's weights and KV cache share its storage type
         )
-        return {f"model.layers.{index}.self_attn": spec for index in range(hf_config.num_hidden_layers)}
+        return {f"model.layers.{index}.self_attn": spec for index in range(len(layers))}
 
     def determine_available_memory(self) -> int:
         """Bytes for the KV cache, checked to hold at least one full-length sequence."""
@@ -90,7 +104,8 @@ class MindSporeWorker(WorkerBase):
         return kv_bytes
 
     def _kv_cache_budget(self) -> int:
-        """The explicit size if given, else the configured share of RAM minus what this process already uses."""
+        """The explicit size if given (per rank, as vLLM's flag), else this rank's share of the configured fraction
+        of RAM, which the ranks and data-parallel replicas on this host divide, minus what this process uses."""
         explicit = self.cache_config.kv_cache_memory_bytes
         memory = psutil.virtual_memory()
         if explicit is not None:
@@ -100,7 +115,9 @@ class MindSporeWorker(WorkerBase):
                     "of memory is available; lower --kv-cache-memory-bytes / VLLM_CPU_KVCACHE_SPACE"
                 )
             return explicit
-        budget = int(memory.total * self.cache_config.gpu_memory_utilization)
+        parallel = self.parallel_config
+        processes_here = parallel.local_world_size * max(parallel.data_parallel_size_local, 1)
+        budget = int(memory.total * self.cache_config.gpu_memory_utilization / processes_here)
         used = psutil.Process(os.getpid()).memory_info().rss
         if budget - used <= 0:
             raise ValueError(
