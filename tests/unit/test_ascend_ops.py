@@ -221,3 +221,78 @@ def test_the_implementation_is_chosen_from_the_device_or_the_override() -> None:
     assert device_for_ops("ascend", "CPU") == "ascend"
     with pytest.raises(ValueError, match="VMS_OPS='npu': allowed: cpu, ascend"):
         device_for_ops("npu", "CPU")
+
+
+class StandInDistributed:
+    """mindspore.mint.distributed for one rank: each call is bound to the real function's signature, then the
+    ranks' tensors meet in memory (test_tensor_parallel.py's group) and the result is written in place, as HCCL's
+    collectives write theirs."""
+
+    def __init__(self, rank: int, world_size: int, shared: dict) -> None:
+        from mindspore.mint import distributed
+        from test_tensor_parallel import InMemoryGroup
+
+        self.real, self.exchange, self.init_calls = distributed, InMemoryGroup(rank, world_size, shared), []
+
+    def _bind(self, name: str, *args, **kwargs) -> inspect.BoundArguments:
+        return inspect.signature(getattr(self.real, name)).bind(*args, **kwargs)
+
+    def init_process_group(self, *args, **kwargs) -> None:
+        self.init_calls.append(self._bind("init_process_group", *args, **kwargs).arguments)
+
+    def all_reduce(self, *args, **kwargs) -> None:
+        tensor = self._bind("all_reduce", *args, **kwargs).arguments["tensor"]
+        tensor.assign_value(self.exchange.all_reduce(tensor))
+
+    def all_gather_into_tensor(self, *args, **kwargs) -> None:
+        bound = self._bind("all_gather_into_tensor", *args, **kwargs).arguments
+        rows = self.exchange._exchange(bound["input_tensor"], lambda parts: np.concatenate(parts, axis=0))
+        bound["output_tensor"].assign_value(rows)
+
+
+def test_two_ascend_ranks_over_hccl_match_one_rank(tmp_path, ascend_stand_ins) -> None:
+    """Each rank's model runs through the Ascend kernels' stand-ins, its collectives through HcclGroup over the
+    stand-in of mindspore.mint.distributed, initialised as the worker initialises it."""
+    from test_tensor_parallel import assert_ranks_match_one_rank
+    from tiny_models import save_tiny_model
+
+    from vms_plugin.layers.parallel import HcclGroup
+    from vms_plugin.worker.device import hccl_init_method
+
+    init_method = hccl_init_method("10.0.0.1", 29501)
+    groups = []
+
+    def hccl_group(rank: int, world_size: int, shared: dict) -> HcclGroup:
+        groups.append(HcclGroup(rank, world_size, init_method, StandInDistributed(rank, world_size, shared)))
+        return groups[-1]
+
+    model_dir = save_tiny_model("Qwen3ForCausalLM", tmp_path / "model", num_attention_heads=4, num_key_value_heads=2)
+    assert_ranks_match_one_rank(model_dir, world_size=2, make_group=hccl_group)
+    assert sorted(call["rank"] for group in groups for call in group._distributed.init_calls) == [0, 1]
+    for group in groups:
+        (call,) = group._distributed.init_calls
+        assert (call["backend"], call["init_method"], call["world_size"]) == ("hccl", "tcp://10.0.0.1:29502", 2)
+
+
+@pytest.mark.parametrize(
+    ("environ", "local_rank", "expected"),
+    [
+        ({}, 1, ("CPU", None)),
+        ({"VMS_DEVICE": "cpu"}, 0, ("CPU", None)),
+        ({"VMS_DEVICE": "ascend"}, 3, ("Ascend", 3)),
+        # The runtime numbers the visible NPUs 0, 1: local rank 1 is NPU 6 of the host.
+        ({"VMS_DEVICE": "ascend", "ASCEND_RT_VISIBLE_DEVICES": "4,6"}, 1, ("Ascend", 1)),
+    ],
+)
+def test_each_rank_takes_the_npu_of_its_local_rank(environ, local_rank, expected) -> None:
+    from vms_plugin.worker.device import worker_device
+
+    device = worker_device(local_rank, environ)
+    assert (device.target, device.device_id) == expected
+
+
+def test_a_rank_beyond_the_visible_npus_is_refused_naming_them() -> None:
+    from vms_plugin.worker.device import worker_device
+
+    with pytest.raises(ValueError, match="local rank 2 has no NPU: ASCEND_RT_VISIBLE_DEVICES=4,6 shows 2"):
+        worker_device(2, {"VMS_DEVICE": "ascend", "ASCEND_RT_VISIBLE_DEVICES": "4,6"})

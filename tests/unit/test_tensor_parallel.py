@@ -52,15 +52,16 @@ def _wait_unlocked(barrier: threading.Barrier, compute: threading.Lock) -> None:
         compute.acquire()
 
 
-def run_ranks(world_size: int, rank_main) -> list:
-    """rank_main(group) on `world_size` threads, one per rank; their results in rank order."""
+def run_ranks(world_size: int, rank_main, make_group=InMemoryGroup) -> list:
+    """rank_main(group) on `world_size` threads, one per rank, each with make_group(rank, world_size, shared);
+    their results in rank order."""
     shared = {"slots": {}, "barrier": threading.Barrier(world_size, timeout=120), "compute": threading.Lock()}
     outputs, errors = [None] * world_size, []
 
     def run(rank: int) -> None:
         try:
             with shared["compute"]:
-                outputs[rank] = rank_main(InMemoryGroup(rank, world_size, shared))
+                outputs[rank] = rank_main(make_group(rank, world_size, shared))
         except Exception as error:  # surfaced below; a thread's exception would otherwise vanish
             errors.append(error)
             shared["barrier"].abort()
@@ -96,9 +97,10 @@ def prefill_and_decode(model_dir, group=None, vocab: int = 512) -> list[np.ndarr
     return outputs
 
 
-def assert_ranks_match_one_rank(model_dir, world_size: int, vocab: int = 512) -> None:
+def assert_ranks_match_one_rank(model_dir, world_size: int, vocab: int = 512, make_group=InMemoryGroup) -> None:
     expected = prefill_and_decode(model_dir, vocab=vocab)
-    for rank_outputs in run_ranks(world_size, lambda group: prefill_and_decode(model_dir, group, vocab)):
+    outputs = run_ranks(world_size, lambda group: prefill_and_decode(model_dir, group, vocab), make_group)
+    for rank_outputs in outputs:
         for step, (ours, reference) in enumerate(zip(rank_outputs, expected, strict=True)):
             assert ours.shape == reference.shape, f"step {step}"
             np.testing.assert_allclose(ours, reference, atol=TOLERANCE, rtol=0, err_msg=f"step {step}")

@@ -11,11 +11,11 @@ HCCL on Ascend (`HcclGroup`), the identity for one rank (`SingleRank`).
 """
 
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import mindspore as ms
 import numpy as np
-from mindspore import ops
+from mindspore import mint
 
 
 class TensorParallelGroup(Protocol):
@@ -42,21 +42,27 @@ class SingleRank:
 
 
 class HcclGroup:
-    """The world group over HCCL, as vLLM's multiprocessing executor starts one worker per NPU."""
+    """vLLM's tensor-parallel ranks on Ascend, one worker process per NPU, joined by MindSpore's HCCL process group
+    (mindspore.mint.distributed, torch.distributed's interface): rank `rank` of `world_size`, meeting at
+    `init_method` (tcp://host:port, a port of its own beside vLLM's). `distributed` stands in for that module in
+    tests."""
 
-    def __init__(self) -> None:
-        from mindspore.communication import GlobalComm, get_group_size, get_rank, init
-
-        init("hccl")
-        self.rank, self.world_size = get_rank(), get_group_size()
-        self._all_reduce = ops.AllReduce(ops.ReduceOp.SUM, GlobalComm.WORLD_COMM_GROUP)
-        self._all_gather = ops.AllGather(GlobalComm.WORLD_COMM_GROUP)  # gathers along axis 0
+    def __init__(self, rank: int, world_size: int, init_method: str, distributed: Any = None) -> None:
+        if distributed is None:
+            from mindspore.mint import distributed
+        self._distributed = distributed
+        distributed.init_process_group(backend="hccl", init_method=init_method, world_size=world_size, rank=rank)
+        self.rank, self.world_size = rank, world_size
 
     def all_reduce(self, x: ms.Tensor) -> ms.Tensor:
-        return self._all_reduce(x)
+        self._distributed.all_reduce(x)  # in place, summed
+        return x
 
     def all_gather(self, x: ms.Tensor) -> ms.Tensor:
-        gathered = self._all_gather(x.swapaxes(0, -1))
+        # HCCL gathers along axis 0: the last axis is moved there and back.
+        rows = x.swapaxes(0, -1).contiguous()
+        gathered = mint.empty((self.world_size * rows.shape[0], *rows.shape[1:]), dtype=rows.dtype)
+        self._distributed.all_gather_into_tensor(gathered, rows)
         return gathered.swapaxes(0, -1)
 
 

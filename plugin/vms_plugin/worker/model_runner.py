@@ -12,16 +12,17 @@ import mindspore as ms
 import numpy as np
 import torch
 from mindspore import Tensor
-from vllm.config import VllmConfig
-from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.config import ParallelConfig, VllmConfig
+from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
-from vms_plugin.layers.parallel import SingleRank, TensorParallelGroup
+from vms_plugin.layers.parallel import HcclGroup, SingleRank, TensorParallelGroup
 from vms_plugin.models.registry import build_model
 from vms_plugin.ops import layer_ops
 from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
+from vms_plugin.worker.device import CPU, WorkerDevice, hccl_init_method
 from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState
@@ -58,8 +59,9 @@ class PendingStep:
 
 
 class MindSporeModelRunner:
-    def __init__(self, vllm_config: VllmConfig) -> None:
+    def __init__(self, vllm_config: VllmConfig, device: WorkerDevice = CPU) -> None:
         self.vllm_config = vllm_config
+        self.device = device
         self.block_size = vllm_config.cache_config.block_size
         self.model = None
         self.requests: dict[str, RequestState] = {}
@@ -73,7 +75,8 @@ class MindSporeModelRunner:
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
         model_config = self.vllm_config.model_config
         int8 = int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
-        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, tensor_parallel_group())
+        group = tensor_parallel_group(self.device, self.vllm_config.parallel_config)
+        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group)
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
 
@@ -231,10 +234,14 @@ class MindSporeModelRunner:
         return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
 
 
-def tensor_parallel_group() -> TensorParallelGroup:
-    """This worker's rank among vLLM's tensor-parallel workers, or the single rank."""
+def tensor_parallel_group(device: WorkerDevice, parallel_config: ParallelConfig) -> TensorParallelGroup:
+    """This worker's rank among vLLM's tensor-parallel workers: over HCCL on Ascend, over vLLM's own group (its CPU
+    communicator) on CPU; or the single rank."""
     if get_tensor_model_parallel_world_size() == 1:
         return SingleRank()
+    if device.is_ascend:
+        init_method = hccl_init_method(parallel_config.master_addr, parallel_config.master_port)
+        return HcclGroup(get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size(), init_method)
     return VllmTensorParallelGroup()
 
 

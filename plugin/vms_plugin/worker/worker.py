@@ -23,6 +23,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
+from vms_plugin.worker.device import worker_device
 from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
 
@@ -49,8 +50,9 @@ class MindSporeWorker(WorkerBase):
         self.model_runner: MindSporeModelRunner | None = None
 
     def init_device(self) -> None:
-        self.device = torch.device("cpu")
-        ms.set_device("CPU")
+        self.device = torch.device("cpu")  # where vLLM's tensors live: the host, whatever MindSpore computes on
+        device = worker_device(self.local_rank, os.environ)
+        ms.set_device(device.target, device.device_id)
         # Synchronous op launch: on a few cores MindSpore's asynchronous dispatch thread competes with the compute
         # threads and made small ops 2-10x slower in measurements on a 2-core host.
         ms.runtime.launch_blocking()
@@ -64,7 +66,7 @@ class MindSporeWorker(WorkerBase):
             self.current_platform.dist_backend,
         )
         set_random_seed(self.model_config.seed)  # every rank samples, and must draw the same tokens
-        self.model_runner = MindSporeModelRunner(self.vllm_config)
+        self.model_runner = MindSporeModelRunner(self.vllm_config, device)
         logger.info(
             "vms_plugin: MindSpore %s on %s (platform %s, pid %d)",
             ms.__version__,
