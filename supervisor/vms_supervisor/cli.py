@@ -86,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     choice = _device(settings)
     model_dir = _checked_model(settings)
     _warn(choice)
-    command = engine_argv(settings, model_dir)
+    command = engine_argv(settings, model_dir, choice.tensor_parallel_size)
     print(
         f"vms: serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
         f"(admin API and probes on http://{settings.admin_address}:{settings.admin_port})",
@@ -120,9 +120,13 @@ def _config(args: argparse.Namespace) -> int:
     _warn(choice)
     for name, value in settings.redacted().items():
         print(f"{name}={'' if value is None else value}")
-    print(f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}")
+    print(
+        f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}, "
+        f"data parallel size {settings.data_parallel_size}"
+    )
     environment = [f"{name}={value}" for name, value in engine_environment().items()]
-    print("engine:", " ".join(environment + engine_argv(settings, settings.model or default_model_dir())))
+    command = engine_argv(settings, settings.model or default_model_dir(), choice.tensor_parallel_size)
+    print("engine:", " ".join(environment + command))
     return 0
 
 

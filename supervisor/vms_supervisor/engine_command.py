@@ -28,7 +28,8 @@ def served_name(settings: Settings) -> str:
     return DEFAULT_MODEL_NAME if settings.model is None else str(settings.model)
 
 
-def engine_argv(settings: Settings, model_dir: Path) -> list[str]:
+def engine_argv(settings: Settings, model_dir: Path, tensor_parallel_size: int = 1) -> list[str]:
+    """The engine's command line; `tensor_parallel_size` as the device choice resolved VMS_TENSOR_PARALLEL_SIZE."""
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     argv += ["--served-model-name", served_name(settings), "--host", settings.host, "--port", str(settings.port)]
     argv += ["--max-model-len", str(settings.max_model_len)]
@@ -40,8 +41,10 @@ def engine_argv(settings: Settings, model_dir: Path) -> list[str]:
         argv += ["--dtype", settings.dtype]
     if settings.quantization != "none":
         argv += ["--quantization", settings.quantization]
-    if settings.tensor_parallel_size != "auto":
-        argv += ["--tensor-parallel-size", settings.tensor_parallel_size]
+    if tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    if settings.data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(settings.data_parallel_size)]
     return argv + settings.engine_arguments()
 
 

@@ -71,7 +71,8 @@ class Lifecycle:
         self._enter(State.STOPPED, now)
         return Action.STOP
 
-    def observe(self, now: float, running: bool, healthy: bool) -> Action:
+    def observe(self, now: float, running: bool, healthy: bool, lost_process: str | None = None) -> Action:
+        """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs."""
         if self.state in (State.STOPPED, State.FAILED):
             return Action.NONE
         if self.state == State.RESTARTING:
@@ -81,6 +82,8 @@ class Lifecycle:
             return Action.NONE
         if not running:
             return self._restart(now, "the engine process exited")
+        if lost_process is not None:  # the engine cannot go on without it: end the rest of it too
+            return self._restart(now, f"{lost_process} exited", Action.KILL)
         if self.state == State.STARTING:
             if healthy:
                 self._enter(State.READY, now)

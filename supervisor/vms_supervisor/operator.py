@@ -23,6 +23,7 @@ import psutil
 
 from vms_supervisor.engine_command import served_name
 from vms_supervisor.engine_http import EngineEndpoint
+from vms_supervisor.engine_processes import engine_ranks, rank_label
 from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
 from vms_supervisor.log_files import LogFollower, tail
 from vms_supervisor.npu_probe import probe
@@ -82,6 +83,8 @@ class EngineOperator:
         self._lock = threading.Lock()  # one actor at a time on the lifecycle and supervisord
         self._versions = versions()
         self._engine_group: int | None = None
+        self._ranks_of: int | None = None  # the engine main process whose ranks _ranks holds
+        self._ranks: dict[int, str] = {}  # pid -> what it is, of every engine process seen
 
     # -- the admin API's view ------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -104,6 +107,7 @@ class EngineOperator:
             "ready": self.ready(),
             "draining": self.draining,
             "engine_pid": pid,
+            "ranks": engine_ranks(pid, self.device),
             "uptime_s": round(now - life.since, 1) if life.state == State.READY else None,
             "restarts": life.restarts,
             "last_error": life.last_error,
@@ -156,10 +160,11 @@ class EngineOperator:
             self._engine_group = engine.pid  # supervisord starts each program in a process group of its own
         else:
             self._kill_engine_group("killed what was left of the engine's process group %d")
-        healthy = running and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
+        lost = self._lost_rank(engine.pid if running else None)
+        healthy = running and lost is None and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
         with self._lock:
             before = self.lifecycle.state
-            action = self.lifecycle.observe(self.clock(), running=running, healthy=healthy)
+            action = self.lifecycle.observe(self.clock(), running=running, healthy=healthy, lost_process=lost)
             after = self.lifecycle.state
             if after != before:
                 reason = f" ({self.lifecycle.last_error})" if after in (State.RESTARTING, State.FAILED) else ""
@@ -178,6 +183,18 @@ class EngineOperator:
             logger.info("draining: %d request(s) in flight", in_flight)
             time.sleep(DRAIN_POLL_SECONDS)
         logger.info("drained; the engine stops next")
+
+    def _lost_rank(self, engine_pid: int | None) -> str | None:
+        """A process of the running engine (an engine core or a rank's worker) seen before and ended since: vLLM
+        keeps answering /health for a while without it, so the operator watches the processes themselves."""
+        if engine_pid != self._ranks_of:
+            self._ranks_of, self._ranks = engine_pid, {}
+        if engine_pid is None:
+            return None
+        # All of those that have ended: when one dies vLLM may end others before the next check.
+        lost = ", ".join(label for pid, label in self._ranks.items() if _has_ended(pid))
+        self._ranks.update({rank["pid"]: rank_label(rank) for rank in engine_ranks(engine_pid, self.device)})
+        return lost or None
 
     def _kill_engine_group(self, message: str) -> None:
         """SIGKILL to the engine's process group: what a dead engine left behind (vLLM's engine core), or an

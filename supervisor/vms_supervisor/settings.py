@@ -25,6 +25,7 @@ MANAGED_ENGINE_FLAGS = (
     "--dtype",
     "--quantization",
     "--tensor-parallel-size",
+    "--data-parallel-size",
 )
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -40,7 +41,12 @@ class Settings(BaseSettings):
     )
     visible_devices: str | None = Field(None, description="comma-separated NPU ids to use, e.g. 0,1; unset: all")
     tensor_parallel_size: str = Field(
-        "auto", description="NPUs per engine; auto: the number of healthy probed chips (1 on CPU)"
+        "auto",
+        description="ranks per engine, each on its NPU (or its share of the CPU cores); auto: the number of healthy "
+        "probed chips (1 on CPU)",
+    )
+    data_parallel_size: Annotated[int, Field(ge=1)] = Field(
+        1, description="engine replicas behind the one API, each with VMS_TENSOR_PARALLEL_SIZE ranks"
     )
     max_model_len: Annotated[int, Field(ge=16)] = Field(2048, description="longest prompt + output, in tokens")
     kv_cache_memory: ByteSize = Field(

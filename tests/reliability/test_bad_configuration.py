@@ -72,7 +72,9 @@ CASES = [
     Case("token file empty", {"VMS_ADMIN_TOKEN_FILE": "{tmp}/empty-token"}, "the file is empty"),
     # hardware
     Case("ascend without an NPU", {"VMS_DEVICE": "ascend"}, "no /dev/davinci* device nodes"),
-    Case("tensor parallel beyond the chips", {"VMS_TENSOR_PARALLEL_SIZE": "4"}, "the CPU path runs on 1"),
+    Case("tensor parallel beyond the cores", {"VMS_TENSOR_PARALLEL_SIZE": "4096"}, "each CPU rank needs a core"),
+    Case("data parallel size zero", {"VMS_DATA_PARALLEL_SIZE": "0"}, "greater than or equal to 1"),
+    Case("engine args set data parallel", {"VMS_ENGINE_ARGS": "--data-parallel-size 2"}, "VMS_ variable instead"),
     # models
     Case("model path missing", {"VMS_MODEL": "{tmp}/no-such-model"}, "does not exist or is not a directory"),
     Case("model path is a file", {"VMS_MODEL": "{tmp}/token"}, "does not exist or is not a directory"),

@@ -39,6 +39,13 @@ def test_failed_checks_make_it_unhealthy_then_restart_at_the_threshold(engine: L
     assert "/health failed 3 times in a row" in engine.last_error
 
 
+def test_a_lost_rank_restarts_the_whole_engine_at_once(engine: Lifecycle) -> None:
+    engine.observe(1, True, True)
+    assert engine.observe(2, True, False, lost_process="worker DP0 TP1 (pid 42)") == Action.KILL
+    assert engine.state == State.RESTARTING and not engine.ready and engine.restarts == 1
+    assert engine.last_error == "worker DP0 TP1 (pid 42) exited"
+
+
 def test_one_good_check_clears_unhealthy(engine: Lifecycle) -> None:
     engine.observe(1, True, True)
     engine.observe(2, True, False)

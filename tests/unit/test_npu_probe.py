@@ -88,3 +88,12 @@ def test_ascend_without_a_usable_chip_is_a_clear_error() -> None:
 def test_tensor_parallel_larger_than_the_healthy_chips_is_refused() -> None:
     with pytest.raises(DeviceError, match="only 2 healthy chip"):
         choose_device(Settings(tensor_parallel_size="4"), ascend_host("a3_ascend910_phy_id_one_alarm.txt"))
+
+
+def test_cpu_ranks_are_one_unless_asked_and_never_more_than_the_cores() -> None:
+    no_npu = ProbeResult(device_nodes=[])
+    assert choose_device(Settings(device="cpu"), no_npu, cpu_cores=8).tensor_parallel_size == 1
+    four = Settings(device="cpu", tensor_parallel_size="4")
+    assert choose_device(four, no_npu, cpu_cores=8).tensor_parallel_size == 4
+    with pytest.raises(DeviceError, match="VMS_TENSOR_PARALLEL_SIZE=4 but this host gives vms 2 CPU core"):
+        choose_device(four, no_npu, cpu_cores=2)

@@ -37,9 +37,13 @@ def test_variables_are_read_and_units_parsed(monkeypatch: pytest.MonkeyPatch, tm
     settings = load_settings()
     assert int(settings.kv_cache_memory) == 512 << 20
     assert settings.device == "cpu"
-    argv = engine_argv(settings, tmp_path)
+    monkeypatch.setenv("VMS_DATA_PARALLEL_SIZE", "2")
+    settings = load_settings()
+    assert (settings.tensor_parallel_size, settings.data_parallel_size) == ("2", 2)
+    argv = engine_argv(settings, tmp_path, tensor_parallel_size=2)
     assert argv[argv.index("--kv-cache-memory-bytes") + 1] == str(512 << 20)
     assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    assert argv[argv.index("--data-parallel-size") + 1] == "2"
     assert argv[argv.index("--quantization") + 1] == "int8_per_channel"
     assert argv[-3:] == ["--max-num-seqs", "8", "--enable-prefix-caching"]
 
