@@ -29,13 +29,21 @@ def split_cores(cores: list[int], ranks: int) -> str:
     return "|".join(lists)
 
 
+_SET_BY_VMS = "_VMS_SET_CPU_OMP_THREADS_BIND"  # the binding vms wrote, told apart from one the user set
+
+
 def bind_ranks_to_cores(local_ranks: int, numa_nodes: int, environ: MutableMapping[str, str] = os.environ) -> None:
     """Set VLLM_CPU_OMP_THREADS_BIND for `local_ranks` ranks on a host with `numa_nodes` nodes, unless the user set
-    it or vLLM's automatic binding (one node per rank) can serve."""
-    if local_ranks < 2 or environ.get(BIND_VARIABLE, "auto") != "auto" or numa_nodes >= local_ranks:
+    it or vLLM's automatic binding (one node per rank) can serve. A binding vms set for an earlier engine of this
+    process is made again for this one."""
+    current = environ.get(BIND_VARIABLE, "auto")
+    if current == environ.get(_SET_BY_VMS):
+        current = "auto"
+        del environ[BIND_VARIABLE], environ[_SET_BY_VMS]
+    if local_ranks < 2 or current != "auto" or numa_nodes >= local_ranks:
         return
     binding = split_cores(sorted(os.sched_getaffinity(0)), local_ranks)
-    environ[BIND_VARIABLE] = binding
+    environ[BIND_VARIABLE] = environ[_SET_BY_VMS] = binding
     logger.info(
         "vms_plugin: %d ranks on %d NUMA node(s): each rank computes on its share of the cores, %s=%s",
         local_ranks,

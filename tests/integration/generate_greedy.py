@@ -41,11 +41,28 @@ def generate(job: dict, enforce_eager: bool) -> dict:
         "token_ids": [list(output.outputs[0].token_ids) for output in outputs],
         "counters": {name: value for name, value in counters.items() if isinstance(value, int | float)},
         "sampled": sampled,
+        "workers": llm.collective_rpc(_worker_memory) if job.get("report_workers") else [],
     }
     llm.llm_engine.engine_core.shutdown()
     del llm
     gc.collect()
     return result
+
+
+def _worker_memory(worker) -> dict:
+    """A worker's rank, process, peak resident memory and the bytes of its model's parameters (KV caches aside)."""
+    import os
+    import resource
+
+    parameters = [
+        param for name, param in worker.get_model().parameters_and_names() if not name.endswith(("k_cache", "v_cache"))
+    ]
+    return {
+        "rank": worker.rank,
+        "pid": os.getpid(),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "parameter_bytes": sum(param.nbytes for param in parameters),
+    }
 
 
 def _sampling_params(max_tokens: int, options: dict):
@@ -78,6 +95,10 @@ def _positions(step) -> dict:
 
 
 def main() -> None:
+    import os
+
+    # collective_rpc with a function (_worker_memory) pickles it to the engine process: allowed for these tests.
+    os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--jobs", type=Path, required=True, help="JSON list of {model, prompts, max_tokens[, engine_args, repeat]}"

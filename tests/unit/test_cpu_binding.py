@@ -28,6 +28,15 @@ def test_a_host_with_too_few_numa_nodes_gets_the_cores_split() -> None:
     assert environ[BIND_VARIABLE] == split_cores(sorted(os.sched_getaffinity(0)), 2)
 
 
+def test_a_later_engine_in_the_same_process_gets_a_binding_of_its_own() -> None:
+    environ: dict[str, str] = {}
+    bind_ranks_to_cores(2, numa_nodes=1, environ=environ)
+    bind_ranks_to_cores(3, numa_nodes=1, environ=environ)  # not taken for the user's: vms set it
+    assert environ[BIND_VARIABLE] == split_cores(sorted(os.sched_getaffinity(0)), 3)
+    bind_ranks_to_cores(1, numa_nodes=1, environ=environ)
+    assert BIND_VARIABLE not in environ  # one rank: vLLM's default again
+
+
 @pytest.mark.parametrize(
     ("environ", "ranks", "numa_nodes"),
     [
