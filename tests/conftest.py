@@ -1,6 +1,7 @@
 """Shared fixtures: the converted default model is made once per test session in a private model cache."""
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import pytest
 from tiny_models import ARCHITECTURES, save_compressed_tensors_w8a8, save_tiny_model
 
 VMS = str(Path(sys.executable).with_name("vms"))
+SERVED_TINY_SIZES = {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152}
 
 
 def run_vms(*args: str, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -43,6 +45,19 @@ def w8a8_model_dir(tiny_model_dirs, tmp_path_factory: pytest.TempPathFactory) ->
     """The tiny Llama as a compressed-tensors int8 W8A8 checkpoint (tiny_models.save_compressed_tensors_w8a8)."""
     target = tmp_path_factory.mktemp("w8a8") / "LlamaForCausalLM-W8A8"
     return save_compressed_tensors_w8a8(tiny_model_dirs["LlamaForCausalLM"], target)
+
+
+@pytest.fixture(scope="session")
+def served_tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2 that `vms serve` can serve (the default model's tokenizer and vocabulary size), with 4 query and
+    2 KV heads so that it splits over 2 tensor-parallel ranks (the default model's 9 and 3 do not)."""
+    target = save_tiny_model(
+        "Qwen2ForCausalLM", tmp_path_factory.mktemp("served-tiny") / "Qwen2-tiny", **SERVED_TINY_SIZES
+    )
+    for source in default_model_dir.iterdir():
+        if source.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            shutil.copy(source, target / source.name)
+    return target
 
 
 _MEASUREMENTS: list[str] = []
