@@ -196,7 +196,8 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
         jobs[name] = {
             **single,
             "engine_args": {**single.get("engine_args", {}), "tensor_parallel_size": size},
-            "sampling": {"logprobs": LOGPROBS},
+            "sampling": {},
+            "logprobs": LOGPROBS["logprobs"],  # with the greedy batch itself: one batch less per run
             "report_workers": True,
         }
     chunked, cached, preempted = (scheduler_jobs[name] for name in SCHEDULER_JOBS)

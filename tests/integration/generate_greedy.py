@@ -27,7 +27,9 @@ def generate(job: dict, enforce_eager: bool) -> dict:
     }
     llm = LLM(model=job["model"], **engine_args)
     prompts = [{"prompt_token_ids": ids} for ids in job["prompts"]]
-    params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"], ignore_eos=True, detokenize=False)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=job["max_tokens"], ignore_eos=True, detokenize=False, logprobs=job.get("logprobs")
+    )
     for _ in range(job.get("repeat", 1)):  # a repeat finds the prompts' blocks in the prefix cache
         outputs = llm.generate(prompts, params)
     sampled = {}
@@ -39,6 +41,7 @@ def generate(job: dict, enforce_eager: bool) -> dict:
     result = {
         "platform": type(current_platform).__name__,
         "token_ids": [list(output.outputs[0].token_ids) for output in outputs],
+        "logprobs": [[_positions(step) for step in output.outputs[0].logprobs or []] for output in outputs],
         "counters": {name: value for name, value in counters.items() if isinstance(value, int | float)},
         "sampled": sampled,
         "workers": llm.collective_rpc(_worker_memory) if job.get("report_workers") else [],

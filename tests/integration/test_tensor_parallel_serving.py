@@ -30,12 +30,12 @@ def test_greedy_over_several_ranks_is_token_identical_to_one_rank(job, tensor_pa
 
 @pytest.mark.parametrize("job", TENSOR_PARALLEL_SIZES)
 def test_logprobs_over_several_ranks_match_one_rank(job, tensor_parallel_greedy, plugin_greedy, measurement):
-    ours = tensor_parallel_greedy[job]["sampled"]["logprobs"]
-    single = plugin_greedy[_single_rank_job(job)]["sampled"]["logprobs"]
+    ours = tensor_parallel_greedy[job]
+    single = plugin_greedy[_single_rank_job(job)]["sampled"]["logprobs"]  # greedy too, with top-5 logprobs
     largest, compared = 0.0, 0
-    for ours_prompt, single_prompt in zip(ours, single, strict=True):
-        assert ours_prompt["token_ids"] == single_prompt["token_ids"]
-        for ours_position, single_position in zip(ours_prompt["logprobs"], single_prompt["logprobs"], strict=True):
+    for tokens, positions, single_prompt in zip(ours["token_ids"], ours["logprobs"], single, strict=True):
+        assert tokens == single_prompt["token_ids"]
+        for ours_position, single_position in zip(positions, single_prompt["logprobs"], strict=True):
             for token, (logprob, _) in single_position.items():
                 if token in ours_position:  # a near-tie at the 5th place may swap which token is listed
                     largest = max(largest, abs(ours_position[token][0] - logprob))
