@@ -72,7 +72,8 @@ class Lifecycle:
         return Action.STOP
 
     def observe(self, now: float, running: bool, healthy: bool, lost_process: str | None = None) -> Action:
-        """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs."""
+        """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs; it
+        counts once the engine has been ready (while starting, the engine's own start-up failure says why)."""
         if self.state in (State.STOPPED, State.FAILED):
             return Action.NONE
         if self.state == State.RESTARTING:
@@ -82,8 +83,6 @@ class Lifecycle:
             return Action.NONE
         if not running:
             return self._restart(now, "the engine process exited")
-        if lost_process is not None:  # the engine cannot go on without it: end the rest of it too
-            return self._restart(now, f"{lost_process} exited", Action.KILL)
         if self.state == State.STARTING:
             if healthy:
                 self._enter(State.READY, now)
@@ -92,6 +91,9 @@ class Lifecycle:
                     now, f"the engine did not answer /health within {self.policy.start_timeout:g} s", Action.KILL
                 )
             return Action.NONE
+        # Once it has served: an engine that loses a process while starting fails its start on its own.
+        if lost_process is not None:  # the engine cannot go on without it: end the rest of it too
+            return self._restart(now, f"{lost_process} exited", Action.KILL)
         if healthy:
             self._failed_checks = 0
             if self.state == State.UNHEALTHY:

@@ -185,8 +185,8 @@ class EngineOperator:
         logger.info("drained; the engine stops next")
 
     def _lost_rank(self, engine_pid: int | None) -> str | None:
-        """A process of the running engine (an engine core or a rank's worker) seen before and ended since: vLLM
-        keeps answering /health for a while without it, so the operator watches the processes themselves."""
+        """The processes of the running engine (engine cores, ranks' workers) seen before and ended since: the
+        engine cannot go on without them, and watching them notices it at once, not after failed /health checks."""
         if engine_pid != self._ranks_of:
             self._ranks_of, self._ranks = engine_pid, {}
         if engine_pid is None:

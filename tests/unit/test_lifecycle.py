@@ -46,6 +46,13 @@ def test_a_lost_rank_restarts_the_whole_engine_at_once(engine: Lifecycle) -> Non
     assert engine.last_error == "worker DP0 TP1 (pid 42) exited"
 
 
+def test_a_process_lost_while_starting_is_left_to_the_start_to_report(engine: Lifecycle) -> None:
+    assert engine.observe(1, True, False, lost_process="engine core DP0 TP0 (pid 42)") == Action.NONE
+    assert engine.state == State.STARTING
+    engine.observe(2, False, False)
+    assert engine.last_error == "the engine process exited"
+
+
 def test_one_good_check_clears_unhealthy(engine: Lifecycle) -> None:
     engine.observe(1, True, True)
     engine.observe(2, True, False)
