@@ -9,6 +9,8 @@ import re
 
 import psutil
 
+from vms_plugin.worker.device import local_device_index
+
 _TITLE = re.compile(r"::(?P<role>EngineCore|Worker)(?P<labels>(?:_[A-Z]+\d+)*)$")
 _LABEL = re.compile(r"_([A-Z]+)(\d+)")
 
@@ -23,9 +25,12 @@ def parse_title(title: str) -> dict | None:
     return {"role": role, "dp_rank": labels.get("DP", 0), "tp_rank": labels.get("TP", 0)}
 
 
-def rank_device(device: str, tp_rank: int) -> str:
-    """Where a rank computes: on Ascend the NPU of its local rank among the visible ones, else the CPU."""
-    return f"npu:{tp_rank}" if device == "ascend" else "cpu"
+def rank_device(device: str, dp_rank: int, tp_rank: int, ranks_per_replica: int) -> str:
+    """Where a rank computes: on Ascend the visible NPU the worker takes (vms_plugin/worker/device.py), else the
+    CPU."""
+    if device != "ascend":
+        return "cpu"
+    return f"npu:{local_device_index(tp_rank, dp_rank, ranks_per_replica)}"
 
 
 def rank_label(rank: dict) -> str:
@@ -39,15 +44,19 @@ def engine_ranks(engine_pid: int | None, device: str) -> list[dict]:
     if engine_pid is None:
         return []
     try:
-        return sorted(
-            _ranks_below(psutil.Process(engine_pid), device, dp_rank=0),
-            key=lambda rank: (rank["dp_rank"], rank["role"] != "engine_core", rank["tp_rank"]),
-        )
+        ranks = _ranks_below(psutil.Process(engine_pid), dp_rank=0)
     except psutil.NoSuchProcess:
         return []
+    ranks_per_replica = 1 + max((rank["tp_rank"] for rank in ranks), default=0)
+    for rank in ranks:
+        if rank.pop("computes"):
+            rank["device"] = rank_device(device, rank["dp_rank"], rank["tp_rank"], ranks_per_replica)
+        else:
+            rank["device"] = None
+    return sorted(ranks, key=lambda rank: (rank["dp_rank"], rank["role"] != "engine_core", rank["tp_rank"]))
 
 
-def _ranks_below(process: psutil.Process, device: str, dp_rank: int) -> list[dict]:
+def _ranks_below(process: psutil.Process, dp_rank: int) -> list[dict]:
     ranks = []
     for child in process.children():
         try:
@@ -55,13 +64,12 @@ def _ranks_below(process: psutil.Process, device: str, dp_rank: int) -> list[dic
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if described is None:
-            ranks += _ranks_below(child, device, dp_rank)
+            ranks += _ranks_below(child, dp_rank)
             continue
         if described["role"] == "worker":
             described["dp_rank"] = described["dp_rank"] or dp_rank
-        below = _ranks_below(child, device, described["dp_rank"])
+        below = _ranks_below(child, described["dp_rank"])
         # An engine core computes itself unless it has workers (one rank: the worker runs inside it).
         computes = described["role"] == "worker" or not any(rank["role"] == "worker" for rank in below)
-        where = rank_device(device, described["tp_rank"]) if computes else None
-        ranks += [{**described, "pid": child.pid, "device": where}, *below]
+        ranks += [{**described, "pid": child.pid, "computes": computes}, *below]
     return ranks

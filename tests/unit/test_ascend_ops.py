@@ -291,6 +291,14 @@ def test_each_rank_takes_the_npu_of_its_local_rank(environ, local_rank, expected
     assert (device.target, device.device_id) == expected
 
 
+def test_data_parallel_replicas_on_one_host_take_different_npus() -> None:
+    from vms_plugin.worker.device import local_device_index
+
+    # Two replicas of 2 ranks: replica 0 on NPUs 0 and 1, replica 1 on NPUs 2 and 3.
+    assert [local_device_index(rank, replica, 2) for replica in (0, 1) for rank in (0, 1)] == [0, 1, 2, 3]
+    assert local_device_index(1, None, 2) == 1  # no data parallelism
+
+
 def test_a_rank_beyond_the_visible_npus_is_refused_naming_them() -> None:
     from vms_plugin.worker.device import worker_device
 

@@ -58,7 +58,7 @@ def test_replicas_and_their_workers_are_listed_with_pid_and_device(tmp_path) -> 
             ("engine_core", 0, 0, None),  # its workers compute
             ("worker", 0, 0, "npu:0"),
             ("worker", 0, 1, "npu:1"),
-            ("engine_core", 1, 0, "npu:0"),  # one rank: the worker runs inside the engine core
+            ("engine_core", 1, 0, "npu:2"),  # computes itself; replica 1 starts after replica 0's 2 NPUs
         ]
         assert rank_label(ranks[2]) == f"worker DP0 TP1 (pid {ranks[2]['pid']})"
         assert [r["device"] for r in engine_ranks(server.pid, "cpu")] == [None, "cpu", "cpu", "cpu"]

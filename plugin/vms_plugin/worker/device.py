@@ -27,6 +27,12 @@ class WorkerDevice:
 CPU = WorkerDevice("CPU", None)
 
 
+def local_device_index(local_rank: int, dp_local_rank: int | None, ranks_per_replica: int) -> int:
+    """The device of a rank on this host, by vLLM's convention (its GPU worker): replica d's local rank i takes
+    device d * ranks_per_replica + i, so that data-parallel replicas on one host use different NPUs."""
+    return (dp_local_rank or 0) * ranks_per_replica + local_rank
+
+
 def worker_device(local_rank: int, environ: Mapping[str, str]) -> WorkerDevice:
     if environ.get(DEVICE_VARIABLE, "cpu").strip().lower() != "ascend":
         return CPU

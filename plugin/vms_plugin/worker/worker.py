@@ -23,7 +23,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
-from vms_plugin.worker.device import worker_device
+from vms_plugin.worker.device import local_device_index, worker_device
 from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
 
@@ -51,7 +51,11 @@ class MindSporeWorker(WorkerBase):
 
     def init_device(self) -> None:
         self.device = torch.device("cpu")  # where vLLM's tensors live: the host, whatever MindSpore computes on
-        device = worker_device(self.local_rank, os.environ)
+        parallel = self.parallel_config
+        ranks_per_replica = parallel.tensor_parallel_size * parallel.pipeline_parallel_size
+        device = worker_device(
+            local_device_index(self.local_rank, parallel.data_parallel_rank_local, ranks_per_replica), os.environ
+        )
         ms.set_device(device.target, device.device_id)
         # Synchronous op launch: on a few cores MindSpore's asynchronous dispatch thread competes with the compute
         # threads and made small ops 2-10x slower in measurements on a 2-core host.
