@@ -15,6 +15,7 @@ from vllm.utils.cpu_resource_utils import get_visible_memory_node
 
 from vms_plugin import START_METHOD_VARIABLE
 from vms_plugin.cpu_binding import bind_ranks_to_cores
+from vms_plugin.worker.device import RAY_RANK_RESOURCE, device_control_variable
 
 if TYPE_CHECKING:  # vllm.config imports the current platform while it initialises: no runtime import here
     from vllm.config import VllmConfig
@@ -54,6 +55,10 @@ class MindSporePlatform(CpuPlatform):
     _enum = PlatformEnum.OOT
     device_name: str = "cpu"
     device_type: str = "cpu"
+    # vLLM's Ray executor places one rank on one unit of this resource (see vms_plugin/worker/device.py).
+    ray_device_key: str = RAY_RANK_RESOURCE
+    # On Ascend, vLLM maps each rank's local rank to a visible NPU through this variable (Ray sets it per rank).
+    device_control_env_var: str = device_control_variable(os.environ, CpuPlatform.device_control_env_var)
 
     def is_cpu(self) -> bool:
         return True
@@ -78,7 +83,8 @@ class MindSporePlatform(CpuPlatform):
         chosen_by_user = parallel_config.worker_cls not in ("auto", VLLM_CPU_WORKER_CLASS)
         executor_backend = parallel_config.distributed_executor_backend
         start_method = os.environ.get(START_METHOD_VARIABLE)
-        bind_ranks_to_cores(parallel_config.local_world_size, len(get_visible_memory_node()))
+        if executor_backend != "ray":  # Ray's ranks are not started by vLLM's core binding, nor all on this host
+            bind_ranks_to_cores(parallel_config.local_world_size, len(get_visible_memory_node()))
         super().check_and_update_config(vllm_config)
         if start_method is not None:
             # vLLM's CPU platform forces `spawn` for torch's sake; a method chosen before (by the user, vLLM's CLI

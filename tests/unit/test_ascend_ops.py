@@ -299,6 +299,53 @@ def test_data_parallel_replicas_on_one_host_take_different_npus() -> None:
     assert local_device_index(1, None, 2) == 1  # no data parallelism
 
 
+def ascend_platform():
+    """vms' platform as an Ascend host imports it (VMS_DEVICE=ascend): vLLM's device mapping goes through the
+    visible NPUs."""
+    from vllm.platforms.cpu import CpuPlatform
+
+    from vms_plugin.platform import MindSporePlatform
+    from vms_plugin.worker.device import device_control_variable
+
+    variable = device_control_variable({"VMS_DEVICE": "ascend"}, CpuPlatform.device_control_env_var)
+    assert variable == "ASCEND_RT_VISIBLE_DEVICES"
+    assert device_control_variable({}, CpuPlatform.device_control_env_var) == CpuPlatform.device_control_env_var
+    return type("AscendMindSporePlatform", (MindSporePlatform,), {"device_control_env_var": variable})
+
+
+@pytest.mark.parametrize(
+    ("assigned", "visible", "local_rank", "expected"),
+    [
+        (None, "", 1, 1),  # multiprocessing, one replica: local rank i takes NPU i
+        ([2, 3], "", 1, 3),  # data-parallel replica 1 of 2-rank replicas: vLLM assigns it NPUs 2 and 3
+        ([6, 7], "4,5,6,7", 0, 2),  # the same under ASCEND_RT_VISIBLE_DEVICES: NPU 6 is the third visible one
+        ([2, 3], "3", 1, 0),  # Ray gave this node's ranks NPUs 2 and 3, and shows rank 1 only its own
+    ],
+)
+def test_a_rank_takes_the_npu_vllm_maps_its_local_rank_to(monkeypatch, assigned, visible, local_rank, expected):
+    from vllm.platforms import interface
+
+    from vms_plugin.worker.device import worker_device
+
+    monkeypatch.setattr(interface, "_assigned_physical_gpu_ids", assigned)  # what the worker publishes
+    monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", visible)
+    environ = {"VMS_DEVICE": "ascend", "ASCEND_RT_VISIBLE_DEVICES": visible}
+    device = worker_device(local_rank, environ, ascend_platform().logical_device_id_to_visible_device_id)
+    assert (device.target, device.device_id) == ("Ascend", expected)
+
+
+def test_a_rank_vllm_maps_beyond_the_visible_npus_is_refused_naming_them(monkeypatch) -> None:
+    from vllm.platforms import interface
+
+    from vms_plugin.worker.device import worker_device
+
+    monkeypatch.setattr(interface, "_assigned_physical_gpu_ids", None)
+    monkeypatch.setenv("ASCEND_RT_VISIBLE_DEVICES", "4,6")
+    environ = {"VMS_DEVICE": "ascend", "ASCEND_RT_VISIBLE_DEVICES": "4,6"}
+    with pytest.raises(ValueError, match="local rank 2 has no NPU: ASCEND_RT_VISIBLE_DEVICES=4,6 shows 2"):
+        worker_device(2, environ, ascend_platform().logical_device_id_to_visible_device_id)
+
+
 def test_a_rank_beyond_the_visible_npus_is_refused_naming_them() -> None:
     from vms_plugin.worker.device import worker_device
 

@@ -13,6 +13,7 @@ import mindspore as ms
 import psutil
 import torch
 from vllm.config import VllmConfig
+from vllm.platforms.interface import set_assigned_physical_gpu_ids
 from vllm.tasks import SupportedTask
 from vllm.utils.mem_utils import format_gib
 from vllm.utils.torch_utils import set_random_seed
@@ -23,7 +24,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
-from vms_plugin.worker.device import local_device_index, worker_device
+from vms_plugin.worker.device import worker_device
 from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
 
@@ -51,10 +52,12 @@ class MindSporeWorker(WorkerBase):
 
     def init_device(self) -> None:
         self.device = torch.device("cpu")  # where vLLM's tensors live: the host, whatever MindSpore computes on
-        parallel = self.parallel_config
-        ranks_per_replica = parallel.tensor_parallel_size * parallel.pipeline_parallel_size
+        if self.parallel_config.assigned_physical_gpu_ids is not None:
+            # The NPUs of this rank's replica, or those Ray gave this node's ranks: vLLM's GPU worker publishes them
+            # the same way before mapping its local rank to a device.
+            set_assigned_physical_gpu_ids(self.parallel_config.assigned_physical_gpu_ids)
         device = worker_device(
-            local_device_index(self.local_rank, parallel.data_parallel_rank_local, ranks_per_replica), os.environ
+            self.local_rank, os.environ, self.current_platform.logical_device_id_to_visible_device_id
         )
         ms.set_device(device.target, device.device_id)
         # Synchronous op launch: on a few cores MindSpore's asynchronous dispatch thread competes with the compute
