@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vms_admin.metrics import render_metrics
-from vms_admin.operator_view import Operator
+from vms_admin.operator_view import Operator, Probed
 
 MAX_LOG_LINES = 10_000
 MAX_BODY_BYTES = 64 * 1024  # no admin endpoint takes a body; anything large is refused before it is read
@@ -24,6 +24,40 @@ ADMIN_DENIED = {
 }
 
 
+def add_probes(app: FastAPI, watched: Probed) -> None:
+    """Kubernetes' liveness, readiness and startup probes, open to all."""
+
+    def probe(ok: bool) -> JSONResponse:
+        status = watched.status()
+        reason = "draining: shutting down" if status.get("draining") else status["last_error"]
+        body = {"status": "ok" if ok else "unavailable", "state": status["state"], "reason": reason}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/health/live", tags=["probes"])
+    @app.get("/v2/health/live", tags=["probes"], include_in_schema=False)
+    def live() -> JSONResponse:
+        """200 while the process runs: what it watches is restarted by it, not by Kubernetes."""
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/health/ready", tags=["probes"], responses=NOT_READY)
+    @app.get("/v2/health/ready", tags=["probes"], include_in_schema=False)
+    def ready() -> JSONResponse:
+        """200 only while the engine (or the Ray node) serves and no drain is under way."""
+        return probe(watched.ready())
+
+    @app.get("/health/startup", tags=["probes"], responses=NOT_READY)
+    def startup() -> JSONResponse:
+        """200 once ready at least once."""
+        return probe(watched.has_started())
+
+
+def create_probe_app(watched: Probed) -> FastAPI:
+    """The probes alone: what a Ray worker node (VMS_ROLE=ray-worker) serves."""
+    app = FastAPI(title="vms ray-worker", description="Health probes of a vms Ray worker node")
+    add_probes(app, watched)
+    return app
+
+
 def create_app(operator: Operator) -> FastAPI:
     app = FastAPI(title="vms admin", description="Health probes and administration of the vms engine")
 
@@ -34,28 +68,7 @@ def create_app(operator: Operator) -> FastAPI:
             return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         return await call_next(request)
 
-    def probe(ok: bool) -> JSONResponse:
-        status = operator.status()
-        reason = "draining: shutting down" if status.get("draining") else status["last_error"]
-        body = {"status": "ok" if ok else "unavailable", "state": status["state"], "reason": reason}
-        return JSONResponse(body, status_code=200 if ok else 503)
-
-    @app.get("/health/live", tags=["probes"])
-    @app.get("/v2/health/live", tags=["probes"], include_in_schema=False)
-    def live() -> JSONResponse:
-        """200 while the operator runs: a dead engine is restarted by the operator, not by Kubernetes."""
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/health/ready", tags=["probes"], responses=NOT_READY)
-    @app.get("/v2/health/ready", tags=["probes"], include_in_schema=False)
-    def ready() -> JSONResponse:
-        """200 only while the engine answers and the operator is not draining."""
-        return probe(operator.ready())
-
-    @app.get("/health/startup", tags=["probes"], responses=NOT_READY)
-    def startup() -> JSONResponse:
-        """200 once the engine has been ready at least once."""
-        return probe(operator.has_started())
+    add_probes(app, operator)
 
     def authorised(request: Request) -> None:
         expected = operator.admin_token()

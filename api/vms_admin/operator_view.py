@@ -3,13 +3,20 @@
 from typing import Protocol
 
 
-class Operator(Protocol):
+class Probed(Protocol):
+    """What the probes read: the operator's engine, or a ray-worker's Ray node."""
+
     def ready(self) -> bool:
-        """The engine answers and the operator is not draining."""
+        """Serving, and not draining."""
 
     def has_started(self) -> bool:
-        """The engine has been ready at least once."""
+        """Ready at least once."""
 
+    def status(self) -> dict:
+        """At least state and last_error (and draining while a drain is under way)."""
+
+
+class Operator(Probed, Protocol):
     def admin_token(self) -> str | None: ...
 
     def status(self) -> dict:

@@ -20,6 +20,8 @@ from vms_supervisor.default_model import (
 from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
 from vms_supervisor.engine_command import check_model, engine_argv, engine_environment, served_name
 from vms_supervisor.npu_probe import probe
+from vms_supervisor.ray_node import ray_start_argv, starts_ray_head
+from vms_supervisor.ray_worker import run_ray_worker
 from vms_supervisor.serve import run_supervisord
 from vms_supervisor.settings import Settings, SettingsError, env_name, load_settings
 
@@ -84,6 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.token()  # an unreadable token file stops the start here, with exit code 2
     choice = _device(settings)
+    if settings.role == "ray-worker":
+        _warn(choice)
+        return run_ray_worker(settings, choice.device)
     model_dir = _checked_model(settings)
     _warn(choice)
     command = engine_argv(settings, model_dir, choice.tensor_parallel_size)
@@ -124,7 +129,12 @@ def _config(args: argparse.Namespace) -> int:
         f"device: {choice.device}, tensor parallel size {choice.tensor_parallel_size}, "
         f"data parallel size {settings.data_parallel_size}"
     )
-    environment = [f"{name}={value}" for name, value in engine_environment().items()]
+    if settings.role == "ray-worker":
+        print("ray node:", shlex.join(ray_start_argv(settings, choice.device, head=False)))
+        return 0
+    if starts_ray_head(settings):
+        print("ray head:", shlex.join(ray_start_argv(settings, choice.device, head=True)))
+    environment = [f"{name}={value}" for name, value in engine_environment(settings).items()]
     command = engine_argv(settings, settings.model or default_model_dir(), choice.tensor_parallel_size)
     print("engine:", " ".join(environment + command))
     return 0

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 
 from vms_supervisor.npu_probe import ProbeResult
+from vms_supervisor.ray_node import uses_ray
 from vms_supervisor.settings import Settings
 
 
@@ -27,7 +28,7 @@ def choose_device(settings: Settings, probe: ProbeResult, cpu_cores: int | None 
         if settings.tensor_parallel_size == "auto":
             return DeviceChoice("cpu", 1, warning)
         size, cores = int(settings.tensor_parallel_size), cpu_cores or len(os.sched_getaffinity(0))
-        if size > cores:
+        if size > cores and not uses_ray(settings):  # Ray's ranks run on other nodes too
             raise DeviceError(
                 f"VMS_TENSOR_PARALLEL_SIZE={size} but this host gives vms {cores} CPU core(s); "
                 "each CPU rank needs a core of its own"
@@ -39,6 +40,6 @@ def choose_device(settings: Settings, probe: ProbeResult, cpu_cores: int | None 
     if settings.tensor_parallel_size == "auto":
         return DeviceChoice("ascend", healthy)
     size = int(settings.tensor_parallel_size)
-    if size > healthy:
+    if size > healthy and not uses_ray(settings):
         raise DeviceError(f"VMS_TENSOR_PARALLEL_SIZE={size} but only {healthy} healthy chip(s) were found")
     return DeviceChoice("ascend", size)

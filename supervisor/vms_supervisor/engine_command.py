@@ -12,6 +12,7 @@ from vms_plugin import START_METHOD_VARIABLE
 from vms_plugin.models.registry import read_config, supported_architecture
 from vms_plugin.models.safetensors_header import check_checkpoint
 from vms_supervisor.default_model import DEFAULT_MODEL_NAME
+from vms_supervisor.ray_node import RAY_ADDRESS_VARIABLE, engine_ray_address, uses_ray
 from vms_supervisor.settings import Settings
 
 
@@ -45,14 +46,20 @@ def engine_argv(settings: Settings, model_dir: Path, tensor_parallel_size: int =
         argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if settings.data_parallel_size > 1:
         argv += ["--data-parallel-size", str(settings.data_parallel_size)]
+    if uses_ray(settings):
+        argv += ["--distributed-executor-backend", "ray"]
     return argv + settings.engine_arguments()
 
 
-def engine_environment() -> dict[str, str]:
+def engine_environment(settings: Settings) -> dict[str, str]:
     """Variables the engine gets on top of the operator's environment; what the user set is inherited as it is.
+    With Ray, the cluster its ranks run on.
 
     vLLM's CLI spawns its engine core, which then imports vLLM and torch all over again: measured 23 s to a first
     answer with spawn, 14.6 s forked. Forking is safe here because the API server process has not imported
     MindSpore or started compute threads; the plugin's worker does both in the engine core.
     """
-    return {} if START_METHOD_VARIABLE in os.environ else {START_METHOD_VARIABLE: "fork"}
+    variables = {} if START_METHOD_VARIABLE in os.environ else {START_METHOD_VARIABLE: "fork"}
+    if uses_ray(settings):
+        variables[RAY_ADDRESS_VARIABLE] = engine_ray_address(settings)
+    return variables

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from vms_supervisor.admin_server import serve_admin_api
 from vms_supervisor.engine_command import served_name
 from vms_supervisor.engine_http import EngineEndpoint
 from vms_supervisor.engine_processes import engine_ranks, rank_label
@@ -234,29 +235,6 @@ def _has_ended(pid: int | None) -> bool:
         return True
 
 
-def serve_admin_api(operator: EngineOperator, settings: Settings):
-    """uvicorn in a thread (the main thread keeps the signals); returns the server once it listens."""
-    import uvicorn
-
-    from vms_admin.app import create_app
-
-    config = uvicorn.Config(
-        create_app(operator),
-        host=settings.admin_address,
-        port=settings.admin_port,
-        log_level=settings.log_level,
-        access_log=settings.log_level == "debug",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="admin-api", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError(f"the admin API could not listen on {settings.admin_address}:{settings.admin_port}")
-        time.sleep(0.05)
-    return server, thread
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vms-operator", description="run by supervisord; see vms serve")
     parser.add_argument("--run-dir", type=Path, required=True)
@@ -281,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     try:
-        server, thread = serve_admin_api(operator, settings)
+        from vms_admin.app import create_app
+
+        server, thread = serve_admin_api(create_app(operator), settings)
     except RuntimeError as error:
         logger.error("%s", error)
         return 1

@@ -26,6 +26,7 @@ MANAGED_ENGINE_FLAGS = (
     "--quantization",
     "--tensor-parallel-size",
     "--data-parallel-size",
+    "--distributed-executor-backend",
 )
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -34,6 +35,11 @@ Seconds = Annotated[float, Field(gt=0)]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
+    role: Literal["serve", "ray-worker"] = Field(
+        "serve",
+        description="serve: the OpenAI server and its engine (the head of a multi-node deployment); ray-worker: a "
+        "Ray node lending this host's NPUs (or CPU cores) to a head's engine, with probes on VMS_ADMIN_PORT",
+    )
     model: Path | None = Field(None, description="Hugging Face model directory; unset: the embedded SmolLM2-135M")
     served_model_name: str | None = Field(None, description="model name in the API; unset: the model's")
     device: Literal["auto", "ascend", "cpu"] = Field(
@@ -47,6 +53,21 @@ class Settings(BaseSettings):
     )
     data_parallel_size: Annotated[int, Field(ge=1)] = Field(
         1, description="engine replicas behind the one API, each with VMS_TENSOR_PARALLEL_SIZE ranks"
+    )
+    distributed_executor_backend: Literal["mp", "ray"] = Field(
+        "mp",
+        description="how the engine starts its ranks: mp, processes on this host; ray, Ray actors on the nodes of "
+        "a Ray cluster (VMS_RAY_ADDRESS, or a Ray head this container starts)",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="a Ray cluster's head, host:port: the head a ray-worker joins (required there); with "
+        "VMS_DISTRIBUTED_EXECUTOR_BACKEND=ray, an existing cluster to use (unset: vms starts a head on VMS_RAY_PORT)",
+    )
+    ray_port: Annotated[int, Field(ge=1, le=65535)] = Field(6379, description="port of the Ray head vms starts")
+    ray_node_ranks: str = Field(
+        "auto",
+        description="ranks this container's Ray node takes; auto: its NPUs on Ascend (Ray counts them), 1 on CPU",
     )
     max_model_len: Annotated[int, Field(ge=16)] = Field(2048, description="longest prompt + output, in tokens")
     kv_cache_memory: ByteSize = Field(
@@ -93,18 +114,30 @@ class Settings(BaseSettings):
         None, description="supervisord config, socket and logs; unset: a fresh temporary directory per start"
     )
 
-    @field_validator("log_level", "device", "dtype", "quantization", mode="before")
+    @field_validator(
+        "log_level", "device", "dtype", "quantization", "role", "distributed_executor_backend", mode="before"
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("tensor_parallel_size", mode="before")
+    @field_validator("tensor_parallel_size", "ray_node_ranks", mode="before")
     @classmethod
-    def _tensor_parallel(cls, value: Any) -> str:
+    def _auto_or_count(cls, value: Any) -> str:
         text = str(value).strip().lower()
         if text != "auto" and not (text.isdigit() and int(text) >= 1):
             raise ValueError("expected auto or an integer >= 1")
         return text
+
+    @field_validator("ray_address")
+    @classmethod
+    def _head_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("expected the Ray head as host:port, e.g. 10.0.0.1:6379")
+        return value.strip()
 
     @field_validator("visible_devices")
     @classmethod
@@ -136,6 +169,8 @@ class Settings(BaseSettings):
             raise ValueError("VMS_PORT and VMS_ADMIN_PORT must differ")
         if self.admin_token is not None and self.admin_token_file is not None:
             raise ValueError("VMS_ADMIN_TOKEN and VMS_ADMIN_TOKEN_FILE are both set: set one of them")
+        if self.role == "ray-worker" and self.ray_address is None:
+            raise ValueError("VMS_ROLE=ray-worker needs VMS_RAY_ADDRESS, the Ray head to join (host:port)")
         return self
 
     @property

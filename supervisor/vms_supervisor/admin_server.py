@@ -1,0 +1,28 @@
+"""The HTTP server of the admin API and probes, beside the process's own work (the operator's loop, or a Ray
+node's watch)."""
+
+import threading
+import time
+
+from vms_supervisor.settings import Settings
+
+
+def serve_admin_api(app, settings: Settings):
+    """uvicorn serving `app` in a thread (the main thread keeps the signals); returns the server once it listens."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.admin_address,
+        port=settings.admin_port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="admin-api", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the admin API could not listen on {settings.admin_address}:{settings.admin_port}")
+        time.sleep(0.05)
+    return server, thread
