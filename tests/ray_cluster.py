@@ -8,22 +8,17 @@ stop that node's processes.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from integration.served import free_port
+
 RAY = Path(sys.executable).with_name("ray")
 OBJECT_STORE_BYTES = 100_000_000  # Ray's minimum is 75 MB; the tests pass no large objects
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

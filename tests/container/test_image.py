@@ -5,81 +5,20 @@ configuration, a fake NPU device node and a fake `npu-smi` printing a real Atlas
 when no Docker API answers (see `make image-test`).
 """
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from docker.errors import APIError, ImageNotFound
+
+from .conftest import BASE_IMAGE, REPO, REVISION, TAG, free_port, wait_ready
 
 pytestmark = pytest.mark.container
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "unit" / "npu_smi" / "atlas_800i_a2_910b4_8chips.txt"
-TAG = "localhost/vms:test"
-BASE_IMAGE = os.environ.get("VMS_TEST_BASE_IMAGE", "localhost/python-base:3.11")
 TOKEN = "container-token"
-REVISION = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-READY_TIMEOUT_S = 600
 DRAIN_TIMEOUT_S = 20
-
-
-@pytest.fixture(scope="session")
-def docker():
-    try:
-        import docker as docker_sdk
-
-        client = docker_sdk.from_env(timeout=1800)
-        client.ping()
-    except Exception as error:  # any failure means there is no engine to test with
-        pytest.skip(
-            f"CONTAINER TESTS SKIPPED: no Docker API answers ({error}). Run "
-            '`eval "$(../shared/tools/container-sandbox up)"` first, or `make image-test`.'
-        )
-    return client
-
-
-def tagged_image_id(docker, tag: str) -> str | None:
-    try:
-        return docker.images.get(tag).id
-    except ImageNotFound:
-        return None
-
-
-@pytest.fixture(scope="session")
-def image(docker, measurement):
-    started = time.monotonic()
-    replaced = tagged_image_id(docker, TAG)
-    built, _ = docker.images.build(
-        path=str(REPO),
-        tag=TAG,
-        buildargs={"BASE_IMAGE": BASE_IMAGE, "FLAVOUR": "cpu"},
-        labels={"org.opencontainers.image.version": "0.1.0", "org.opencontainers.image.revision": REVISION},
-        network_mode="host",
-        rm=True,
-        forcerm=True,
-        pull=False,
-    )
-    size_gb = built.attrs["Size"] / 1e9
-    measurement(f"image {TAG} built in {time.monotonic() - started:.0f} s, {size_gb:.2f} GB")
-    if replaced not in (None, built.id):
-        # The tag moved: the previous build is left untagged, 7 GB each; a day of CI runs filled the disk.
-        try:
-            docker.images.remove(replaced)
-            measurement(f"removed the image {TAG} replaced ({replaced[:19]})")
-        except APIError as error:  # e.g. a container still uses it: keep it and say so
-            measurement(f"kept the image {TAG} replaced ({replaced[:19]}): {error}")
-    return built
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fake_npu_smi(directory: Path) -> Path:
@@ -124,21 +63,6 @@ def appliance(docker, image, tmp_path_factory) -> Iterator[dict]:
         if container.status == "running":
             container.kill()
         container.remove(force=True)
-
-
-def wait_ready(served: dict) -> None:
-    container, deadline = served["container"], time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        container.reload()
-        if container.status == "exited":
-            pytest.fail(f"container exited: {container.logs().decode()[-4000:]}")
-        try:
-            if httpx.get(served["admin"] + "/health/ready", timeout=3).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
-    pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {container.logs().decode()[-4000:]}")
 
 
 def admin(served: dict, path: str) -> httpx.Response:

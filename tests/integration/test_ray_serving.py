@@ -8,7 +8,7 @@ top-5 logprobs equal one rank's.
 import pytest
 
 from .conftest import RAY_JOB
-from .test_tensor_parallel_serving import LOGPROB_TOLERANCE
+from .test_tensor_parallel_serving import LOGPROB_TOLERANCE, largest_logprob_difference
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,6 @@ def test_greedy_across_two_ray_nodes_equals_one_rank(ray_greedy, plugin_greedy) 
 
 def test_logprobs_across_two_ray_nodes_match_one_rank(ray_greedy, plugin_greedy, measurement) -> None:
     single = _single_rank(plugin_greedy)["sampled"]["logprobs"]
-    largest, compared = 0.0, 0
-    for positions, single_prompt in zip(ray_greedy["logprobs"], single, strict=True):
-        for ours, reference in zip(positions, single_prompt["logprobs"], strict=True):
-            for token, (logprob, _) in reference.items():
-                if token in ours:  # a near-tie at the 5th place may swap which token is listed
-                    largest = max(largest, abs(ours[token][0] - logprob))
-                    compared += 1
-    assert compared > 0
+    largest, compared = largest_logprob_difference(ray_greedy, single)
     measurement(f"Ray, 2 nodes: largest logprob difference from one rank {largest:.1e} ({compared} compared)")
     assert largest < LOGPROB_TOLERANCE

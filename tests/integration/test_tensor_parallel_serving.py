@@ -15,6 +15,21 @@ pytestmark = pytest.mark.integration
 LOGPROB_TOLERANCE = 1e-4
 
 
+def largest_logprob_difference(ours: dict, single: list[dict]) -> tuple[float, int]:
+    """The largest difference between the top-5 logprobs of a greedy run over several ranks and one rank's (the
+    same tokens), and how many were compared."""
+    largest, compared = 0.0, 0
+    for tokens, positions, single_prompt in zip(ours["token_ids"], ours["logprobs"], single, strict=True):
+        assert tokens == single_prompt["token_ids"]
+        for ours_position, single_position in zip(positions, single_prompt["logprobs"], strict=True):
+            for token, (logprob, _) in single_position.items():
+                if token in ours_position:  # a near-tie at the 5th place may swap which token is listed
+                    largest = max(largest, abs(ours_position[token][0] - logprob))
+                    compared += 1
+    assert compared > 0
+    return largest, compared
+
+
 def _single_rank_job(name: str) -> str:
     return name.split("-", 1)[1]
 
@@ -30,17 +45,8 @@ def test_greedy_over_several_ranks_is_token_identical_to_one_rank(job, tensor_pa
 
 @pytest.mark.parametrize("job", TENSOR_PARALLEL_SIZES)
 def test_logprobs_over_several_ranks_match_one_rank(job, tensor_parallel_greedy, plugin_greedy, measurement):
-    ours = tensor_parallel_greedy[job]
     single = plugin_greedy[_single_rank_job(job)]["sampled"]["logprobs"]  # greedy too, with top-5 logprobs
-    largest, compared = 0.0, 0
-    for tokens, positions, single_prompt in zip(ours["token_ids"], ours["logprobs"], single, strict=True):
-        assert tokens == single_prompt["token_ids"]
-        for ours_position, single_position in zip(positions, single_prompt["logprobs"], strict=True):
-            for token, (logprob, _) in single_position.items():
-                if token in ours_position:  # a near-tie at the 5th place may swap which token is listed
-                    largest = max(largest, abs(ours_position[token][0] - logprob))
-                    compared += 1
-    assert compared > 0
+    largest, compared = largest_logprob_difference(tensor_parallel_greedy[job], single)
     measurement(f"tensor parallel {job}: largest logprob difference from one rank {largest:.1e} ({compared} compared)")
     assert largest < LOGPROB_TOLERANCE
 

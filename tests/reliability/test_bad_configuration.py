@@ -75,6 +75,17 @@ CASES = [
     Case("tensor parallel beyond the cores", {"VMS_TENSOR_PARALLEL_SIZE": "4096"}, "each CPU rank needs a core"),
     Case("data parallel size zero", {"VMS_DATA_PARALLEL_SIZE": "0"}, "greater than or equal to 1"),
     Case("engine args set data parallel", {"VMS_ENGINE_ARGS": "--data-parallel-size 2"}, "VMS_ variable instead"),
+    # more than one machine
+    Case("unknown role", {"VMS_ROLE": "head"}, "'serve' or 'ray-worker'"),
+    Case("ray worker without a head", {"VMS_ROLE": "ray-worker"}, "VMS_ROLE=ray-worker needs VMS_RAY_ADDRESS"),
+    Case("ray address without a port", {"VMS_RAY_ADDRESS": "head"}, "expected the Ray head as host:port"),
+    Case("unknown executor backend", {"VMS_DISTRIBUTED_EXECUTOR_BACKEND": "uni"}, "'mp' or 'ray'"),
+    Case("ray node ranks zero", {"VMS_RAY_NODE_RANKS": "0"}, "expected auto or an integer >= 1"),
+    Case(
+        "engine args choose the executor",
+        {"VMS_ENGINE_ARGS": "--distributed-executor-backend ray"},
+        "--distributed-executor-backend is set by vms itself",
+    ),
     # models
     Case("model path missing", {"VMS_MODEL": "{tmp}/no-such-model"}, "does not exist or is not a directory"),
     Case("model path is a file", {"VMS_MODEL": "{tmp}/token"}, "does not exist or is not a directory"),

@@ -8,6 +8,7 @@ step. torch appears here only because vLLM's interfaces speak it (the KV cache s
 import logging
 import os
 import time
+from pathlib import Path
 
 import mindspore as ms
 import psutil
@@ -32,10 +33,21 @@ logger = logging.getLogger("vllm." + __name__)
 
 
 def distributed_ident(init_method: str) -> str:
-    """What identifies one engine's workers on this host: the file of a file:// init method, else its port."""
+    """What names one engine's shared-memory segments (vLLM's CPU communicator): the shared memory this rank sees
+    and the engine (the file of a file:// init method, else its port). Ranks that cannot share memory (on other
+    machines, in other containers: Ray) get other names, and vLLM's communicator, which requires every rank of a
+    group to agree on the name, then reduces through torch.distributed instead."""
+    engine = init_method.split(":")[-1]
     if init_method.startswith("file://"):
-        return os.path.basename(init_method.removeprefix("file://"))
-    return init_method.split(":")[-1]
+        engine = os.path.basename(init_method.removeprefix("file://"))
+    return f"{shared_memory_id()}-{engine}"
+
+
+def shared_memory_id() -> str:
+    """The same for processes that share /dev/shm: the kernel's boot (one per machine) and the /dev/shm mount (one
+    per container)."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().split("-")[0]
+    return f"{boot}-{os.stat('/dev/shm').st_dev}"
 
 
 class MindSporeWorker(WorkerBase):
