@@ -57,6 +57,7 @@ def wait_healthy(docker, container) -> None:
 
 def test_one_image_serves_as_ray_head_and_ray_worker(docker, image, readable_model: Path, measurement) -> None:
     ray_port, port, admin_port, worker_admin_port = (free_port() for _ in range(4))
+    model = {str(readable_model): {"bind": MODEL_MOUNT, "mode": "ro"}}  # every rank reads its part of it
     started = time.monotonic()
     head = run(
         docker,
@@ -70,7 +71,7 @@ def test_one_image_serves_as_ray_head_and_ray_worker(docker, image, readable_mod
             "VMS_MAX_MODEL_LEN": "512",
             "VMS_KV_CACHE_MEMORY": "256MiB",
         },
-        volumes={str(readable_model): {"bind": MODEL_MOUNT, "mode": "ro"}},
+        volumes=model,
     )
     worker = run(
         docker,
@@ -79,6 +80,7 @@ def test_one_image_serves_as_ray_head_and_ray_worker(docker, image, readable_mod
             "VMS_RAY_ADDRESS": f"127.0.0.1:{ray_port}",
             "VMS_ADMIN_PORT": str(worker_admin_port),
         },
+        volumes=model,
     )
     try:
         worker_probes = f"http://127.0.0.1:{worker_admin_port}"
