@@ -7,7 +7,8 @@ MindSpore's PyNative runtime is not safe to call from several threads at once (a
 it waits at a collective's barrier. The real thing, vLLM's executor with one process per rank, is tested in
 tests/integration/test_tensor_parallel_serving.py.
 
-Tolerance: 1e-5 absolute on logits (the ranks' partial sums are added in another order; measured ~2e-6).
+Tolerance: 1e-4 absolute on logits, the bound tensor parallel is held to (the ranks' partial sums are added in
+another order: measured ~2e-6 with the AVX2 kernels, 1.0e-5 with the AVX-512 ones).
 """
 
 import threading
@@ -17,7 +18,7 @@ import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
 from tiny_models import ARCHITECTURES, save_tiny_model
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-4
 
 
 class InMemoryGroup:
