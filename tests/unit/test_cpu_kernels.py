@@ -192,27 +192,45 @@ def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, 
     np.testing.assert_allclose(out, activations @ weight.T + bias, atol=1e-4)
 
 
-def quantized_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The W8A8 kernel's activations: per row, scale = max|x| / 127 (1 for a zero row), xq = round(x / scale)."""
+INT8_LEVELS = 127  # W8A8's activations
+MANTISSA_LEVELS = 2**23 - 1  # W8A16 decode rows on VNNI: a 24-bit mantissa per row
+MANTISSA_MAX_ROWS = 2  # kMantissaMaxRows in cpu_kernels.cc
+
+
+def quantized_rows(x: np.ndarray, levels: int = INT8_LEVELS) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's integer activations: per row, scale = max|x| / levels (1 for a zero row), xq = round(x / scale)."""
     max_abs = np.abs(x).max(axis=1)
-    scales = np.where(max_abs > 0, max_abs / np.float32(127), np.float32(1)).astype(np.float32)
-    return np.clip(np.rint(x / scales[:, None]), -127, 127).astype(np.int64), scales
+    scales = np.where(max_abs > 0, max_abs / np.float32(levels), np.float32(1)).astype(np.float32)
+    return np.clip(np.rint(x / scales[:, None]), -levels, levels).astype(np.int64), scales
 
 
-@pytest.mark.parametrize("build", BUILDS)
-@pytest.mark.parametrize("int8_activations", [False, True], ids=["W8A16", "W8A8"])
-@pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 20, 23])
-def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_activations: bool, build: str) -> None:
-    """70 outputs (a partial panel), 35 inputs (not a multiple of the four k per 32-bit lane), a zero row. W8A8
-    products are integers, exact in both the VNNI and the widening build, so only the scaling's rounding differs."""
-    from mindspore import Parameter, Tensor
+def integer_activation_product(x, quantized, scales, bias, levels: int) -> np.ndarray:
+    x_quantized, x_scales = quantized_rows(x, levels)
+    products = (x_quantized @ quantized.astype(np.int64).T).astype(np.float64)
+    return products * x_scales[:, None] * scales[None, :] + bias
+
+
+def int8_parameter(weight: np.ndarray):
+    from mindspore import Parameter
 
     from vms_plugin.layers.int8 import quantize_per_channel
     from vms_plugin.ops.cpu import CpuOps
 
+    quantized, scales = quantize_per_channel(weight)
+    return quantized, scales, Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="w")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("int8_activations", [False, True], ids=["W8A16", "W8A8"])
+@pytest.mark.parametrize("rows", [1, 2, 3, 6, 9, 13, 16, 20, 23])
+def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_activations: bool, build: str) -> None:
+    """70 outputs (a partial panel), 35 inputs (not a multiple of the four k per 32-bit lane), a zero row. W8A8
+    products are integers, exact in both the VNNI and the widening build, so only the scaling's rounding differs;
+    W8A16's 24-bit row mantissa (decode rows on VNNI) is within float32's rounding of the float product here."""
+    from mindspore import Tensor
+
     rng = np.random.default_rng(5)
-    quantized, scales = quantize_per_channel(rng.standard_normal((70, 35)).astype(np.float32))
-    parameter = Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="w")
+    quantized, scales, parameter = int8_parameter(rng.standard_normal((70, 35)).astype(np.float32))
     bias = rng.standard_normal(70).astype(np.float32)
     x = rng.standard_normal((rows, 35)).astype(np.float32)
     x[rows // 2] = 0.0
@@ -221,12 +239,35 @@ def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_act
     out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), options).asnumpy()
 
     if int8_activations:
-        x_quantized, x_scales = quantized_rows(x)
-        products = (x_quantized @ quantized.astype(np.int64).T).astype(np.float64)
-        expected = products * x_scales[:, None] * scales[None, :] + bias
+        expected = integer_activation_product(x, quantized, scales, bias, INT8_LEVELS)
     else:
         expected = x @ (quantized.astype(np.float32) * scales[:, None]).T + bias
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_int8_w8a16_decode_rows_share_a_24_bit_mantissa_on_vnni(rows: int, build: str) -> None:
+    """Which activations a W8A16 layer multiplies, made visible: each row holds an outlier of 2^21 on an input
+    whose weights are zero, so a 24-bit mantissa per row rounds the other inputs (~1) to multiples of 0.25 while
+    float32 keeps them. Rows up to MANTISSA_MAX_ROWS on a VNNI build take the mantissa; others float32."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(6)
+    weight = rng.standard_normal((70, 36)).astype(np.float32)
+    weight[:, 0] = 0.0
+    quantized, scales, parameter = int8_parameter(weight)
+    bias = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((rows, 36)).astype(np.float32)
+    x[:, 0] = 2.0**21
+
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), Tensor(np.zeros(1, np.float32))).asnumpy()
+
+    float_product = x.astype(np.float64) @ (quantized.astype(np.float64) * scales[:, None]).T + bias
+    mantissa_product = integer_activation_product(x, quantized, scales, bias, MANTISSA_LEVELS)
+    assert np.abs(float_product - mantissa_product).max() > 0.1  # the two are told apart
+    uses_mantissa = uses_vnni(build) and rows <= MANTISSA_MAX_ROWS
+    np.testing.assert_allclose(out, mantissa_product if uses_mantissa else float_product, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("build", BUILDS)

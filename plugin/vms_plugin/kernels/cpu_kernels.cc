@@ -21,7 +21,8 @@
 // and a pair widens to two float32 with one shift and one mask); int8 [ceil(N / 64), 512 + ceil(K / 4) * 256]
 // bytes, each panel a header of 64 float32 column scales and 64 int32 column sums, then four consecutive k per
 // column in one 32-bit lane (the layout of VNNI's vpdpbusd): W[n, k] = scale[n] * q[n, k], symmetric.
-// int8 layers take their activations as float32 (W8A16) or quantized per row to int8 (W8A8, `Linear`'s options).
+// int8 layers take their activations as float32 (W8A16; decode rows on VNNI as a 24-bit integer mantissa per row)
+// or quantized per row to int8 (W8A8, `Linear`'s options).
 // Work is shared between the process's cores with OpenMP: linear layers by panel, attention by token.
 
 #include <algorithm>
@@ -361,14 +362,14 @@ inline void RemainderTile(int64_t rows, int64_t first, Tile &tile) {
   }
 }
 
-// Calls tile.template operator()<ROWS>(first row) over m rows: whole tiles of kTileRows, then one tile of the
+// Calls tile.template operator()<ROWS>(first row) over m rows: whole tiles of TILE_ROWS, then one tile of the
 // remaining rows. A row computed alone reloads the whole panel for one row's multiply-adds, so the remainder is
 // one tile too (at 64 rows on AVX-512 the four rows after ten tiles read the panel once instead of four times).
-template <typename Tile>
+template <int TILE_ROWS = kTileRows, typename Tile>
 inline void InTiles(int64_t m, Tile &&tile) {
   int64_t r = 0;
-  for (; r + kTileRows <= m; r += kTileRows) tile.template operator()<kTileRows>(r);
-  RemainderTile<kTileRows - 1>(m - r, r, tile);
+  for (; r + TILE_ROWS <= m; r += TILE_ROWS) tile.template operator()<TILE_ROWS>(r);
+  RemainderTile<TILE_ROWS - 1>(m - r, r, tile);
 }
 
 // Rows of x in tiles (see InTiles) against one panel, written to out[:, 0:64].
@@ -433,37 +434,57 @@ inline void PanelRowsDot(const uint32_t *pairs, int64_t m, int64_t steps, const 
 constexpr bool kHasBf16DotProducts = false;
 #endif
 
-// W8A8: each row of x quantized to int8, x[r] ~ row_scale[r] * xq[r] with row_scale = max|x[r]| / 127, rounded
-// to nearest even. The products are exact in int32; a row's result is row_scale * column scale * sum(xq * q).
-// VNNI's vpdpbusd multiplies unsigned by signed bytes, four k per lane: xq is stored + 128 as an unsigned byte and
-// 128 * sum(q) (the header's column sums) is taken back out. Without VNNI the same integers come from widening.
+// Integer activations for int8 weights. Each row of x is quantized with one scale, x[r] ~ row_scale[r] * xq[r],
+// xq an integer of `DIGITS` bytes: row_scale = max|x[r]| / (2^(8 DIGITS - 1) - 1), rounded to nearest even.
+// - W8A8, 1 byte: xq in [-127, 127].
+// - W8A16 decode on VNNI, 3 bytes: xq in [-(2^23 - 1), 2^23 - 1], a 24-bit mantissa shared by the row (block
+//   floating point): every element is kept to max|x[r]| / 2^24, float32's own precision for the row's largest
+//   element, where bfloat16 activations (vLLM's W8A16) keep 8 bits of each. Widening int8 weights to float32
+//   costs ~15 instructions per 64 weights, so a decode step of a few rows was bound by arithmetic (10 GB/s of
+//   weights on the AVX-512 machine of bench/README.md); three dot products per 64 weights stream at memory speed.
+// The products are exact in int32; a row's result is row_scale * column scale * sum(xq * q).
+// VNNI's vpdpbusd multiplies unsigned by signed bytes, four k per lane, so xq + 2^(8 DIGITS - 1) is stored as
+// DIGITS unsigned bytes, least significant first, one dot product per byte, and the offset times the column sum
+// of q (the panel header's sums) is taken back out of the top byte's sum: xq = sum_j 256^j u_j - 128 * 256^(D-1).
+// Without VNNI the same integers come from widening (W8A8 only: W8A16 then keeps float32 activations).
 #if defined(__AVX512VNNI__)
 constexpr bool kHasVnni = true;
 #else
 constexpr bool kHasVnni = false;
 #endif
+// A W8A16 layer of at most this many rows takes the 3-byte path on VNNI (measured on SmolLM2's layers: 1 row
+// 10.4 -> 6.x ms per step's 120 layers; from 3 rows on the float32 tiles, which widen each weight once for 6
+// rows, were as fast).
+constexpr int64_t kMantissaMaxRows = 2;
 
+template <int DIGITS>
 struct QuantizedRows {
-  std::vector<uint32_t> quads;  // [M, ceil(K / 4)]: xq + 128 of k = 4s..4s+3 in bytes 0..3 (padding: 128, i.e. 0)
+  std::vector<uint32_t> quads;  // [M, ceil(K / 4), DIGITS]: byte j of xq + offset, k = 4s..4s+3 in bytes 0..3
   std::vector<float> scales;    // [M]
   int64_t steps = 0;
 };
 
-inline void QuantizeRows(const float *x, int64_t m, int64_t k_size, QuantizedRows &rows) {
+template <int DIGITS>
+inline void QuantizeRows(const float *x, int64_t m, int64_t k_size, QuantizedRows<DIGITS> &rows) {
+  constexpr int64_t offset = int64_t{1} << (8 * DIGITS - 1);
+  constexpr float levels = static_cast<float>(offset - 1);
   rows.steps = (k_size + 3) / 4;
-  rows.quads.assign(m * rows.steps, 0x80808080u);
+  rows.quads.assign(m * rows.steps * DIGITS, 0);  // padding k: any value, their weights are 0
   rows.scales.resize(m);
   for (int64_t r = 0; r < m; ++r) {
     const float *row = x + r * k_size;
     float max_abs = 0.0f;
     for (int64_t k = 0; k < k_size; ++k) max_abs = std::max(max_abs, std::fabs(row[k]));
-    const float scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+    const float scale = max_abs > 0.0f ? max_abs / levels : 1.0f;
     rows.scales[r] = scale;
-    uint32_t *quads = rows.quads.data() + r * rows.steps;
+    uint32_t *quads = rows.quads.data() + r * rows.steps * DIGITS;
     for (int64_t k = 0; k < k_size; ++k) {
-      const float q = std::min(127.0f, std::max(-127.0f, std::nearbyint(row[k] / scale)));
-      const uint32_t byte = static_cast<uint32_t>(static_cast<int32_t>(q) + 128);
-      quads[k / 4] = (quads[k / 4] & ~(0xffu << (8 * (k % 4)))) | byte << (8 * (k % 4));
+      const float q = std::min(levels, std::max(-levels, std::nearbyint(row[k] / scale)));
+      const uint32_t biased = static_cast<uint32_t>(static_cast<int64_t>(q) + offset);
+      for (int j = 0; j < DIGITS; ++j) {
+        const uint32_t byte = (biased >> (8 * j)) & 0xffu;
+        quads[k / 4 * DIGITS + j] |= byte << (8 * (k % 4));
+      }
     }
   }
 }
@@ -480,16 +501,19 @@ inline I32Vec DotQuads(I32Vec acc, uint32_t quad, I32Vec w) {
 #endif
 }
 
-template <int ROWS>
+template <int ROWS, int DIGITS>
 inline void PanelTileInt8Dot(const uint32_t *quads, const float *row_scales, int64_t steps, const int8_t *panel,
                              const float *bias, float *out, int64_t out_stride) {
-  I32Vec acc[ROWS][kPanelVecs] = {};
+  I32Vec acc[ROWS][kPanelVecs][DIGITS] = {};
   const int8_t *data = panel + kInt8Header;
   for (int64_t s = 0; s < steps; ++s) {
     I32Vec w[kPanelVecs];
     for (int v = 0; v < kPanelVecs; ++v) std::memcpy(&w[v], data + s * 4 * kPanel + v * 4 * kLanes, sizeof(I32Vec));
     for (int r = 0; r < ROWS; ++r) {
-      for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = DotQuads(acc[r][v], quads[r * steps + s], w[v]);
+      for (int j = 0; j < DIGITS; ++j) {
+        const uint32_t quad = quads[(r * steps + s) * DIGITS + j];
+        for (int v = 0; v < kPanelVecs; ++v) acc[r][v][j] = DotQuads(acc[r][v][j], quad, w[v]);
+      }
     }
   }
   const float *scales = ColumnScales(panel);
@@ -498,20 +522,25 @@ inline void PanelTileInt8Dot(const uint32_t *quads, const float *row_scales, int
     for (int v = 0; v < kPanelVecs; ++v) {
       I32Vec sum;
       std::memcpy(&sum, sums + v * kLanes, sizeof(sum));
-      const Vec exact = __builtin_convertvector(acc[r][v] - 128 * sum, Vec);
+      // The top byte's sum less its offset is exact in int32; the lower bytes' sums join it in float32.
+      Vec exact = __builtin_convertvector(acc[r][v][DIGITS - 1] - 128 * sum, Vec);
+      for (int j = DIGITS - 2; j >= 0; --j) exact = exact * 256.0f + __builtin_convertvector(acc[r][v][j], Vec);
       const Vec result = exact * (row_scales[r] * LoadVec(scales + v * kLanes)) + LoadVec(bias + v * kLanes);
       StoreVec(out + r * out_stride + v * kLanes, result);
     }
   }
 }
 
-inline void PanelRowsInt8Dot(const QuantizedRows &rows, int64_t m, const int8_t *panel, const float *bias,
+// Tiles of 6 / DIGITS rows: ROWS x 4 x DIGITS accumulators and 4 weight vectors fit AVX-512's 32 registers.
+template <int DIGITS>
+inline void PanelRowsInt8Dot(const QuantizedRows<DIGITS> &rows, int64_t m, const int8_t *panel, const float *bias,
                              float *out, int64_t out_stride) {
   const uint32_t *quads = rows.quads.data();
   const float *scales = rows.scales.data();
   const int64_t steps = rows.steps;
-  InTiles(m, [&]<int ROWS>(int64_t r) {
-    PanelTileInt8Dot<ROWS>(quads + r * steps, scales + r, steps, panel, bias, out + r * out_stride, out_stride);
+  InTiles<std::max(1, kTileRows / DIGITS)>(m, [&]<int ROWS>(int64_t r) {
+    PanelTileInt8Dot<ROWS, DIGITS>(quads + r * steps * DIGITS, scales + r, steps, panel, bias, out + r * out_stride,
+                                   out_stride);
   });
 }
 
@@ -539,18 +568,29 @@ void ForEachPanel(int64_t m, int64_t k_size, const W *packed, int64_t n, const f
   }
 }
 
+// x quantized per row to DIGITS-byte integers (see QuantizedRows) times int8 weights.
+template <int DIGITS>
+void IntegerActivationLinear(const float *x, int64_t m, int64_t k_size, const int8_t *packed, int64_t n,
+                             const float *bias, float *out) {
+  thread_local QuantizedRows<DIGITS> quantized;
+  QuantizeRows(x, m, k_size, quantized);
+  const QuantizedRows<DIGITS> *rows = &quantized;  // a lambda does not capture a thread_local: see below
+  ForEachPanel(m, k_size, packed, n, bias, out, [&](const int8_t *panel, const float *b, float *o, int64_t stride) {
+    PanelRowsInt8Dot(*rows, m, panel, b, o, stride);
+  });
+}
+
 // `int8_activations`: an int8 layer quantizes x per row (W8A8); other weights ignore it.
 template <typename W>
 void PackedLinear(const float *x, int64_t m, int64_t k_size, const W *packed, int64_t n, const float *bias,
                   float *out, bool int8_activations) {
   if constexpr (std::is_same_v<W, int8_t>) {
     if (int8_activations) {
-      thread_local QuantizedRows quantized;
-      QuantizeRows(x, m, k_size, quantized);
-      const QuantizedRows *rows = &quantized;  // a lambda does not capture a thread_local: see below
-      ForEachPanel(m, k_size, packed, n, bias, out, [&](const int8_t *panel, const float *b, float *o, int64_t stride) {
-        PanelRowsInt8Dot(*rows, m, panel, b, o, stride);
-      });
+      IntegerActivationLinear<1>(x, m, k_size, packed, n, bias, out);
+      return;
+    }
+    if (kHasVnni && m <= kMantissaMaxRows) {
+      IntegerActivationLinear<3>(x, m, k_size, packed, n, bias, out);
       return;
     }
   }
