@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from vms_supervisor.admin_server import serve_admin_api
+from vms_supervisor.admin_server import serve_admin_api, stop_on_signals
 from vms_supervisor.engine_command import served_name
 from vms_supervisor.engine_http import EngineEndpoint
 from vms_supervisor.engine_processes import engine_ranks, rank_label
@@ -250,14 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     engine = EngineEndpoint(settings.host, settings.port)
     operator = EngineOperator(settings, args.run_dir, args.device, SupervisorClient(args.run_dir), engine)
-    stop = threading.Event()
-
-    def on_signal(*_) -> None:
-        operator.draining = True  # readiness off now, even if the loop is in the middle of a health check
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stop = stop_on_signals(lambda: setattr(operator, "draining", True))
     try:
         from vms_admin.app import create_app
 

@@ -6,18 +6,19 @@ and the head's GCS port accepts a connection. When the node process ends the rol
 restarts the container); on SIGTERM it stops the node, which stops Ray's processes here, and exits 0.
 """
 
-import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
-from vms_supervisor.admin_server import serve_admin_api
+from vms_supervisor.admin_server import serve_admin_api, stop_on_signals
 from vms_supervisor.ray_node import ray_start_argv
 from vms_supervisor.settings import Settings
 
 STARTED_LINE = "Ray runtime started"  # what `ray start` prints once the node has joined
 HEAD_CHECK_TIMEOUT_S = 2.0
+HEAD_CHECK_REUSE_S = 1.0
 STOP_TIMEOUT_S = 45.0  # Ray drains a node for up to 30 s on SIGTERM
 
 
@@ -30,6 +31,8 @@ class RayWorkerNode:
         self.process: subprocess.Popen | None = None
         self.joined = threading.Event()
         self.stopping = False
+        self._head_checked_at = -HEAD_CHECK_REUSE_S
+        self._head_answered = False
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -47,6 +50,15 @@ class RayWorkerNode:
         return self.process is not None and self.process.poll() is None
 
     def head_reachable(self) -> bool:
+        """Whether the head accepts a connection. A probe asks twice (readiness, then the status giving its
+        reason): both read one connection attempt, made at most every HEAD_CHECK_REUSE_S."""
+        now = time.monotonic()
+        if now - self._head_checked_at >= HEAD_CHECK_REUSE_S:
+            self._head_answered = self._connect_to_head()
+            self._head_checked_at = now
+        return self._head_answered
+
+    def _connect_to_head(self) -> bool:
         host, _, port = self.address.rpartition(":")
         try:
             with socket.create_connection((host.strip("[]"), int(port)), timeout=HEAD_CHECK_TIMEOUT_S):
@@ -97,14 +109,7 @@ def run_ray_worker(settings: Settings, device: str) -> int:
     from vms_admin.app import create_probe_app
 
     node = RayWorkerNode(settings, ray_start_argv(settings, device, head=False))
-    stop = threading.Event()
-
-    def on_signal(*_) -> None:
-        node.stopping = True  # readiness off at once
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stop = stop_on_signals(lambda: setattr(node, "stopping", True))
     try:
         server, thread = serve_admin_api(create_probe_app(node), settings)
     except RuntimeError as error:

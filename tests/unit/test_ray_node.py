@@ -7,6 +7,7 @@ import json
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from vms_supervisor.device import choose_device
 from vms_supervisor.engine_command import engine_argv, engine_environment
 from vms_supervisor.npu_probe import ProbeResult
 from vms_supervisor.ray_node import ray_start_argv
-from vms_supervisor.ray_worker import RayWorkerNode
+from vms_supervisor.ray_worker import HEAD_CHECK_REUSE_S, RayWorkerNode
 from vms_supervisor.settings import Settings, SettingsError, load_settings
 from vms_supervisor.supervisord_config import RAY_HEAD_PROGRAM, render
 
@@ -107,7 +108,8 @@ def test_a_worker_is_ready_once_its_node_joined_and_the_head_answers() -> None:
         assert not node.ready() and node.status()["state"] == "joining"
         assert node.joined.wait(10)
         assert node.ready() and node.has_started() and node.status()["state"] == "joined"
-        head.close()  # the head goes away: not ready, and the reason says which head
+        head.close()  # the head goes away: not ready once the last check has aged, and the reason says which head
+        time.sleep(HEAD_CHECK_REUSE_S)
         assert not node.ready()
         assert node.status()["last_error"] == f"the Ray head {address} does not answer"
         node.stop()
