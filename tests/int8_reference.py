@@ -7,12 +7,24 @@ each Linear's input is rounded the way the W8A8 kernel rounds it: per token, to 
 import numpy as np
 
 
-def int8_reference(model_dir, name: str):
-    """transformers in float32 with the decoder's Linear weights on the int8 grid (and, for W8A8, their inputs)."""
+def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False):
+    """transformers in float32 with the decoder's Linear weights on the int8 grid (and, for W8A8, their inputs).
+
+    `bfloat16_matmuls`: each decoder Linear takes its input rounded to bfloat16 (before W8A8's quantization) and
+    gives its product rounded to bfloat16, bias added after, and W8A16 scales its channels by bfloat16 scales, as
+    Ascend's quantized matmuls do (ops/ascend.py)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from vms_plugin.layers.int8 import quantize_per_channel
+
+    def round_input(module, inputs):
+        (x,) = inputs
+        return (x.to(torch.bfloat16).to(torch.float32),)
+
+    def round_product(module, inputs, output):
+        bias = 0 if module.bias is None else module.bias
+        return (output - bias).to(torch.bfloat16).to(torch.float32) + bias
 
     def quantize_per_token(module, inputs):
         (x,) = inputs
@@ -25,7 +37,12 @@ def int8_reference(model_dir, name: str):
         for module_name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and ".layers." in module_name:
                 quantized, scales = quantize_per_channel(module.weight.numpy())
+                if bfloat16_matmuls and name == "W8A16":
+                    scales = torch.from_numpy(scales).to(torch.bfloat16).to(torch.float32).numpy()
                 module.weight.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
+                if bfloat16_matmuls:
+                    module.register_forward_pre_hook(round_input)
+                    module.register_forward_hook(round_product)
                 if name == "W8A8":
                     module.register_forward_pre_hook(quantize_per_token)
     return model

@@ -109,6 +109,53 @@ def swiglu(init, x, dim=-1):
     return gate / (1 + np.exp(-gate)) * up
 
 
+def float_np(x):
+    """A tensor's values as float32 numpy (numpy has no bfloat16)."""
+    import mindspore as ms
+
+    return x.astype(ms.float32).asnumpy()
+
+
+def weight_quant_batch_matmul(init, x, weight, antiquant_scale, antiquant_offset=None, quant_scale=None, **kwargs):
+    """y = x @ ((weight + offset) * scale) + bias, weight int8 [K, N], scale per output channel (CANN's
+    aclnnWeightQuantBatchMatmulV2): x and the scale in float16 or bfloat16."""
+    import mindspore as ms
+
+    assert not init["transpose_x"] and not init["transpose_weight"] and init["antiquant_group_size"] == 0
+    assert weight.dtype == ms.int8 and x.dtype in (ms.bfloat16, ms.float16) and antiquant_scale.dtype == x.dtype
+    assert antiquant_offset is None and quant_scale is None and kwargs.get("bias") is None
+    return as_bfloat16(float_np(x) @ (weight.asnumpy().astype(np.float32) * float_np(antiquant_scale)))
+
+
+def dynamic_quant(init, x, smooth_scales=None):
+    """Per row: scale = max|x| / 127, y = round(x / scale) as int8 (DynamicQuantExt's documented formula)."""
+    import mindspore as ms
+
+    assert x.dtype in (ms.bfloat16, ms.float16) and smooth_scales is None
+    values = float_np(x)
+    max_abs = np.abs(values).max(axis=-1)
+    scales = np.where(max_abs > 0, max_abs / 127, 1).astype(np.float32)
+    return np.clip(np.rint(values / scales[:, None]), -127, 127).astype(np.int8), scales
+
+
+def quant_batch_matmul(init, x1, x2, scale, offset=None, bias=None, pertokenScaleOptional=None):
+    """(x1 @ x2) * scale * pertoken_scale, int8 inputs with int32 products (aclnnQuantMatmulV4), out in `dtype`."""
+    import mindspore as ms
+
+    assert not init["transpose_x1"] and not init["transpose_x2"] and init["dtype"] == ms.bfloat16
+    assert x1.dtype == ms.int8 and x2.dtype == ms.int8 and scale.dtype == ms.float32
+    assert offset is None and bias is None and pertokenScaleOptional.dtype == ms.float32
+    products = x1.asnumpy().astype(np.int64) @ x2.asnumpy().astype(np.int64)
+    return as_bfloat16(products * scale.asnumpy()[None, :] * pertokenScaleOptional.asnumpy()[:, None])
+
+
+def as_bfloat16(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (the quantized matmuls' output type), as float32."""
+    from vms_plugin.kernels.pack import bfloat16_bits, bfloat16_to_float32
+
+    return bfloat16_to_float32(bfloat16_bits(values.astype(np.float32)))
+
+
 def ms_tensor(array):
     from mindspore import Tensor
 
@@ -123,6 +170,9 @@ STAND_INS = {
     "paged_attention": paged_attention,
     "flash_attention_score": flash_attention_score,
     "swiglu": swiglu,
+    "weight_quant_batch_matmul": weight_quant_batch_matmul,
+    "dynamic_quant": dynamic_quant,
+    "quant_batch_matmul": quant_batch_matmul,
 }
 
 
@@ -149,8 +199,14 @@ class BoundStandIn:
         StandIn.calls.append(self.stand_in.real.__name__)
         result = self.stand_in.compute(self.init, *args, **kwargs)
         if isinstance(result, tuple):
-            return tuple(None if r is None else ms_tensor(np.asarray(r, np.float32)) for r in result)
-        return ms_tensor(np.asarray(result, np.float32))
+            return tuple(None if r is None else ms_tensor(as_result(r)) for r in result)
+        return ms_tensor(as_result(result))
+
+
+def as_result(values) -> np.ndarray:
+    """A stand-in's output as the primitive's: int8 stays int8 (a quantized tensor), anything else float32."""
+    values = np.asarray(values)
+    return values if values.dtype == np.int8 else values.astype(np.float32)
 
 
 @pytest.fixture
@@ -172,6 +228,44 @@ def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny
     used = set(StandIn.calls)
     assert {"ReshapeAndCache", "PagedAttention", "FlashAttentionScore", "ApplyRotaryPosEmb", "Swiglu"} <= used
     assert {"RmsNorm", "AddRmsNorm"} <= used
+
+
+# Of the largest |logit|, against transformers on the same int8 values with the same bfloat16 roundings
+# (int8_reference's bfloat16_matmuls): what is left is float32 accumulation order, and for W8A8 a per-token
+# rounding to int8 that float32 noise can flip at a half step.
+INT8_TOLERANCE = {"W8A16": 1e-4, "W8A8": 1e-4}
+FLIPPED_ROUNDING_TOLERANCE = 0.03
+
+
+@pytest.mark.parametrize("name", INT8_TOLERANCE)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int8_models_through_the_ascend_quantized_matmuls(architecture, name, tiny_model_dirs, ascend_stand_ins):
+    """W8A16 through WeightQuantBatchMatmul, W8A8 through DynamicQuantExt and QuantBatchMatmul, each int8 weight
+    split back into q^T and its scales out of the one tensor it loads as."""
+    from int8_reference import int8_reference
+    from offline_model import logits_of
+    from test_model_int8 import reference_logits, scheme
+
+    prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
+    ours = logits_of(tiny_model_dirs[architecture], "float32", prompt, scheme(name))
+    expected = reference_logits(int8_reference(tiny_model_dirs[architecture], name, bfloat16_matmuls=True), prompt)
+    per_position = np.abs(ours - expected).max(axis=1) / np.abs(expected).max()
+    assert np.median(per_position) < INT8_TOLERANCE[name]
+    assert per_position.max() < FLIPPED_ROUNDING_TOLERANCE
+    used = {"W8A16": {"WeightQuantBatchMatmul"}, "W8A8": {"DynamicQuantExt", "QuantBatchMatmul"}}[name]
+    assert used <= set(StandIn.calls)
+    assert not {"WeightQuantBatchMatmul", "QuantBatchMatmul"} - used & set(StandIn.calls)
+
+
+def test_an_int8_ascend_weight_carries_its_channel_scales() -> None:
+    from vms_plugin.layers.int8 import quantize_per_channel
+    from vms_plugin.ops.ascend import int8_device_weight, int8_scales
+
+    quantized, scales = quantize_per_channel(np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32))
+    device_weight = int8_device_weight(quantized, scales)
+    assert device_weight.shape == (3 + 4, 5) and device_weight.dtype == np.int8
+    np.testing.assert_array_equal(device_weight[:3], quantized.T)
+    np.testing.assert_array_equal(int8_scales(device_weight), scales)
 
 
 def test_a_chunked_prefill_sees_its_cached_prefix(tiny_model_dirs, ascend_stand_ins) -> None:

@@ -9,7 +9,12 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   with any prefill (first or chunked) gathers each request's whole context from the cache into contiguous rows
   and runs FlashAttentionScore in the varlen "TND" layout with right-down causal masking (sparse_mode 3), so a
   chunk's queries see the cached prefix as well as themselves — the pattern MindSpore's own LLM stack uses;
-- norms: RmsNorm and AddRmsNorm (the residual add fused into the next norm), SwiGLU: Swiglu.
+- norms: RmsNorm and AddRmsNorm (the residual add fused into the next norm), SwiGLU: Swiglu;
+- int8 linear layers (layers/int8.py): W8A16 through WeightQuantBatchMatmul (x in bfloat16 times q scaled per
+  output channel), W8A8 through DynamicQuantExt (each token's input to int8 with its own scale) and
+  QuantBatchMatmul (int8 products, scaled by the channel and token scales). An int8 weight is one tensor
+  [in + 4, out]: q^T, then its float32 channel scales as four rows of bytes, so that it loads like any linear
+  weight; the scales are read out once, on the layer's first step.
 No NPU is reachable where this was written: tests/unit/test_ascend_ops.py checks every call against the
 primitives' real signatures and runs whole models through numpy stand-ins of their documented semantics.
 """
@@ -26,6 +31,8 @@ from vms_plugin.ops.interface import DecoderWeights
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
+INT8_SCALE_ROWS = 4  # an int8 weight's float32 channel scales, as bytes, under q^T
+INT8_ACTIVATIONS = ms.bfloat16  # what the quantized matmuls take and give (they take no float32)
 
 
 class AscendInputs(NamedTuple):
@@ -52,6 +59,9 @@ class Primitives:
     paged_attention: Any
     flash_attention_score: Any
     swiglu: Any
+    weight_quant_batch_matmul: Any
+    dynamic_quant: Any
+    quant_batch_matmul: Any
 
     @classmethod
     def from_mindspore(cls) -> "Primitives":
@@ -66,7 +76,29 @@ class Primitives:
             paged_attention=ops.PagedAttention,
             flash_attention_score=auto_generate.FlashAttentionScore,
             swiglu=auto_generate.Swiglu,
+            weight_quant_batch_matmul=auto_generate.WeightQuantBatchMatmul,
+            dynamic_quant=auto_generate.DynamicQuantExt,
+            quant_batch_matmul=auto_generate.QuantBatchMatmul,
         )
+
+
+def int8_device_weight(quantized: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """q [out, in] int8 and its channel scales [out] -> [in + 4, out] int8: q^T, then row in + j holding byte j
+    of each column's float32 scale."""
+    scale_bytes = np.ascontiguousarray(scales, dtype="<f4").view(np.int8).reshape(-1, INT8_SCALE_ROWS).T
+    return np.concatenate([quantized.T, scale_bytes])
+
+
+def int8_scales(device_weight: np.ndarray) -> np.ndarray:
+    """The float32 channel scales [out] out of an int8 device weight's last rows."""
+    return np.ascontiguousarray(device_weight[-INT8_SCALE_ROWS:].T).view("<f4").reshape(-1)
+
+
+class Int8Parts(NamedTuple):
+    """An int8 device weight split for the quantized matmuls."""
+
+    quantized: Tensor  # q^T [in, out] int8
+    scales: Tensor  # [out]: bfloat16 for WeightQuantBatchMatmul's antiquant_scale, float32 for QuantBatchMatmul
 
 
 def ascend_inputs(batch: StepBatch) -> AscendInputs:
@@ -95,6 +127,10 @@ class AscendOps:
         self._rotary = self.p.apply_rotary_pos_emb(0)  # cos_format 0: tables [max_positions, D]
         self._reshape_and_cache = self.p.reshape_and_cache()
         self._swiglu = self.p.swiglu()
+        self._weight_quant_matmul = self.p.weight_quant_batch_matmul()
+        self._dynamic_quant = self.p.dynamic_quant()
+        self._quant_matmul = self.p.quant_batch_matmul(dtype=INT8_ACTIVATIONS)
+        self._int8_parts: dict[int, tuple[Parameter, Int8Parts]] = {}  # by id of the weight, which it keeps alive
         self._rms_norms: dict[float, Any] = {}
         self._attention: dict[tuple, Any] = {}
         self._causal_mask = Tensor(np.triu(np.ones((CAUSAL_MASK_SIZE, CAUSAL_MASK_SIZE), np.uint8), k=1))
@@ -106,13 +142,11 @@ class AscendOps:
         return (num_slots // block_size, block_size, kv_heads, head_dim)
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
-        return (in_features, out_features)
+        return (in_features + INT8_SCALE_ROWS if dtype == "int8" else in_features, out_features)
 
     def linear_weight(self, weight: np.ndarray, dtype: str, scales: np.ndarray | None = None) -> Tensor:
         if dtype == "int8":
-            raise NotImplementedError(
-                "int8 weights are not implemented on Ascend yet: serve the model unquantized, or on CPU"
-            )
+            return Tensor(int8_device_weight(weight, scales))
         # mint.matmul on a pre-transposed weight: no transpose per call
         return Tensor(np.ascontiguousarray(weight.T)).astype(storage_dtype(dtype))
 
@@ -125,14 +159,34 @@ class AscendOps:
         rows = ops.gather(weight, mint.clamp(ids, 0, vocab - 1), 1).swapaxes(0, 1)  # columns of W^T [width, vocab]
         return rows.astype(ms.float32) * inside.unsqueeze(-1).astype(ms.float32)
 
-    @staticmethod
-    def _matmul(x, weight, bias):
+    def _matmul(self, x, weight, bias, int8_activations: bool = False):
         # A 16-bit weight multiplies activations cast to its type (the cube unit's inputs), the product widened back.
-        if weight.dtype != x.dtype:
+        if weight.dtype == ms.int8:
+            y = self._int8_matmul(x, weight, int8_activations)
+        elif weight.dtype != x.dtype:
             y = mint.matmul(x.astype(weight.dtype), weight).astype(x.dtype)
         else:
             y = mint.matmul(x, weight)
         return y if bias is None else y + bias
+
+    def _int8_matmul(self, x, weight: Parameter, int8_activations: bool):
+        parts = self._int8_parts_of(weight, int8_activations)
+        if int8_activations:
+            quantized_x, token_scales = self._dynamic_quant(x.astype(INT8_ACTIVATIONS))
+            y = self._quant_matmul(quantized_x, parts.quantized, parts.scales, None, None, token_scales)
+        else:
+            y = self._weight_quant_matmul(x.astype(INT8_ACTIVATIONS), parts.quantized, parts.scales)
+        return y.astype(ms.float32)
+
+    def _int8_parts_of(self, weight: Parameter, int8_activations: bool) -> Int8Parts:
+        """q^T and the scales of an int8 weight, read out on its first use: a model's weights do not change
+        once loaded."""
+        if id(weight) not in self._int8_parts:
+            scales = int8_scales(weight.asnumpy())
+            scale_type = ms.float32 if int8_activations else INT8_ACTIVATIONS
+            parts = Int8Parts(weight[:-INT8_SCALE_ROWS], Tensor(scales).astype(scale_type))
+            self._int8_parts[id(weight)] = (weight, parts)
+        return self._int8_parts[id(weight)][1]
 
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> tuple[Tensor, Tensor]:
         return Tensor(cos), Tensor(sin)
@@ -147,16 +201,17 @@ class AscendOps:
             x, residual = self.rms_norm(x, w.input_norm, w.eps), x
         else:
             x, residual = self.add_rms_norm(x, residual, w.input_norm, w.eps)
-        qkv = self._matmul(x, w.qkv, w.qkv_bias)
+        qkv = self._matmul(x, w.qkv, w.qkv_bias, w.int8_activations)
         qk_norm = None if w.q_norm is None else (w.q_norm, w.k_norm, w.eps)
         q = self.rope_and_cache(qkv, rotary, w.k_cache, w.v_cache, inputs, w.heads, qk_norm)
         attention = self.paged_attention(q, w.k_cache, w.v_cache, inputs, w.heads, w.scale)
-        return self._matmul(attention, w.o, w.o_bias), residual
+        return self._matmul(attention, w.o, w.o_bias, w.int8_activations), residual
 
     def decoder_mlp(self, weights: DecoderWeights, attention, residual, rotary, inputs: AscendInputs):
         w = weights
         x, residual = self.add_rms_norm(attention, residual, w.post_norm, w.eps)
-        return self._matmul(self._swiglu(self._matmul(x, w.gate_up, None), -1), w.down, None), residual
+        gate_up = self._matmul(x, w.gate_up, None, w.int8_activations)
+        return self._matmul(self._swiglu(gate_up, -1), w.down, None, w.int8_activations), residual
 
     def rms_norm(self, x, weight, eps):
         if eps not in self._rms_norms:
