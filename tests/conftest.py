@@ -41,6 +41,24 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
+def default_prompts(default_model_dir) -> list[list[int]]:
+    """The serving tests' prompts, tokenized for the default model."""
+    from integration.conftest import PROMPTS
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    return [tokenizer(text)["input_ids"] for text in PROMPTS]
+
+
+@pytest.fixture(scope="session")
+def default_float32_greedy(default_model_dir, default_prompts) -> list[list[int]]:
+    """The baseline of the bfloat16, float16 and int8 greedy comparisons (tests/unit), decoded once."""
+    from offline_model import GREEDY_TOKENS, greedy
+
+    return greedy(default_model_dir, "float32", default_prompts, GREEDY_TOKENS)
+
+
+@pytest.fixture(scope="session")
 def w8a8_model_dir(tiny_model_dirs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama as a compressed-tensors int8 W8A8 checkpoint (tiny_models.save_compressed_tensors_w8a8)."""
     target = tmp_path_factory.mktemp("w8a8") / "LlamaForCausalLM-W8A8"

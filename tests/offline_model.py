@@ -4,6 +4,7 @@ them. The model tests compare what these return with transformers."""
 import numpy as np
 
 BLOCK_SIZE = 16
+GREEDY_PROMPTS, GREEDY_TOKENS = 8, 32  # the default model's greedy comparisons: the serving tests' prompts
 
 
 def mindspore_step(model, requests):

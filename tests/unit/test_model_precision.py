@@ -10,11 +10,10 @@ Tolerance, max |logit difference| against transformers at the same dtype as a fr
 
 import numpy as np
 import pytest
-from offline_model import first_differences, greedy, logits_of
+from offline_model import GREEDY_PROMPTS, GREEDY_TOKENS, first_differences, greedy, logits_of
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 
 TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
-GREEDY_PROMPTS, GREEDY_TOKENS = 8, 32
 
 
 def transformers_logits(model_dir, dtype: str, prompt: list[int]) -> np.ndarray:
@@ -66,17 +65,14 @@ def transformers_greedy(model_dir, dtype: str, prompts: list[list[int]], new_tok
 
 
 @pytest.mark.parametrize("dtype", TOLERANCE)
-def test_16_bit_greedy_output_of_the_default_model_follows_float32(dtype, default_model_dir, measurement) -> None:
+def test_16_bit_greedy_output_of_the_default_model_follows_float32(
+    dtype, default_model_dir, default_prompts, default_float32_greedy, measurement
+) -> None:
     """8 prompts x 32 tokens against the float32 path. float16: at least 7 of 8 identical. bfloat16 cannot be held
     to that on SmolLM2: rounding its weights to bfloat16 alone moves near-tied argmaxes (measured: the same
     divergences with a float32 KV cache, and transformers in bfloat16 keeps only 4 of 8), so it must keep at least
     as many prompts identical as transformers' own bfloat16, and no earlier first difference in total."""
-    from integration.conftest import PROMPTS
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    prompts = [tokenizer(text)["input_ids"] for text in PROMPTS]
-    exact = greedy(default_model_dir, "float32", prompts, GREEDY_TOKENS)
+    prompts, exact = default_prompts, default_float32_greedy
     ours = first_differences(exact, greedy(default_model_dir, dtype, prompts, GREEDY_TOKENS))
     same = ours.count(None)
     line = f"greedy {dtype} vs float32 on SmolLM2 ({GREEDY_PROMPTS} prompts x {GREEDY_TOKENS} tokens): {same} identical"
