@@ -160,10 +160,10 @@ class AscendOps:
         return rows.astype(ms.float32) * inside.unsqueeze(-1).astype(ms.float32)
 
     def _matmul(self, x, weight, bias, int8_activations: bool = False):
-        # A 16-bit weight multiplies activations cast to its type (the cube unit's inputs), the product widened back.
         if weight.dtype == ms.int8:
             y = self._int8_matmul(x, weight, int8_activations)
         elif weight.dtype != x.dtype:
+            # A 16-bit weight multiplies activations cast to its type (the cube unit's inputs), widened back.
             y = mint.matmul(x.astype(weight.dtype), weight).astype(x.dtype)
         else:
             y = mint.matmul(x, weight)
