@@ -3,8 +3,8 @@
 The models' logits tests (test_model_logits.py, test_model_precision.py) cover the kernels end to end against
 transformers; these pin down the pieces a model test can miss: grouped-query heads reading scattered blocks,
 unwritten padding slots, copy-on-write of cache slots, every storage type (float32, float16, bfloat16) of
-weights and caches, int8 weights with float (W8A16) and int8 (W8A8) activations, the AVX2 build on an AVX-512
-host, and the error when no compiler is there.
+weights and caches, int8 weights with float (W8A16) and int8 (W8A8) activations, the decoder stack's address
+table, the AVX2 build on an AVX-512 host, and the error when no compiler is there.
 The numpy references use the same rounded 16-bit values and the same int8 values, so only float32 accumulation
 order differs.
 """
@@ -312,3 +312,93 @@ def test_a_machine_without_a_compiler_gets_one_clear_error(tmp_path, monkeypatch
         assert list(tmp_path.iterdir()) == []
     finally:
         build.build_library.cache_clear()
+
+
+def random_layer(rng, dtype: str, hidden: int, intermediate: int, k_cache, v_cache):
+    """A decoder layer's DecoderWeights with random weights (stored as `dtype`), norms, biases and q/k norms."""
+    from mindspore import Parameter, Tensor
+
+    from vms_plugin.layers.int8 import quantize_per_channel
+    from vms_plugin.ops.cpu import CpuOps
+    from vms_plugin.ops.interface import DecoderWeights
+
+    def weight(out_features: int, in_features: int) -> Parameter:
+        w = (rng.standard_normal((out_features, in_features)) / np.sqrt(in_features)).astype(np.float32)
+        if dtype == "int8":
+            quantized, scales = quantize_per_channel(w)
+            return Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="w", requires_grad=False)
+        return Parameter(CpuOps().linear_weight(w, dtype), name="w", requires_grad=False)
+
+    def vector(size: int) -> Tensor:
+        return Tensor((1 + 0.1 * rng.standard_normal(size)).astype(np.float32))
+
+    qkv_width = (HEADS + 2 * KV_HEADS) * DIM
+    return DecoderWeights(
+        input_norm=vector(hidden),
+        qkv=weight(qkv_width, hidden),
+        qkv_bias=vector(qkv_width),
+        q_norm=vector(DIM),
+        k_norm=vector(DIM),
+        o=weight(hidden, HEADS * DIM),
+        o_bias=vector(hidden),
+        post_norm=vector(hidden),
+        gate_up=weight(2 * intermediate, hidden),
+        down=weight(hidden, intermediate),
+        k_cache=k_cache,
+        v_cache=v_cache,
+        heads=(HEADS, KV_HEADS, DIM),
+        intermediate_size=intermediate,
+        eps=1e-5,
+        scale=DIM**-0.5,
+        int8_activations=False,
+        prepared={},
+    )
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_a_decoder_stack_launch_equals_its_layers_launched_one_by_one(dtype: str, build: str) -> None:
+    """DecoderStack reads each layer's weights and caches through its address table: over three layers with
+    different weights, a prefill chunk and a decode beside it, its outputs and caches equal those of each layer
+    launched on its own (DecoderLayer's two halves, the tensor-parallel path with nothing to all-reduce)."""
+    from mindspore import Parameter, Tensor
+
+    from vms_plugin.attention.paged import attention_inputs
+    from vms_plugin.ops.cpu import LayerPart, decoder_stack_inputs, layer_constants
+    from vms_plugin.ops.interface import DecoderStack
+    from vms_plugin.worker.batch import ScheduledRequest, build_step_batch
+
+    rng = np.random.default_rng(7)
+    hidden, intermediate, positions = 96, 80, 32
+    cache_dtype = "bfloat16" if dtype == "int8" else dtype
+    stacked, one_by_one = [], []
+    for _ in range(3):
+        _, _, k_cache, v_cache = caches(rng, cache_dtype)
+        layer = random_layer(rng, dtype, hidden, intermediate, k_cache, v_cache)
+        stacked.append(layer)
+        same_caches = {"k_cache": Parameter(k_cache.copy(), name="k"), "v_cache": Parameter(v_cache.copy(), name="v")}
+        one_by_one.append(layer._replace(**same_caches))
+    batch = build_step_batch(
+        [ScheduledRequest(list(range(5)), 0, [2], True), ScheduledRequest([7], 9, [0], True)], block_size=16
+    )
+    indices = attention_inputs(batch).indices
+    rotary = Tensor(rng.uniform(-1, 1, (2, positions, DIM)).astype(np.float32))
+    x = Tensor(rng.standard_normal((len(batch.input_ids), hidden)).astype(np.float32))
+
+    stack = DecoderStack(tuple(stacked), {})
+    out, residual = kernel("DecoderStack", build)(*decoder_stack_inputs(stack, x, rotary, indices))
+
+    layer_kernel = kernel("DecoderLayer", build)
+    h, stream = x, None
+    for w in one_by_one:
+        weights = (w.qkv, w.o, w.gate_up, w.down, rotary, indices, w.k_cache, w.v_cache)
+        attention_constants = Tensor(layer_constants(w, stream is not None, LayerPart.ATTENTION))
+        attention, stream = layer_kernel(h, h if stream is None else stream, attention_constants, *weights)
+        mlp_constants = Tensor(layer_constants(w, True, LayerPart.MLP))
+        h, stream = layer_kernel(attention, stream, mlp_constants, *weights)
+
+    np.testing.assert_array_equal(out.asnumpy(), h.asnumpy())
+    np.testing.assert_array_equal(residual.asnumpy(), stream.asnumpy())
+    for a, b in zip(stacked, one_by_one, strict=True):
+        np.testing.assert_array_equal(as_numpy(a.k_cache), as_numpy(b.k_cache))
+        np.testing.assert_array_equal(as_numpy(a.v_cache), as_numpy(b.v_cache))

@@ -36,6 +36,7 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "RopeCache": (_rotated_queries_shape, _same_as_first),
     "PagedAttention": (lambda q, *_: [q[0], q[1] * q[2]], _same_as_first),
     "DecoderLayer": (_pair_like_first, _pair_like_first),
+    "DecoderStack": (_pair_like_first, _pair_like_first),
     "CopySlots": (lambda *_: [1], lambda *_: ms.float32),
 }
 
@@ -106,9 +107,15 @@ def paged_attention(
 
 
 def decoder_layer(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """A whole decoder layer in one launch -> (MLP output, residual stream); the 11 inputs in the order
+    """A decoder layer, or half of one, in one launch -> (output, residual stream); the 11 inputs in the order
     cpu_kernels.cc's DecoderLayer lists them (ops/cpu.py assembles them)."""
     return _operator("DecoderLayer")(*inputs)
+
+
+def decoder_stack(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
+    """Every decoder layer of a rank in one launch -> the last layer's (MLP output, residual stream); the 11 inputs
+    in the order cpu_kernels.cc's DecoderStack lists them (ops/cpu.py assembles them)."""
+    return _operator("DecoderStack")(*inputs)
 
 
 def copy_slots(k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:

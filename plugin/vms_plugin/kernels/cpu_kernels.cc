@@ -830,20 +830,39 @@ struct StepIndices {
         context_slots(token_requests + tokens) {}
 };
 
-// One Llama-family decoder layer; the inputs are listed at DecoderLayer below. W: linear weights, C: KV caches.
+// One decoder layer's weights, caches and constants, wherever they come from: a DecoderLayer launch's inputs or
+// a row of a DecoderStack launch's address table. W: linear weights, C: KV caches.
 template <typename W, typename C>
-void DecoderLayerWith(void **params, int64_t **shapes) {
-  const float *x = static_cast<const float *>(params[0]);
-  const KvCache<C> cache = CacheParams<C>(params, shapes, 9);
-  const int64_t tokens = shapes[0][0], hidden = shapes[0][1];
-  const LayerConstants layer(static_cast<const float *>(params[2]), hidden, cache.dim);
-  const StepIndices step(static_cast<const int32_t *>(params[8]), tokens);
+struct LayerTensors {
+  const W *qkv, *o, *gate_up, *down;
+  KvCache<C> cache;
+  const float *constants;
+};
+
+// What every layer of a step reads: the rotary tables and the step's indices.
+struct StepTensors {
+  int64_t tokens, hidden;
+  const float *cos, *sin;
+  StepIndices step;
+
+  StepTensors(void **params, int64_t **shapes, int rotary_index, int indices_index, int64_t head_dim)
+      : tokens(shapes[0][0]), hidden(shapes[0][1]), cos(static_cast<const float *>(params[rotary_index])),
+        sin(cos + shapes[rotary_index][1] * head_dim),
+        step(static_cast<const int32_t *>(params[indices_index]), shapes[0][0]) {}
+};
+
+// One Llama-family decoder layer: x and the residual stream in (`residual_in` is ignored in the first layer and
+// may be `residual` itself), the MLP's output and the stream out. `x` may be `out`: it is read before out is
+// written.
+template <typename W, typename C>
+void RunDecoderLayer(const LayerTensors<W, C> &tensors, const StepTensors &shared, const float *x,
+                     const float *residual_in, float *out, float *residual) {
+  const KvCache<C> &cache = tensors.cache;
+  const int64_t tokens = shared.tokens, hidden = shared.hidden;
+  const LayerConstants layer(tensors.constants, hidden, cache.dim);
+  const StepIndices &step = shared.step;
   const int64_t heads = layer.qkv_width / cache.dim - 2 * cache.kv_heads, attn_width = heads * cache.dim;
   const int64_t intermediate = layer.intermediate;
-  const float *cos = static_cast<const float *>(params[7]), *sin = cos + shapes[7][1] * cache.dim;
-  auto weight = [&](int index) { return static_cast<const W *>(params[index]); };
-  float *out = static_cast<float *>(params[11]);
-  float *residual = static_cast<float *>(params[12]);
 
   thread_local std::vector<float> normed, qkv, q, attn, gate_up, act;
   normed.resize(tokens * hidden);
@@ -853,28 +872,44 @@ void DecoderLayerWith(void **params, int64_t **shapes) {
   gate_up.resize(tokens * 2 * intermediate);
   act.resize(tokens * intermediate);
 
-  std::memcpy(residual, layer.has_residual ? params[1] : params[0], tokens * hidden * sizeof(float));
+  const float *stream = layer.has_residual ? residual_in : x;
+  if (stream != residual) std::memcpy(residual, stream, tokens * hidden * sizeof(float));
   if (layer.part == LayerPart::kMlp) {
     AddRmsNormRows(x, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
   } else {
     AddRmsNormRows(layer.has_residual ? x : nullptr, residual, layer.input_norm, layer.eps, tokens, hidden,
                    normed.data());
-    PackedLinear(normed.data(), tokens, hidden, weight(3), layer.qkv_width, layer.qkv_bias, qkv.data(),
+    PackedLinear(normed.data(), tokens, hidden, tensors.qkv, layer.qkv_width, layer.qkv_bias, qkv.data(),
                  layer.int8_activations);
     const bool qk_norm = layer.qk_eps > 0;
-    RopeAndCache(qkv.data(), tokens, heads, cos, sin, step.positions, step.slots, cache,
+    RopeAndCache(qkv.data(), tokens, heads, shared.cos, shared.sin, step.positions, step.slots, cache,
                  qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
     PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots,
                 step.context, layer.scale, attn.data());
-    PackedLinear(attn.data(), tokens, attn_width, weight(4), hidden, layer.o_bias, out, layer.int8_activations);
+    PackedLinear(attn.data(), tokens, attn_width, tensors.o, hidden, layer.o_bias, out, layer.int8_activations);
     if (layer.part == LayerPart::kAttention) return;
     AddRmsNormRows(out, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
   }
-  PackedLinear(normed.data(), tokens, hidden, weight(5), 2 * intermediate, static_cast<const float *>(nullptr),
+  PackedLinear(normed.data(), tokens, hidden, tensors.gate_up, 2 * intermediate, static_cast<const float *>(nullptr),
                gate_up.data(), layer.int8_activations);
   SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
-  PackedLinear(act.data(), tokens, intermediate, weight(6), hidden, static_cast<const float *>(nullptr), out,
+  PackedLinear(act.data(), tokens, intermediate, tensors.down, hidden, static_cast<const float *>(nullptr), out,
                layer.int8_activations);
+}
+
+// Calls body(W tag, C tag) for a launch whose four packed weights start at input `first_weight` (one storage
+// type for all four) and whose caches' type is input `cache_index`'s; 1 when the weights' types differ.
+template <typename Body>
+int WithLayerTypes(const char **dtypes, int first_weight, int cache_index, Body body) {
+  for (int index = first_weight + 1; index < first_weight + 4; ++index) {
+    if (std::strcmp(dtypes[index], dtypes[first_weight]) != 0) return 1;
+  }
+  return WithWeightType(dtypes[first_weight], [&](auto weight_tag) {
+    return WithStorageType(dtypes[cache_index], [&](auto cache_tag) {
+      body(weight_tag, cache_tag);
+      return 0;
+    });
+  });
 }
 
 }  // namespace
@@ -1008,14 +1043,53 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 // returns them (the next layer's norm adds them).
 int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
-  for (int index : {4, 5, 6}) {
-    if (std::strcmp(dtypes[index], dtypes[3]) != 0) return 1;
-  }
-  return WithWeightType(dtypes[3], [&](auto weight_tag) {
-    return WithStorageType(dtypes[9], [&](auto cache_tag) {
-      DecoderLayerWith<decltype(weight_tag), decltype(cache_tag)>(params, shapes);
-      return 0;
-    });
+  return WithLayerTypes(dtypes, 3, 9, [&](auto weight_tag, auto cache_tag) {
+    using W = decltype(weight_tag);
+    using C = decltype(cache_tag);
+    const KvCache<C> cache = CacheParams<C>(params, shapes, 9);
+    const LayerTensors<W, C> tensors{static_cast<const W *>(params[3]), static_cast<const W *>(params[4]),
+                                     static_cast<const W *>(params[5]), static_cast<const W *>(params[6]), cache,
+                                     static_cast<const float *>(params[2])};
+    RunDecoderLayer(tensors, StepTensors(params, shapes, 7, 8, cache.dim), static_cast<const float *>(params[0]),
+                    static_cast<const float *>(params[1]), static_cast<float *>(params[11]),
+                    static_cast<float *>(params[12]));
+  });
+}
+
+// Every decoder layer of one rank in turn, in one launch: what DecoderLayer computes, layer after layer, each
+// layer's output and stream feeding the next. MindSpore charges ~9 us per input of a launch (bench/README.md),
+// so the layers' weights and caches are not inputs: an address table names them. Inputs:
+//   0 x [T, E], the embedding's output,
+//   1 constants [L, C] float32: each layer's DecoderLayer constants (the first layer's without residual),
+//   2 qkv, 3 o, 4 gate_up, 5 down: the first layer's packed weights, which give every layer's types and shapes,
+//   6 rotary [2, P, D], 7 step indices (as DecoderLayer's),
+//   8 k_cache, 9 v_cache: the first layer's caches, which give every layer's type and shape,
+//   10 addresses [L, 6] int64: each layer's qkv, o, gate_up, down, k_cache and v_cache data.
+// The caller keeps the tensors the table names alive and unmoved (ops/cpu.py). Outputs: 11 the last layer's MLP
+// output [T, E] and 12 its residual stream [T, E], unsummed.
+int DecoderStack(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                 void *extra) {
+  const int64_t layers = shapes[10][0], constants_width = shapes[1][1];
+  if (shapes[1][0] != layers || shapes[10][1] != 6) return 1;
+  return WithLayerTypes(dtypes, 2, 8, [&](auto weight_tag, auto cache_tag) {
+    using W = decltype(weight_tag);
+    using C = decltype(cache_tag);
+    const KvCache<C> first_cache = CacheParams<C>(params, shapes, 8);
+    const StepTensors shared(params, shapes, 6, 7, first_cache.dim);
+    const int64_t *addresses = static_cast<const int64_t *>(params[10]);
+    const float *constants = static_cast<const float *>(params[1]);
+    float *out = static_cast<float *>(params[11]);
+    float *residual = static_cast<float *>(params[12]);
+    for (int64_t l = 0; l < layers; ++l) {
+      const int64_t *row = addresses + l * 6;
+      auto at = [&](int i) { return reinterpret_cast<W *>(row[i]); };
+      KvCache<C> cache = first_cache;
+      cache.k = reinterpret_cast<C *>(row[4]);
+      cache.v = reinterpret_cast<C *>(row[5]);
+      const LayerTensors<W, C> tensors{at(0), at(1), at(2), at(3), cache, constants + l * constants_width};
+      const float *x = l == 0 ? static_cast<const float *>(params[0]) : out;
+      RunDecoderLayer(tensors, shared, x, residual, out, residual);
+    }
   });
 }
 

@@ -20,7 +20,7 @@ from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tables
 from vms_plugin.ops import layer_ops
-from vms_plugin.ops.interface import DecoderWeights, StepInputs
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, StepInputs
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class LlamaArgs:
 
 
 class Attention(nn.Cell):
-    """The attention's parameters and KV caches (this rank's heads); the device's `decoder_layer` computes with
+    """The attention's parameters and KV caches (this rank's heads); the device's decoder layers compute with
     them."""
 
     def __init__(self, args: LlamaArgs, layer_index: int, partition: Partition) -> None:
@@ -112,7 +112,7 @@ class Attention(nn.Cell):
 
 
 class MLP(nn.Cell):
-    """SiLU(gate) * up, then down: parameters only (this rank's features); the device's `decoder_layer` computes
+    """SiLU(gate) * up, then down: parameters only (this rank's features); the device's decoder layers compute
     with them."""
 
     def __init__(self, args: LlamaArgs, partition: Partition) -> None:
@@ -126,8 +126,9 @@ class MLP(nn.Cell):
 class DecoderLayer(nn.Cell):
     """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py).
 
-    On one rank the whole layer is one call into the device's ops (ops/interface.py), which may run it as a single
-    kernel; over several it is two, each followed by the all-reduce that sums the ranks' partial products.
+    On one rank the model runs all its layers in one call into the device's ops (ops/interface.py,
+    `decoder_layers`), which may run them as a single kernel; over several ranks each layer is two calls, each
+    followed by the all-reduce that sums the ranks' partial products.
     """
 
     def __init__(self, args: LlamaArgs, layer_index: int, group: TensorParallelGroup, partition: Partition) -> None:
@@ -140,14 +141,17 @@ class DecoderLayer(nn.Cell):
         self.eps = args.rms_norm_eps
         self.int8_activations = args.int8 is not None and args.int8.int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (DecoderWeights.prepared)
-        # weights() reads ~17 Cell attributes (~40 us, 1.3 ms per step of 30 layers): made again only when the KV
-        # caches are (re)allocated; loading fills the same Parameters in place.
+        # Reading ~17 Cell attributes costs ~40 us (1.3 ms per step of 30 layers): the weights are made again only
+        # when the KV caches are (re)allocated; loading fills the same Parameters in place.
         self._weights: DecoderWeights | None = None
         self.ops = layer_ops()
 
     def weights(self) -> DecoderWeights:
+        """This layer's DecoderWeights, the same object until its KV caches are reallocated."""
         attn, mlp = self.self_attn, self.mlp
-        return DecoderWeights(
+        if self._weights is not None and self._weights.k_cache is attn.k_cache:
+            return self._weights
+        self._weights = DecoderWeights(
             input_norm=self.input_layernorm.weight,
             qkv=attn.qkv_proj.device_weight,
             qkv_bias=attn.qkv_proj.bias,
@@ -167,16 +171,15 @@ class DecoderLayer(nn.Cell):
             int8_activations=self.int8_activations,
             prepared=self.prepared,
         )
+        return self._weights
 
     def construct(
         self, x: ms.Tensor, residual: ms.Tensor | None, rotary: Any, inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        if self._weights is None or self._weights.k_cache is not self.self_attn.k_cache:
-            self._weights = self.weights()
-        if self.group.world_size == 1:
-            return self.ops.decoder_layer(self._weights, x, residual, rotary, inputs)
-        attention, residual = self.ops.decoder_attention(self._weights, x, residual, rotary, inputs)
-        out, residual = self.ops.decoder_mlp(self._weights, self.group.all_reduce(attention), residual, rotary, inputs)
+        """One tensor-parallel rank's share of the layer, its partial sums all-reduced."""
+        weights = self.weights()
+        attention, residual = self.ops.decoder_attention(weights, x, residual, rotary, inputs)
+        out, residual = self.ops.decoder_mlp(weights, self.group.all_reduce(attention), residual, rotary, inputs)
         return self.group.all_reduce(out), residual
 
 
@@ -190,10 +193,22 @@ class LlamaModel(nn.Cell):
         )
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.rotary = layer_ops().rotary(*rotary_tables(args.head_dim, args.max_position_embeddings, args.rope))
+        self.ops = layer_ops()
+        self._stack: DecoderStack | None = None
+
+    def decoder_stack(self) -> DecoderStack:
+        """The layers' DecoderWeights as one DecoderStack, the same object until a layer's weights change."""
+        layers = tuple(layer.weights() for layer in self.layers)
+        if self._stack is None or any(a is not b for a, b in zip(layers, self._stack.layers, strict=True)):
+            self._stack = DecoderStack(layers, {})
+        return self._stack
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs) -> tuple[ms.Tensor, ms.Tensor]:
         """The last layer's (output, residual); their sum, normalised, is the final hidden state."""
-        h, residual = self.group.all_reduce(self.embed_tokens(input_ids)), None
+        h = self.group.all_reduce(self.embed_tokens(input_ids))
+        if self.group.world_size == 1:
+            return self.ops.decoder_layers(self.decoder_stack(), h, self.rotary, inputs)
+        residual = None
         for layer in self.layers:
             h, residual = layer(h, residual, self.rotary, inputs)
         return h, residual

@@ -27,7 +27,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
-from vms_plugin.ops.interface import DecoderWeights
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
@@ -191,9 +191,12 @@ class AscendOps:
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> tuple[Tensor, Tensor]:
         return Tensor(cos), Tensor(sin)
 
-    def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
-        attention, residual = self.decoder_attention(weights, x, residual, rotary, inputs)
-        return self.decoder_mlp(weights, attention, residual, rotary, inputs)
+    def decoder_layers(self, stack: DecoderStack, x, rotary, inputs: AscendInputs):
+        residual = None
+        for weights in stack.layers:
+            attention, residual = self.decoder_attention(weights, x, residual, rotary, inputs)
+            x, residual = self.decoder_mlp(weights, attention, residual, rotary, inputs)
+        return x, residual
 
     def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
         w = weights

@@ -1,4 +1,5 @@
-"""The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), a whole decoder layer per launch.
+"""The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), all decoder layers of a step in one launch
+on one rank, half a layer per launch under tensor parallelism.
 
 KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
 works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
@@ -15,7 +16,7 @@ from mindspore import Parameter, Tensor, ops
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
-from vms_plugin.ops.interface import DecoderWeights
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights
 
 
 class CpuOps:
@@ -69,8 +70,8 @@ class CpuOps:
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> Tensor:
         return Tensor(np.stack([cos, sin]))  # one input per launch instead of two
 
-    def decoder_layer(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
-        return self._layer_part(LayerPart.WHOLE, weights, x, residual, rotary, inputs)
+    def decoder_layers(self, stack: DecoderStack, x, rotary, inputs: AttentionInputs):
+        return kernels.decoder_stack(*decoder_stack_inputs(stack, x, rotary, inputs.indices))
 
     def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
         return self._layer_part(LayerPart.ATTENTION, weights, x, residual, rotary, inputs)
@@ -80,8 +81,8 @@ class CpuOps:
 
     @staticmethod
     def _layer_part(part: "LayerPart", weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
-        """One launch of the DecoderLayer kernel for the whole layer or one of its halves: the same inputs, the part
-        named in the constants."""
+        """One launch of the DecoderLayer kernel for one of a layer's halves: the same inputs, the part named in the
+        constants."""
         has_residual = residual is not None
         key = (has_residual, part)
         if key not in weights.prepared:
@@ -144,3 +145,40 @@ def layer_constants(weights: DecoderWeights, has_residual: bool, part: LayerPart
         values(weights.k_norm, head_dim),
     ]
     return np.concatenate([np.array(header, np.float32), *vectors])
+
+
+def decoder_stack_inputs(stack: DecoderStack, x: Tensor, rotary: Tensor, indices: Tensor) -> tuple[Tensor, ...]:
+    """The 11 inputs of a DecoderStack launch (cpu_kernels.cc), its constants [L, C] and address table [L, 6] made on
+    the stack's first launch.
+
+    The table names each layer's weights and caches by their data's address: one input instead of six per layer.
+    It stays valid while the stack does: the stack holds the Parameters, a model's weights do not change once
+    loaded, and the model makes a new stack when it reallocates the caches.
+    """
+    if "launch" not in stack.prepared:
+        signature = [(t.shape, t.dtype) for t in _addressed(stack.layers[0])]
+        if any([(t.shape, t.dtype) for t in _addressed(w)] != signature for w in stack.layers):
+            raise ValueError("a DecoderStack launch needs every layer's weights and caches shaped and typed alike")
+        constants = np.stack([layer_constants(w, has_residual=index > 0) for index, w in enumerate(stack.layers)])
+        addresses = np.array([[t.data_ptr() for t in _addressed(w)] for w in stack.layers], dtype=np.int64)
+        stack.prepared["launch"] = Tensor(constants), Tensor(addresses)
+    constants, addresses = stack.prepared["launch"]
+    first = stack.layers[0]
+    return (
+        x,
+        constants,
+        first.qkv,
+        first.o,
+        first.gate_up,
+        first.down,
+        rotary,
+        indices,
+        first.k_cache,
+        first.v_cache,
+        addresses,
+    )
+
+
+def _addressed(weights: DecoderWeights) -> tuple[Parameter, ...]:
+    """A layer's tensors in the address table's order."""
+    return weights.qkv, weights.o, weights.gate_up, weights.down, weights.k_cache, weights.v_cache

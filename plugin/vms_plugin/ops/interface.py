@@ -46,6 +46,14 @@ class DecoderWeights(NamedTuple):
     prepared: dict[Any, Any]
 
 
+class DecoderStack(NamedTuple):
+    """A rank's decoder layers in order. The model makes it again whenever a layer's DecoderWeights are made again
+    (its KV caches reallocated), so what the implementation derives from it may name the caches."""
+
+    layers: tuple[DecoderWeights, ...]
+    prepared: dict[Any, Any]  # as DecoderWeights.prepared, for the whole stack
+
+
 class LayerOps(Protocol):
     name: str
 
@@ -79,23 +87,19 @@ class LayerOps(Protocol):
         """(rms_norm(x + residual), x + residual)."""
 
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> Any:
-        """The rotary tables cos and sin [max_positions, D] (float32) as this implementation's `decoder_layer` reads
+        """The rotary tables cos and sin [max_positions, D] (float32) as this implementation's decoder layers read
         them; made once per model."""
 
-    def decoder_layer(
-        self,
-        weights: DecoderWeights,
-        x: ms.Tensor,
-        residual: ms.Tensor | None,
-        rotary: Any,
-        inputs: StepInputs,
+    def decoder_layers(
+        self, stack: DecoderStack, x: ms.Tensor, rotary: Any, inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        """A pre-norm decoder layer -> (MLP output, residual stream), unsummed: the next norm adds them.
+        """A rank's pre-norm decoder layers in turn, on a rank that holds them whole (one rank): the embedding's
+        output x -> the last layer's (MLP output, residual stream), unsummed: the final norm adds them.
 
-        `residual` is None in the first layer (x is then the residual stream). Per layer: RMSNorm, qkv projection,
-        rotary (after the per-head q/k norm if any) with k and v written to the caches at the step's slots, causal
-        attention over each request's cached context, o projection, residual add + RMSNorm, SiLU(gate) * up, down
-        projection. `rotary` is what `rotary` made of the tables.
+        Per layer: (residual add +) RMSNorm, qkv projection, rotary (after the per-head q/k norm if any) with k and
+        v written to the caches at the step's slots, causal attention over each request's cached context,
+        o projection, residual add + RMSNorm, SiLU(gate) * up, down projection; each layer's (output, residual
+        stream) feed the next. `rotary` is what `rotary` made of the tables.
         """
 
     def decoder_attention(
@@ -106,13 +110,14 @@ class LayerOps(Protocol):
         rotary: Any,
         inputs: StepInputs,
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        """`decoder_layer` up to the o projection -> (o projection's output, residual stream): with the weights of a
-        tensor-parallel rank, its partial sum, which the caller all-reduces before `decoder_mlp`."""
+        """One layer of `decoder_layers` up to the o projection -> (o projection's output, residual stream; x is the
+        stream when `residual` is None): with the weights of a tensor-parallel rank, its partial sum, which the
+        caller all-reduces before `decoder_mlp`."""
 
     def decoder_mlp(
         self, weights: DecoderWeights, attention: ms.Tensor, residual: ms.Tensor, rotary: Any, inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        """The rest of `decoder_layer` from the (all-reduced) o projection's output: residual add + RMSNorm,
+        """The rest of the layer from the (all-reduced) o projection's output: residual add + RMSNorm,
         SiLU(gate) * up, down -> (down's output, a rank's partial sum; residual stream)."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
