@@ -982,6 +982,8 @@ int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   });
 }
 
+constexpr int64_t kParallelRowsMin = 64;
+
 // ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32;
 // an id outside the table (another tensor-parallel rank's part of the vocabulary) gives a row of zeros.
 int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
@@ -995,7 +997,9 @@ int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const ch
     using W = decltype(tag);
     const W *packed = static_cast<const W *>(params[1]);
     const int64_t rows = elements / PanelSize<W>(width) * kPanel;  // the padding rows of the last panel are zeros
-#pragma omp parallel for schedule(static)
+    // A row is ~1 us: waking the thread team for a decode step's few rows cost more than the rows (the first
+    // parallel region of a step waits for threads that slept since the last).
+#pragma omp parallel for schedule(static) if (tokens >= kParallelRowsMin)
     for (int64_t t = 0; t < tokens; ++t) {
       if (ids[t] >= 0 && ids[t] < rows) {
         PackedRow(packed, width, ids[t], out + t * width);

@@ -279,10 +279,13 @@ class LlamaForCausalLM(nn.Cell):
             return (p.vocab_rows(),)
         return None
 
-    def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor) -> ms.Tensor:
-        """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request)."""
+    def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
+        """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for
+        every token in order (a step of decodes), without the two gathers."""
         h, residual = self.model(input_ids, inputs)
-        hidden, _ = self.model.norm(h[logits_index], residual[logits_index])
+        if logits_index is not None:
+            h, residual = h[logits_index], residual[logits_index]
+        hidden, _ = self.model.norm(h, residual)
         if self.lm_head is None:
             logits = self.ops.linear(hidden, self.model.embed_tokens.device_weight, None, self.partition.local_vocab)
         else:

@@ -229,6 +229,8 @@ class MindSporeModelRunner:
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
         inputs = layer_ops().attention_inputs(batch)
+        if np.array_equal(logits_index, np.arange(len(batch.input_ids))):
+            return self.model(Tensor(batch.input_ids), inputs, None)  # every token samples: decodes
         # A step without sampling still needs a valid index; its logits are discarded.
         logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
         return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
