@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from ray_cluster import RayCluster, start_head
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from transformers_argmax import transformers_argmax
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -278,31 +279,6 @@ def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
     compared = ("logprobs", "prompt-logprobs", *STRUCTURED_SETS)
     jobs[DEFAULT_MODEL]["sampling"] = {name: SAMPLING_SETS[name] for name in compared}
     return run_greedy(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
-
-
-def transformers_argmax(model_dir: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    """A plain argmax loop (generate(min_new_tokens) would suppress EOS, unlike vLLM's ignore_eos)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    return transformers_argmax_of(model, prompts, new_tokens)
-
-
-def transformers_argmax_of(model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    import torch
-
-    results = []
-    with torch.no_grad():
-        for ids in prompts:
-            out = model(torch.tensor([ids]), use_cache=True)
-            generated = []
-            for _ in range(new_tokens):
-                next_id = int(out.logits[0, -1].argmax())
-                generated.append(next_id)
-                out = model(torch.tensor([[next_id]]), past_key_values=out.past_key_values, use_cache=True)
-            results.append(generated)
-    return results
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from int8_reference import int8_reference
 from offline_model import greedy
+from transformers_argmax import transformers_argmax_of
 
-from .conftest import TINY_NEW_TOKENS, transformers_argmax_of
+from .conftest import TINY_NEW_TOKENS
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,9 @@ position agree within 1e-4 (measured: ~6e-6 on the tiny models, ~7e-5 on the def
 """
 
 import pytest
+from transformers_argmax import transformers_argmax
 
-from .conftest import DEFAULT_MODEL, TENSOR_PARALLEL_SIZES, TP_SCHEDULER_JOB, transformers_argmax
+from .conftest import DEFAULT_MODEL, TENSOR_PARALLEL_SIZES, TP_SCHEDULER_JOB
 
 pytestmark = pytest.mark.integration
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from offline_model import GREEDY_PROMPTS, GREEDY_TOKENS, first_differences, greedy, logits_of
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from transformers_argmax import transformers_argmax
 
 TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
 
@@ -49,21 +50,6 @@ def test_16_bit_logits_of_the_default_model_match_transformers(dtype, default_mo
     assert_close_to_transformers_and_to_float32(default_model_dir, dtype, prompt)
 
 
-def transformers_greedy(model_dir, dtype: str, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
-    outputs = []
-    for prompt in prompts:
-        ids = list(prompt)
-        with torch.no_grad():
-            for _ in range(new_tokens):
-                ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
-        outputs.append(ids[len(prompt) :])
-    return outputs
-
-
 @pytest.mark.parametrize("dtype", TOLERANCE)
 def test_16_bit_greedy_output_of_the_default_model_follows_float32(
     dtype, default_model_dir, default_prompts, default_float32_greedy, measurement
@@ -80,7 +66,7 @@ def test_16_bit_greedy_output_of_the_default_model_follows_float32(
     if dtype == "float16":
         assert same >= GREEDY_PROMPTS - 1
         return
-    theirs = first_differences(exact, transformers_greedy(default_model_dir, dtype, prompts, GREEDY_TOKENS))
+    theirs = first_differences(exact, transformers_argmax(default_model_dir, prompts, GREEDY_TOKENS, dtype))
     measurement(f"  transformers {dtype}: {theirs.count(None)} identical; first differing token: {theirs}")
     assert same >= theirs.count(None)
     assert sum(GREEDY_TOKENS if p is None else p for p in ours) >= sum(
