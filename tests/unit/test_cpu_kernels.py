@@ -4,7 +4,7 @@ The models' logits tests (test_model_logits.py, test_model_precision.py) cover t
 transformers; these pin down the pieces a model test can miss: grouped-query heads reading scattered blocks,
 unwritten padding slots, copy-on-write of cache slots, every storage type (float32, float16, bfloat16) of
 weights and caches, int8 weights with float (W8A16) and int8 (W8A8) activations, the decoder stack's address
-table, the AVX2 build on an AVX-512 host, and the error when no compiler is there.
+table, the AVX2 and SSE builds on an AVX-512 host, and the error when no compiler is there.
 The numpy references use the same rounded 16-bit values and the same int8 values, so only float32 accumulation
 order differs.
 """
@@ -16,10 +16,10 @@ import pytest
 
 HEADS, KV_HEADS, DIM, SLOTS = 6, 2, 16, 64
 STORAGE_TYPES = ("float32", "float16", "bfloat16")
-# The instruction sets each test runs on: this host's (-march=native) and AVX2 without AVX-512 (and so without
-# AVX512-BF16 and AVX512-VNNI), the fallback most x86 servers without AVX-512 run. On an AVX2-only host both are
-# AVX2.
-BUILDS = {"native": (), "avx2": ("-mno-avx512f",)}
+# The instruction sets each test runs on: this host's (-march=native); AVX2 without AVX-512 (and so without
+# AVX512-BF16 and AVX512-VNNI), the fallback most x86 servers without AVX-512 run (on an AVX2-only host native is
+# AVX2 too); and SSE only, whose 4-lane vectors are the generic width of a CPU without AVX (kLanes in the kernels).
+BUILDS = {"native": (), "avx2": ("-mno-avx512f",), "sse": ("-mno-avx",)}
 DOT_MIN_ROWS = 16  # kDotMinRows in cpu_kernels.cc
 
 

@@ -26,10 +26,12 @@
 // Work is shared between the process's cores with OpenMP: linear layers by panel, attention by token.
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -38,16 +40,34 @@
 
 namespace {
 
-typedef float Vec __attribute__((vector_size(64), aligned(4)));  // 16 floats: one AVX-512 or two AVX2 registers
+// One vector register of float32: GCC lowers a generic vector wider than the target's registers through the stack
+// (16-lane vectors on AVX2 made a 64-column panel tile ~10x slower than memory), so the width follows the build.
+#if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
 
-inline Vec LoadVec(const float *p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  return v;
+// A vector read from or written to any address: GCC compiles this to one unaligned vector move, where a memcpy
+// into a vector went through the stack in two halves on AVX2.
+template <typename V>
+inline V LoadUnaligned(const void *p) {
+  typedef V Unaligned __attribute__((aligned(1), may_alias));
+  return *static_cast<const Unaligned *>(p);
 }
 
-inline void StoreVec(float *p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
+template <typename V>
+inline void StoreUnaligned(void *p, V v) {
+  typedef V Unaligned __attribute__((aligned(1), may_alias));
+  *static_cast<Unaligned *>(p) = v;
+}
+
+inline Vec LoadVec(const float *p) { return LoadUnaligned<Vec>(p); }
+
+inline void StoreVec(float *p, Vec v) { StoreUnaligned(p, v); }
 
 // ---------------------------------------------------------------------------------------------------------
 // 16-bit storage types and their conversions to and from float32.
@@ -57,37 +77,27 @@ struct Bf16 {  // bfloat16: the top half of a float32
 };
 typedef _Float16 Half;
 
-typedef uint16_t U16Vec __attribute__((vector_size(32), aligned(2)));
-typedef uint32_t U32Vec __attribute__((vector_size(64), aligned(4)));
-typedef int32_t I32Vec __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t U16Vec __attribute__((vector_size(kLanes * 2), aligned(2)));
+typedef uint32_t U32Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
+typedef int32_t I32Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
 
-inline Vec BitsToVec(U32Vec bits) {
-  Vec v;
-  std::memcpy(&v, &bits, sizeof(Vec));
-  return v;
-}
+inline Vec BitsToVec(U32Vec bits) { return reinterpret_cast<Vec>(bits); }
 
 inline Vec LoadVec(const Bf16 *p) {
-  U16Vec half;
-  std::memcpy(&half, p, sizeof(U16Vec));
-  return BitsToVec(__builtin_convertvector(half, U32Vec) << 16);
+  return BitsToVec(__builtin_convertvector(LoadUnaligned<U16Vec>(p), U32Vec) << 16);
 }
 
 // F16C's conversion instruction: GCC's generic vector conversion of _Float16 is lane by lane.
 inline Vec LoadVec(const Half *p) {
-  Vec v;
 #if defined(__AVX512F__)
-  const __m512 wide = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
-  std::memcpy(&v, &wide, sizeof(Vec));
-#elif defined(__F16C__)
-  const __m256 low = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
-  const __m256 high = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p + 8)));
-  std::memcpy(&v, &low, sizeof(low));
-  std::memcpy(reinterpret_cast<char *>(&v) + sizeof(low), &high, sizeof(high));
+  return reinterpret_cast<Vec>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))));
+#elif defined(__F16C__) && defined(__AVX__)
+  return reinterpret_cast<Vec>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
 #else
+  Vec v;
   for (int64_t i = 0; i < kLanes; ++i) v[i] = static_cast<float>(p[i]);
-#endif
   return v;
+#endif
 }
 
 inline float ToFloat(float x) { return x; }
@@ -138,21 +148,22 @@ inline int WithWeightType(const char *dtype, Body body) {
   return WithStorageType(dtype, body);
 }
 
-// The 16 lanes summed as a tree (halves, quarters, then four scalars): a lane-by-lane loop is a chain of 15
-// dependent adds.
-inline float HorizontalSum(Vec v) {
-  typedef float Half __attribute__((vector_size(32), aligned(4)));
-  typedef float Quarter __attribute__((vector_size(16), aligned(4)));
-  Half low, high;
-  std::memcpy(&low, &v, sizeof(Half));
-  std::memcpy(&high, reinterpret_cast<const char *>(&v) + sizeof(Half), sizeof(Half));
-  const Half half = low + high;
-  Quarter first, second;
-  std::memcpy(&first, &half, sizeof(Quarter));
-  std::memcpy(&second, reinterpret_cast<const char *>(&half) + sizeof(Quarter), sizeof(Quarter));
-  const Quarter quarter = first + second;
-  return (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
+// The N lanes of v summed as a tree (halves, quarters, ..., then four scalars): a lane-by-lane loop is a chain of
+// N - 1 dependent adds.
+template <int64_t N, typename V>
+inline float TreeSum(V v) {
+  if constexpr (N == 4) {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  } else {
+    typedef float Half __attribute__((vector_size(N * 2), aligned(4)));
+    Half low, high;
+    std::memcpy(&low, &v, sizeof(Half));
+    std::memcpy(&high, reinterpret_cast<const char *>(&v) + sizeof(Half), sizeof(Half));
+    return TreeSum<N / 2>(low + high);
+  }
 }
+
+inline float HorizontalSum(Vec v) { return TreeSum<kLanes>(v); }
 
 // Four independent vector accumulators: no dependency chain between FMAs, no -ffast-math needed.
 inline float Dot(const float *a, const float *b, int64_t n) {
@@ -174,7 +185,7 @@ inline void AddScaled(float scale, const float *x, int64_t n, float *out) {
   for (; i < n; ++i) out[i] += scale * x[i];
 }
 
-// e^x on 16 lanes: 2^n * e^r with x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (relative
+// e^x on each lane: 2^n * e^r with x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (relative
 // error below 1e-8 before rounding); lanes below -87 give 0 (no denormals). Attention's softmax and SiLU take one
 // per element, and std::exp one lane at a time was the larger part of both.
 inline Vec Exp(Vec x) {
@@ -186,35 +197,34 @@ inline Vec Exp(Vec x) {
   Vec poly = Vec{} + 1.0f / 5040;
   for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) poly = poly * r + c;
   const I32Vec exponent = (__builtin_convertvector(n, I32Vec) + 127) << 23;
-  Vec scale;
-  std::memcpy(&scale, &exponent, sizeof(scale));
-  const Vec result = poly * scale;
+  const Vec result = poly * reinterpret_cast<Vec>(exponent);
   return x <= lowest ? Vec{} : result;
 }
 
-// Sums of the 16 lanes of each of 16 vectors, as one vector: halves of pairs, then quarters, eighths and lanes,
-// 15 shuffle-and-add steps instead of 16 separate trees (attention reduces one dot product per score).
-inline Vec SumLanesOf16(const Vec *p) {
-  Vec half[8], quarter[4], eighth[2];
-  for (int i = 0; i < 8; ++i) {
-    half[i] = __builtin_shufflevector(p[2 * i], p[2 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-              __builtin_shufflevector(p[2 * i], p[2 * i + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29,
-                                      30, 31);
-  }
-  for (int i = 0; i < 4; ++i) {
-    quarter[i] = __builtin_shufflevector(half[2 * i], half[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24,
-                                         25, 26, 27) +
-                 __builtin_shufflevector(half[2 * i], half[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28,
-                                         29, 30, 31);
-  }
-  for (int i = 0; i < 2; ++i) {
-    eighth[i] = __builtin_shufflevector(quarter[2 * i], quarter[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21,
-                                        24, 25, 28, 29) +
-                __builtin_shufflevector(quarter[2 * i], quarter[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23,
-                                        26, 27, 30, 31);
-  }
-  return __builtin_shufflevector(eighth[0], eighth[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
-         __builtin_shufflevector(eighth[0], eighth[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+// Lane j of the result: blocks of B lanes, the even (PARITY 0) or odd ones of a and b side by side.
+template <int64_t B, int64_t PARITY, size_t... J>
+inline Vec Blocks(Vec a, Vec b, std::index_sequence<J...>) {
+  return __builtin_shufflevector(a, b, ((2 * (J / B) + PARITY) * B + J % B)...);
+}
+
+// Sums of the lanes of each of kLanes vectors, as one vector (lane i: the sum of p[i]): pairs of vectors folded
+// into one at lane blocks of kLanes / 2, then kLanes / 4, ..., 1, kLanes - 1 shuffle-and-add steps in all instead
+// of kLanes separate trees (attention reduces one dot product per score). p is overwritten.
+inline Vec SumLanesOfEach(Vec *p) {
+  constexpr auto lanes = std::make_index_sequence<kLanes>{};
+  int64_t count = kLanes;
+  [&]<int64_t... B>(std::integer_sequence<int64_t, B...>) {
+    (
+        [&] {
+          constexpr int64_t block = kLanes >> (B + 1);
+          count /= 2;
+          for (int64_t i = 0; i < count; ++i) {
+            p[i] = Blocks<block, 0>(p[2 * i], p[2 * i + 1], lanes) + Blocks<block, 1>(p[2 * i], p[2 * i + 1], lanes);
+          }
+        }(),
+        ...);
+  }(std::make_integer_sequence<int64_t, std::countr_zero(static_cast<uint64_t>(kLanes))>{});
+  return p[0];
 }
 
 inline void RmsNormRow(const float *x, const float *weight, float eps, int64_t n, float *out) {
@@ -245,33 +255,32 @@ inline void NormRotate(const float *x, const float *norm_weight, float eps, cons
 // ---------------------------------------------------------------------------------------------------------
 // Linear layers: out [M, N] = x [M, K] @ W^T + bias, W packed (see the top of the file).
 
-constexpr int kPanelVecs = 4;
-constexpr int64_t kPanel = kPanelVecs * kLanes;  // 64 columns per panel
+constexpr int64_t kPanel = 64;  // columns per panel
+constexpr int kPanelVecs = kPanel / kLanes;
 
-// How one step of a panel is read: kDepth consecutive k, each as 64 float32 columns in kPanelVecs vectors. The
-// steps follow kHeader elements of per-panel data (int8's scales and column sums).
+// How one step of a panel is read: kDepth consecutive k of 64 columns, as kPanelVecs raw vectors of kLanes
+// columns each (Load), each widened to kDepth float32 vectors, one per k (Column). Raw vector by raw vector, so
+// that a tile holds one raw and one widened vector besides its accumulators, not all kDepth x kPanelVecs widened
+// vectors at once. The steps follow kHeader elements of per-panel data (int8's scales and column sums).
 template <typename W>
 struct PanelStep {
   static constexpr int64_t kDepth = 1;
   static constexpr int64_t kHeader = 0;
-  static void Load(const W *step, Vec w[1][kPanelVecs]) {
-    for (int v = 0; v < kPanelVecs; ++v) w[0][v] = LoadVec(step + v * kLanes);
-  }
+  typedef Vec Raw;
+  static Raw Load(const W *step, int v) { return LoadVec(step + v * kLanes); }
+  static Vec Column(Raw raw, int) { return raw; }
 };
 
 template <>
 struct PanelStep<Bf16> {
   static constexpr int64_t kDepth = 2;
   static constexpr int64_t kHeader = 0;
-  // Each 32-bit lane holds the pair (k even, k odd) of one column: the low half shifted up, the high half masked.
-  static void Load(const Bf16 *step, Vec w[2][kPanelVecs]) {
-    for (int v = 0; v < kPanelVecs; ++v) {
-      U32Vec pairs;
-      std::memcpy(&pairs, step + v * 2 * kLanes, sizeof(pairs));
-      w[0][v] = BitsToVec(pairs << 16);
-      w[1][v] = BitsToVec(pairs & 0xffff0000u);
-    }
+  typedef U32Vec Raw;  // each 32-bit lane the pair (k even, k odd) of one column
+  static Raw Load(const Bf16 *step, int v) {
+    return LoadUnaligned<Raw>(step + v * 2 * kLanes);
   }
+  // The low half shifted up, the high half masked.
+  static Vec Column(Raw pairs, int d) { return BitsToVec(d == 0 ? pairs << 16 : pairs & 0xffff0000u); }
 };
 
 // int8: the header holds 64 float32 scales, then 64 int32 sums of each column's q (see W8A8 below); each 32-bit
@@ -282,13 +291,11 @@ template <>
 struct PanelStep<int8_t> {
   static constexpr int64_t kDepth = 4;
   static constexpr int64_t kHeader = kInt8Header;
-  static void Load(const int8_t *step, Vec w[4][kPanelVecs]) {
-    for (int v = 0; v < kPanelVecs; ++v) {
-      I32Vec quads;
-      std::memcpy(&quads, step + v * 4 * kLanes, sizeof(quads));
-      for (int d = 0; d < 4; ++d) w[d][v] = __builtin_convertvector((quads << (24 - 8 * d)) >> 24, Vec);
-    }
+  typedef I32Vec Raw;
+  static Raw Load(const int8_t *step, int v) {
+    return LoadUnaligned<Raw>(step + v * 4 * kLanes);
   }
+  static Vec Column(Raw quads, int d) { return __builtin_convertvector((quads << (24 - 8 * d)) >> 24, Vec); }
 };
 
 inline const float *ColumnScales(const int8_t *panel) { return reinterpret_cast<const float *>(panel); }
@@ -323,24 +330,19 @@ inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, cons
   for (int r = 0; r < ROWS; ++r) {
     for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = scaled ? Vec{} : LoadVec(bias + v * kLanes);
   }
-  Vec w[depth][kPanelVecs];
-  const int64_t whole_steps = k_size / depth;
-  for (int64_t s = 0; s < whole_steps; ++s) {
-    PrefetchAhead(panel + s * depth * kPanel);
-    PanelStep<W>::Load(panel + s * depth * kPanel, w);
-    for (int r = 0; r < ROWS; ++r) {
-      for (int64_t d = 0; d < depth; ++d) {
-        const float xs = x[r * k_size + s * depth + d];
-        for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
-      }
-    }
-  }
-  if (whole_steps * depth < k_size) {  // an odd K in a pair layout: the padding weights are zero, x ends here
-    PanelStep<W>::Load(panel + whole_steps * depth * kPanel, w);
-    for (int r = 0; r < ROWS; ++r) {
-      for (int64_t d = 0; whole_steps * depth + d < k_size; ++d) {
-        const float xs = x[r * k_size + whole_steps * depth + d];
-        for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+  // Steps [0, whole_steps) hold depth k of x each; an odd K in a pair layout ends inside the last step, whose
+  // padding weights are zero.
+  const int64_t whole_steps = k_size / depth, steps = (k_size + depth - 1) / depth;
+  for (int64_t s = 0; s < steps; ++s) {
+    const W *step = panel + s * depth * kPanel;
+    PrefetchAhead(step);
+    const int64_t step_depth = s < whole_steps ? depth : k_size - s * depth;
+#pragma GCC unroll 16  // indexed by constants, the accumulators stay in registers
+    for (int v = 0; v < kPanelVecs; ++v) {
+      const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
+      for (int64_t d = 0; d < step_depth; ++d) {
+        const Vec w = PanelStep<W>::Column(raw, d);
+        for (int r = 0; r < ROWS; ++r) acc[r][v] += x[r * k_size + s * depth + d] * w;
       }
     }
   }
@@ -357,7 +359,9 @@ inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, cons
   }
 }
 
-// Rows per tile: 6 x 4 accumulators + 4 weight vectors fill AVX-512's 32 registers; AVX2 has 16 of half width.
+// Rows per tile: 6 x 4 accumulators + 4 weight vectors fill AVX-512's 32 registers; AVX2's 16 registers hold
+// 2 x 8 accumulators, the weights then read from memory by the FMAs (measured on a 2-core AMD EPYC: 1 or 3 rows per
+// tile were slower at 32 rows, by up to 1.5x).
 #ifdef __AVX512F__
 constexpr int kTileRows = 6;
 #else
@@ -523,7 +527,7 @@ inline void PanelTileInt8Dot(const uint32_t *quads, const float *row_scales, int
   for (int64_t s = 0; s < steps; ++s) {
     PrefetchAhead(data + s * 4 * kPanel);
     I32Vec w[kPanelVecs];
-    for (int v = 0; v < kPanelVecs; ++v) std::memcpy(&w[v], data + s * 4 * kPanel + v * 4 * kLanes, sizeof(I32Vec));
+    for (int v = 0; v < kPanelVecs; ++v) w[v] = LoadUnaligned<I32Vec>(data + s * 4 * kPanel + v * 4 * kLanes);
     for (int r = 0; r < ROWS; ++r) {
       for (int j = 0; j < DIGITS; ++j) {
         const uint32_t quad = quads[(r * steps + s) * DIGITS + j];
@@ -535,8 +539,7 @@ inline void PanelTileInt8Dot(const uint32_t *quads, const float *row_scales, int
   const int32_t *sums = reinterpret_cast<const int32_t *>(panel + kPanel * 4);
   for (int r = 0; r < ROWS; ++r) {
     for (int v = 0; v < kPanelVecs; ++v) {
-      I32Vec sum;
-      std::memcpy(&sum, sums + v * kLanes, sizeof(sum));
+      const I32Vec sum = LoadUnaligned<I32Vec>(sums + v * kLanes);
       // The top byte's sum less its offset is exact in int32; the lower bytes' sums join it in float32.
       Vec exact = __builtin_convertvector(acc[r][v][DIGITS - 1] - 128 * sum, Vec);
       for (int j = DIGITS - 2; j >= 0; --j) exact = exact * 256.0f + __builtin_convertvector(acc[r][v][j], Vec);
@@ -677,7 +680,7 @@ void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *
   }
 }
 
-// scores[0:visible] -> their softmax, in place; `padded` (a multiple of 16, >= visible) floats are writable.
+// scores[0:visible] -> their softmax, in place; `padded` (a multiple of kLanes, >= visible) floats are writable.
 inline void SoftmaxInPlace(float *scores, int64_t visible, int64_t padded) {
   for (int64_t j = visible; j < padded; ++j) scores[j] = -INFINITY;  // e^-inf = 0: the padding adds nothing
   Vec max_vec = LoadVec(scores);
@@ -712,7 +715,8 @@ inline const float *Widened(const C *row, int64_t dim, float *buffer) {
 
 // One token's attention over its request's context: the `visible` slots, all heads -> out [H * D]. Heads
 // h = kh * G + g share KV head kh, so each K/V row is read (and widened) once for all G of them. Scores are made
-// 16 slots at a time: each dot product leaves a vector of partial sums, and SumLanesOf16 reduces 16 at once.
+// kLanes slots at a time: each dot product leaves a vector of partial sums, and SumLanesOfEach reduces kLanes at
+// once.
 template <typename C>
 void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, int64_t visible, int64_t heads,
                  float scale, std::vector<float> &scratch, float *out) {
@@ -720,7 +724,7 @@ void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, 
   const int64_t padded = (visible + kLanes - 1) / kLanes * kLanes;
   scratch.resize(group * padded + dim);  // the scores [G, padded], then one K or V row as float32
   float *row = scratch.data() + group * padded;
-  thread_local std::vector<float> partial;  // [G, 16, 16]: per head, 16 slots' dot products as partial sums
+  thread_local std::vector<float> partial;  // [G, kLanes, kLanes]: per head, kLanes slots' partial dot products
   partial.resize(group * kLanes * kLanes);
   for (int64_t kh = 0; kh < cache.kv_heads; ++kh) {
     const float *q_group = q + kh * group * dim;
@@ -741,7 +745,7 @@ void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, 
       for (int64_t g = 0; g < group; ++g) {
         Vec sums[kLanes];
         for (int64_t j = 0; j < kLanes; ++j) sums[j] = LoadVec(partial.data() + (g * kLanes + j) * kLanes);
-        StoreVec(scratch.data() + g * padded + first, SumLanesOf16(sums) * scale);
+        StoreVec(scratch.data() + g * padded + first, SumLanesOfEach(sums) * scale);
       }
     }
     for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scratch.data() + g * padded, visible, padded);
