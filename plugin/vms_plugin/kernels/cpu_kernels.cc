@@ -259,9 +259,8 @@ constexpr int64_t kPanel = 64;  // columns per panel
 constexpr int kPanelVecs = kPanel / kLanes;
 
 // How one step of a panel is read: kDepth consecutive k of 64 columns, as kPanelVecs raw vectors of kLanes
-// columns each (Load), each widened to kDepth float32 vectors, one per k (Column). Raw vector by raw vector, so
-// that a tile holds one raw and one widened vector besides its accumulators, not all kDepth x kPanelVecs widened
-// vectors at once. The steps follow kHeader elements of per-panel data (int8's scales and column sums).
+// columns each (Load), each widened to kDepth float32 vectors, one per k (Column). The steps follow kHeader
+// elements of per-panel data (int8's scales and column sums).
 template <typename W>
 struct PanelStep {
   static constexpr int64_t kDepth = 1;
@@ -330,22 +329,41 @@ inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, cons
   for (int r = 0; r < ROWS; ++r) {
     for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = scaled ? Vec{} : LoadVec(bias + v * kLanes);
   }
-  // Steps [0, whole_steps) hold depth k of x each; an odd K in a pair layout ends inside the last step, whose
-  // padding weights are zero.
-  const int64_t whole_steps = k_size / depth, steps = (k_size + depth - 1) / depth;
-  for (int64_t s = 0; s < steps; ++s) {
+  // x times one step of step_depth k: `depth` but in an odd K's last step of a pair layout, whose padding weights
+  // are zero. Whole steps pass the constant, so their loops unroll and the accumulators stay in registers. The
+  // order that holds fewer registers besides the accumulators: a step's depth x kPanelVecs widened weights, each
+  // used by every row (AVX-512's tiles of 6 rows), or one widened vector at a time with the step's ROWS x depth
+  // values of x (AVX2, where all widened weights at once spilled).
+  constexpr bool weights_first = depth * kPanelVecs <= ROWS * depth + 2;
+  const auto multiply_step = [&](int64_t s, int64_t step_depth) {
     const W *step = panel + s * depth * kPanel;
     PrefetchAhead(step);
-    const int64_t step_depth = s < whole_steps ? depth : k_size - s * depth;
-#pragma GCC unroll 16  // indexed by constants, the accumulators stay in registers
-    for (int v = 0; v < kPanelVecs; ++v) {
-      const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
-      for (int64_t d = 0; d < step_depth; ++d) {
-        const Vec w = PanelStep<W>::Column(raw, d);
-        for (int r = 0; r < ROWS; ++r) acc[r][v] += x[r * k_size + s * depth + d] * w;
+    if constexpr (weights_first) {
+      Vec w[depth][kPanelVecs];
+      for (int v = 0; v < kPanelVecs; ++v) {
+        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
+        for (int64_t d = 0; d < depth; ++d) w[d][v] = PanelStep<W>::Column(raw, d);
+      }
+      for (int r = 0; r < ROWS; ++r) {
+        for (int64_t d = 0; d < step_depth; ++d) {
+          const float xs = x[r * k_size + s * depth + d];
+          for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+        }
+      }
+    } else {
+#pragma GCC unroll 16
+      for (int v = 0; v < kPanelVecs; ++v) {
+        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
+        for (int64_t d = 0; d < step_depth; ++d) {
+          const Vec w = PanelStep<W>::Column(raw, d);
+          for (int r = 0; r < ROWS; ++r) acc[r][v] += x[r * k_size + s * depth + d] * w;
+        }
       }
     }
-  }
+  };
+  const int64_t whole_steps = k_size / depth;
+  for (int64_t s = 0; s < whole_steps; ++s) multiply_step(s, depth);
+  if (whole_steps * depth < k_size) multiply_step(whole_steps, k_size - whole_steps * depth);
   if constexpr (scaled) {
     const float *scales = ColumnScales(panel_start);
     for (int r = 0; r < ROWS; ++r) {
