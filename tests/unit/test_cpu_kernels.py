@@ -149,12 +149,18 @@ def uses_bf16_dot_products(build: str) -> bool:
     return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesBf16DotProducts())
 
 
-def uses_vnni(build: str) -> bool:
+def int8_dot_products(build: str) -> str:
     import ctypes
 
     from vms_plugin.kernels.build import build_library
 
-    return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesVnni())
+    function = ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).Int8DotProducts
+    function.restype = ctypes.c_char_p
+    return function().decode()
+
+
+def uses_vnni(build: str) -> bool:
+    return int8_dot_products(build) == "vpdpbusd"
 
 
 def cpu_flags() -> list[str]:
@@ -166,7 +172,16 @@ def test_the_native_build_uses_avx512_bf16_and_vnni_dot_products_where_the_cpu_h
     assert uses_bf16_dot_products("native") == ("avx512_bf16" in cpu_flags())
     assert uses_vnni("native") == ("avx512_vnni" in cpu_flags())
     assert not uses_bf16_dot_products("avx2")
-    assert not uses_vnni("avx2")
+
+
+def test_each_build_multiplies_int8_activations_with_the_widest_integer_dot_product_it_has() -> None:
+    """VNNI where the CPU has it, AVX2's vpmaddubsw in the AVX2 build (and natively on AVX2-only CPUs), widening
+    without AVX."""
+    flags = cpu_flags()
+    native = "vpdpbusd" if "avx512_vnni" in flags else "widened" if "avx512f" in flags else "vpmaddubsw"
+    assert int8_dot_products("native") == (native if "avx2" in flags else "widened")
+    assert int8_dot_products("avx2") == ("vpmaddubsw" if "avx2" in flags else "widened")
+    assert int8_dot_products("sse") == "widened"
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -243,6 +258,27 @@ def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_act
     else:
         expected = x @ (quantized.astype(np.float32) * scales[:, None]).T + bias
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_int8_w8a8_products_at_full_scale_do_not_saturate(build: str) -> None:
+    """Every activation and weight at +-127 (each row and column all one magnitude), signs agreeing in every pair:
+    the largest 16-bit pair sums AVX2's vpmaddubsw can meet (2 x 127 x 127), exact in the result."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(7)
+    signs = np.where(rng.random(64) < 0.5, -1.0, 1.0).astype(np.float32)
+    weight = np.tile(signs, (70, 1)) * np.arange(1, 71, dtype=np.float32)[:, None]
+    quantized, scales, parameter = int8_parameter(weight)
+    assert np.abs(quantized).min() == INT8_LEVELS
+    x = np.stack([signs * 3.0, -signs * 0.5, signs * np.float32(1e-3)])
+    bias = np.zeros(70, np.float32)
+
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), Tensor(np.ones(1, np.float32))).asnumpy()
+
+    expected = integer_activation_product(x, quantized, scales, bias, INT8_LEVELS)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("build", BUILDS)
