@@ -7,8 +7,11 @@ each Linear's input is rounded the way the W8A8 kernel rounds it: per token, to 
 import numpy as np
 
 
-def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False):
+def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head: bool = False):
     """transformers in float32 with the decoder's Linear weights on the int8 grid (and, for W8A8, their inputs).
+
+    `lm_head`: the output projection too, one scale per vocabulary row (a tied embedding is the same table), and
+    for W8A8 its input.
 
     `bfloat16_matmuls`: each decoder Linear takes its input rounded to bfloat16 (before W8A8's quantization) and
     gives its product rounded to bfloat16, bias added after, and W8A16 scales its channels by bfloat16 scales, as
@@ -32,17 +35,28 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False):
         scales = torch.where(scales > 0, scales, torch.ones_like(scales))
         return (torch.clamp(torch.round(x / scales), -127, 127) * scales,)
 
+    def on_int8_grid(module, bfloat16_scales: bool) -> None:
+        quantized, scales = quantize_per_channel(module.weight.numpy())
+        if bfloat16_scales:
+            scales = torch.from_numpy(scales).to(torch.bfloat16).to(torch.float32).numpy()
+        module.weight.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
+
+    def computed_as_vms_does(module) -> None:
+        on_int8_grid(module, bfloat16_matmuls and name == "W8A16")
+        if bfloat16_matmuls:
+            module.register_forward_pre_hook(round_input)
+            module.register_forward_hook(round_product)
+        if name == "W8A8":
+            module.register_forward_pre_hook(quantize_per_token)
+
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         for module_name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and ".layers." in module_name:
-                quantized, scales = quantize_per_channel(module.weight.numpy())
-                if bfloat16_matmuls and name == "W8A16":
-                    scales = torch.from_numpy(scales).to(torch.bfloat16).to(torch.float32).numpy()
-                module.weight.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
-                if bfloat16_matmuls:
-                    module.register_forward_pre_hook(round_input)
-                    module.register_forward_hook(round_product)
-                if name == "W8A8":
-                    module.register_forward_pre_hook(quantize_per_token)
+                computed_as_vms_does(module)
+        if lm_head:
+            output = model.get_output_embeddings()
+            output.weight = torch.nn.Parameter(output.weight.clone())  # untied: Ascend's scales may differ
+            on_int8_grid(model.get_input_embeddings(), bfloat16_scales=False)
+            computed_as_vms_does(output)
     return model

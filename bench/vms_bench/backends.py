@@ -6,8 +6,10 @@ by the parent) decides whether the plugin runs, so the platform plugin is the on
 one core on a small host) while vms computes on every core, so `...-all-cores` (no core reserved) is the peer at
 equal core count. `vms`, `vllm-cpu` and `vllm-cpu-all-cores` run float32 (equal precision); the `-default`
 ones run `dtype="auto"`, what each engine picks when a user asks for nothing (bfloat16 on CPU for both).
-`vms-int8` is vms at its default with `--quantization int8_per_channel_weight_only` (int8 decoder weights, W8A16),
-the peer of `llama-cpp`, which runs the original 4-bit GGUF through llama-cpp-python.
+`vms-int8` is vms at its default with `--quantization int8_per_channel` and `--additional-config
+'{"quantize_lm_head": true}'`: every linear weight int8, the output projection (the tied embedding) included, and
+each layer's input quantized to int8 per token (W8A8), the peer of `llama-cpp`, which runs the original 4-bit GGUF
+through llama-cpp-python (its matmuls also quantize activations to 8 bits).
 """
 
 import os
@@ -45,7 +47,8 @@ BACKEND_DTYPE = {
     for backend in BACKENDS
     if backend != "llama-cpp"
 }
-BACKEND_QUANTIZATION = {"vms-int8": "int8_per_channel_weight_only"}  # vLLM's --quantization
+BACKEND_QUANTIZATION = {"vms-int8": "int8_per_channel"}  # vLLM's --quantization
+BACKEND_ADDITIONAL_CONFIG = {"vms-int8": {"quantize_lm_head": True}}  # vLLM's --additional-config
 BYTES_PER_WEIGHT = {"float32": 4, "auto": 2}
 # Report tables: title -> (subject, its peers); ratios are subject / peer.
 COMPARISONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -66,13 +69,21 @@ class Backend(Protocol):
 
 
 class VllmBackend:
-    def __init__(self, model_dir: Path, workload: Workload, dtype: str, quantization: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        workload: Workload,
+        dtype: str,
+        quantization: str | None = None,
+        additional_config: dict | None = None,
+    ) -> None:
         from vllm import LLM
 
         self.llm = LLM(
             model=str(model_dir),
             dtype=dtype,
             quantization=quantization,
+            additional_config=additional_config or {},
             max_model_len=workload.max_model_len,
             kv_cache_memory_bytes=workload.kv_cache_bytes,
             enforce_eager=workload.vllm_cpu_eager,

@@ -48,13 +48,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="HF directory (vllm) or GGUF file (llama-cpp)")
     parser.add_argument("--dtype", default="auto", help="vLLM's --dtype (ignored by llama-cpp)")
     parser.add_argument("--quantization", default=None, help="vLLM's --quantization (ignored by llama-cpp)")
+    parser.add_argument(
+        "--additional-config", type=json.loads, default=None, help="vLLM's --additional-config, JSON (vllm only)"
+    )
     parser.add_argument("--workload", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--started-at", type=float, required=True)
     args = parser.parse_args()
     workload = Workload.from_json(json.loads(args.workload.read_text()))
     if args.backend == "vllm":
-        backend: Backend = VllmBackend(args.model, workload, args.dtype, args.quantization)
+        backend: Backend = VllmBackend(args.model, workload, args.dtype, args.quantization, args.additional_config)
     else:
         backend = LlamaCppBackend(args.model, workload, args.dtype)
     try:

@@ -15,19 +15,6 @@ def safetensors_size(model_dir: Path) -> tuple[int, int]:
     return parameters, 4 * parameters
 
 
-def decoder_linear_parameters(model_dir: Path) -> int:
-    """Parameters of the decoder layers' linear weights: what int8 quantization stores in one byte each."""
-    parameters = 0
-    for path in model_dir.glob("*.safetensors"):
-        entries, _ = read_header(path)
-        parameters += sum(
-            math.prod(entry["shape"])
-            for name, entry in entries.items()
-            if ".layers." in name and name.endswith("_proj.weight")
-        )
-    return parameters
-
-
 def gguf_weight_bytes(gguf_path: Path) -> int:
     """Quantized weights are read as stored; the file is nearly all weights."""
     return gguf_path.stat().st_size

@@ -41,10 +41,10 @@ def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
             f"vms_plugin keeps the KV cache in the model's dtype (--dtype); --kv-cache-dtype "
             f"{vllm_config.cache_config.cache_dtype} is not supported (leave it at auto)"
         )
-    if model_config is not None and model_config.quantization is not None:
-        from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
+    if model_config is not None:
+        from vms_plugin.quantization import model_int8_scheme
 
-        int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
+        model_int8_scheme(vllm_config)
     if model_config is not None and model_config.runner_type != "generate":
         raise ValueError(
             f"vms_plugin runs generative models only; --runner {model_config.runner_type} is not supported"

@@ -82,7 +82,7 @@ STRUCTURED_SETS = ("json-schema", "choice")
 # vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
-INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-weight-only")
+INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-per-channel-lm-head", "int8-weight-only")
 LOGPROBS = SAMPLING_SETS["logprobs"]
 # Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
 # over 2 ranks, the default model over 3 (its 9 query and 3 KV heads split no other way), and the tiny Llama over 2
@@ -173,7 +173,7 @@ def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
 def int8_jobs(tiny_model_dirs, w8a8_model_dir) -> dict[str, dict]:
     """The tiny Llama served int8: a compressed-tensors W8A8 checkpoint, and the float checkpoint quantized at load
     with `--quantization int8_per_channel` (W8A8) and vLLM's `int8_per_channel_weight_only` (W8A16, which vLLM
-    allows with a 16-bit dtype only)."""
+    allows with a 16-bit dtype only); and W8A8 with `--additional-config '{"quantize_lm_head": true}'`."""
     rng = np.random.default_rng(3)
     common = {
         "prompts": [rng.integers(0, VOCAB_SIZE, size=int(n)).tolist() for n in rng.integers(3, 60, TINY_PROMPTS)],
@@ -184,6 +184,11 @@ def int8_jobs(tiny_model_dirs, w8a8_model_dir) -> dict[str, dict]:
     return {
         "int8-compressed-tensors": {**common, "model": str(w8a8_model_dir)},
         "int8-per-channel": {**common, "model": float_checkpoint, "engine_args": {"quantization": "int8_per_channel"}},
+        "int8-per-channel-lm-head": {
+            **common,
+            "model": float_checkpoint,
+            "engine_args": {"quantization": "int8_per_channel", "additional_config": {"quantize_lm_head": True}},
+        },
         "int8-weight-only": {
             **common,
             "model": float_checkpoint,

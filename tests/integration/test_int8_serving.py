@@ -32,6 +32,17 @@ def test_served_w8a8_is_token_identical_to_float32_arithmetic_on_the_same_int8_v
     assert plugin_greedy["int8-per-channel"]["token_ids"] == reference
 
 
+def test_served_w8a8_with_an_int8_lm_head_is_token_identical_to_the_same_arithmetic(plugin_greedy, int8_jobs):
+    """--additional-config quantize_lm_head reaches the model: the output projection's int8 rounding is in the
+    reference, and it changes what the tiny model says (else this test could not tell the flag was lost)."""
+    job = int8_jobs["int8-per-channel-lm-head"]
+    reference = transformers_argmax_of(
+        int8_reference(job["model"], "W8A8", lm_head=True), job["prompts"], TINY_NEW_TOKENS
+    )
+    assert plugin_greedy["int8-per-channel-lm-head"]["token_ids"] == reference
+    assert reference != plugin_greedy["int8-per-channel"]["token_ids"]
+
+
 def test_served_w8a16_in_bfloat16_is_token_identical_to_the_model_run_directly(plugin_greedy, int8_jobs) -> None:
     from vms_plugin.layers.int8 import Int8Scheme
 

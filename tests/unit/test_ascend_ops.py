@@ -237,18 +237,23 @@ INT8_TOLERANCE = {"W8A16": 1e-4, "W8A8": 1e-4}
 FLIPPED_ROUNDING_TOLERANCE = 0.03
 
 
+@pytest.mark.parametrize("lm_head", [False, True], ids=["", "int8-lm_head"])
 @pytest.mark.parametrize("name", INT8_TOLERANCE)
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_int8_models_through_the_ascend_quantized_matmuls(architecture, name, tiny_model_dirs, ascend_stand_ins):
+def test_int8_models_through_the_ascend_quantized_matmuls(
+    architecture, name, lm_head, tiny_model_dirs, ascend_stand_ins
+):
     """W8A16 through WeightQuantBatchMatmul, W8A8 through DynamicQuantExt and QuantBatchMatmul, each int8 weight
-    split back into q^T and its scales out of the one tensor it loads as."""
+    split back into q^T and its scales out of the one tensor it loads as; with `lm_head` the output projection
+    too, and the embedding gathering int8 rows and their float32 scales (tied in the tiny Qwen2)."""
     from int8_reference import int8_reference
     from offline_model import logits_of
     from test_model_int8 import reference_logits, scheme
 
     prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
-    ours = logits_of(tiny_model_dirs[architecture], "float32", prompt, scheme(name))
-    expected = reference_logits(int8_reference(tiny_model_dirs[architecture], name, bfloat16_matmuls=True), prompt)
+    ours = logits_of(tiny_model_dirs[architecture], "float32", prompt, scheme(name, lm_head))
+    reference = int8_reference(tiny_model_dirs[architecture], name, bfloat16_matmuls=True, lm_head=lm_head)
+    expected = reference_logits(reference, prompt)
     per_position = np.abs(ours - expected).max(axis=1) / np.abs(expected).max()
     assert np.median(per_position) < INT8_TOLERANCE[name]
     assert per_position.max() < FLIPPED_ROUNDING_TOLERANCE

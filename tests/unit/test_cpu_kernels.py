@@ -321,6 +321,22 @@ def test_embedding_rows_are_read_back_out_of_the_packed_output_projection(dtype:
     np.testing.assert_array_equal(rows, weight[ids])
 
 
+@pytest.mark.parametrize("build", BUILDS)
+def test_embedding_rows_of_an_int8_table_are_dequantized_with_their_row_scale(build: str) -> None:
+    """An int8 output projection (`quantize_lm_head`) is also the embedding: a lookup returns scale[id] * q[id]."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(8)
+    quantized, scales, parameter = int8_parameter(rng.standard_normal((130, 35)).astype(np.float32))
+    ids = np.array([0, 129, 64, 63, 7, 7, 130, -1], dtype=np.int32)
+
+    rows = kernel("PackedRows", build)(Tensor(ids), parameter, Tensor(np.zeros(35, np.float32))).asnumpy()
+
+    expected = quantized[ids[:6]].astype(np.float32) * scales[ids[:6], None]
+    np.testing.assert_array_equal(rows[:6], expected)
+    np.testing.assert_array_equal(rows[6:], 0.0)  # outside the table: another rank's tokens
+
+
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 def test_copy_slots_copies_every_kv_head_in_place(dtype: str) -> None:
     from mindspore import Tensor

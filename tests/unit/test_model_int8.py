@@ -22,12 +22,13 @@ SCHEMES = ("W8A16", "W8A8")
 MATCH_TOLERANCE = 1e-4  # of the largest |logit|, against the same int8 arithmetic
 FLIPPED_ROUNDING_TOLERANCE = 0.03  # W8A8 after an activation rounded the other way
 EVALUATION_TEXT = Path(__file__).parents[1] / "data" / "evaluation_text.txt"
+LM_HEAD = "W8A8 with int8 lm_head"  # --additional-config quantize_lm_head
 
 
-def scheme(name: str):
+def scheme(name: str, lm_head: bool = False):
     from vms_plugin.layers.int8 import Int8Scheme
 
-    return Int8Scheme(int8_activations=name == "W8A8")
+    return Int8Scheme(int8_activations=name == "W8A8", lm_head=lm_head)
 
 
 def reference_logits(model, prompt: list[int]) -> np.ndarray:
@@ -37,16 +38,19 @@ def reference_logits(model, prompt: list[int]) -> np.ndarray:
         return model(torch.tensor([prompt])).logits[0].numpy()
 
 
+@pytest.mark.parametrize("lm_head", [False, True], ids=["", "int8-lm_head"])
 @pytest.mark.parametrize("name", SCHEMES)
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_int8_logits_match_float32_arithmetic_on_the_same_int8_values(
-    architecture, name, tiny_model_dirs, measurement
+    architecture, name, lm_head, tiny_model_dirs, measurement
 ) -> None:
+    """With `lm_head` (--additional-config quantize_lm_head) the output projection and the embedding, tied or
+    not, are int8 too."""
     model_dir = tiny_model_dirs[architecture]
     prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
-    ours = logits_of(model_dir, "float32", prompt, scheme(name))
+    ours = logits_of(model_dir, "float32", prompt, scheme(name, lm_head))
     scale = np.abs(reference_logits(int8_reference(model_dir, "float32"), prompt)).max()
-    reference = reference_logits(int8_reference(model_dir, name), prompt)
+    reference = reference_logits(int8_reference(model_dir, name, lm_head=lm_head), prompt)
     per_position = np.abs(ours - reference).max(axis=1) / scale
     if name == "W8A16":
         assert per_position.max() < MATCH_TOLERANCE
@@ -54,7 +58,10 @@ def test_int8_logits_match_float32_arithmetic_on_the_same_int8_values(
         assert np.median(per_position) < MATCH_TOLERANCE
         assert per_position.max() < FLIPPED_ROUNDING_TOLERANCE
     exact = logits_of(model_dir, "float32", prompt)
-    measurement(f"{architecture} {name}: max |logit - float32| = {np.abs(ours - exact).max() / scale:.1%} of max")
+    measurement(
+        f"{architecture} {scheme(name, lm_head).name}: max |logit - float32| = "
+        f"{np.abs(ours - exact).max() / scale:.1%} of max"
+    )
 
 
 def test_a_compressed_tensors_w8a8_checkpoint_loads_the_values_it_holds(w8a8_model_dir, tiny_model_dirs) -> None:
@@ -121,6 +128,7 @@ def test_perplexity_on_the_shipped_text_costs_little(default_model_dir, measurem
     logits = {
         "bfloat16": logits_of(default_model_dir, "bfloat16", ids),
         **{name: logits_of(default_model_dir, "float32", ids, scheme(name)) for name in SCHEMES},
+        LM_HEAD: logits_of(default_model_dir, "float32", ids, scheme("W8A8", lm_head=True)),
     }
     measured = {name: perplexity(values, ids) for name, values in logits.items()}
     scale = np.abs(exact_logits).max()
@@ -132,6 +140,6 @@ def test_perplexity_on_the_shipped_text_costs_little(default_model_dir, measurem
             for name, value in measured.items()
         )
     )
-    bounds = {"bfloat16": 1.02, "W8A16": 1.03, "W8A8": 1.10}
+    bounds = {"bfloat16": 1.02, "W8A16": 1.03, "W8A8": 1.10, LM_HEAD: 1.10}
     for name, value in measured.items():
         assert value <= bounds[name] * exact, f"{name}: {value:.2f} against float32 {exact:.2f}"

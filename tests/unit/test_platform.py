@@ -81,6 +81,28 @@ def test_int8_quantization_methods_are_accepted_by_name(tiny_llama, method: str)
     assert method in QUANTIZATION_METHODS
 
 
+def test_quantize_lm_head_in_the_additional_config_makes_the_output_projection_int8(tiny_llama) -> None:
+    from vms_plugin.quantization import model_int8_scheme
+
+    config = engine_config(tiny_llama, quantization="int8_per_channel", additional_config={"quantize_lm_head": True})
+    assert model_int8_scheme(config).name == "W8A8 with int8 lm_head"
+    assert model_int8_scheme(engine_config(tiny_llama, quantization="int8_per_channel")).name == "W8A8"
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "message"),
+    [
+        ({}, "quantize_lm_head quantizes the output projection of an int8 model; add --quantization"),
+        ({"quantization": "int8_per_channel"}, "quantize_lm_head is 'yes'; allowed: true or false"),
+    ],
+    ids=["no int8 weights", "not a boolean"],
+)
+def test_quantize_lm_head_without_int8_weights_or_a_boolean_stops_start_up(tiny_llama, engine_args, message) -> None:
+    value = "yes" if engine_args else True
+    with pytest.raises(ValueError, match=message):
+        engine_config(tiny_llama, additional_config={"quantize_lm_head": value}, **engine_args)
+
+
 def test_a_compressed_tensors_checkpoint_is_recognised(w8a8_model_dir) -> None:
     config = engine_config(str(w8a8_model_dir), dtype="float32")
     assert config.model_config.quantization == "compressed-tensors"

@@ -101,6 +101,7 @@ inline Vec LoadVec(const Half *p) {
 }
 
 inline float ToFloat(float x) { return x; }
+inline float ToFloat(int8_t x) { return x; }
 inline float ToFloat(Half x) { return static_cast<float>(x); }
 inline float ToFloat(Bf16 x) {
   const uint32_t bits = static_cast<uint32_t>(x.bits) << 16;
@@ -702,14 +703,17 @@ void PackedLinear(const float *x, int64_t m, int64_t k_size, const W *packed, in
 }
 
 // Row `row` of W ([N, K]) read back out of its packed panels: an embedding lookup in a table stored for the output
-// projection, so that a model with tied embeddings keeps the table once.
+// projection, so that a model with tied embeddings keeps the table once (int8: scale * q, W's row `row` dequantized).
 template <typename W>
 void PackedRow(const W *packed, int64_t k_size, int64_t row, float *out) {
   constexpr int64_t depth = PanelStep<W>::kDepth;
   const W *panel = packed + row / kPanel * PanelSize<W>(k_size);
   const int64_t column = row % kPanel;
+  float scale = 1.0f;
+  if constexpr (std::is_same_v<W, int8_t>) scale = ColumnScales(panel)[column];
+  const W *steps = panel + PanelStep<W>::kHeader;
   for (int64_t k = 0; k < k_size; ++k) {
-    out[k] = ToFloat(panel[(k / depth * kPanel + column) * depth + k % depth]);
+    out[k] = scale * ToFloat(steps[(k / depth * kPanel + column) * depth + k % depth]);
   }
 }
 
@@ -1074,7 +1078,7 @@ int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   float *out = static_cast<float *>(params[3]);
   int64_t elements = 1;
   for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
-  return WithStorageType(dtypes[1], [&](auto tag) {
+  return WithWeightType(dtypes[1], [&](auto tag) {
     using W = decltype(tag);
     const W *packed = static_cast<const W *>(params[1]);
     const int64_t rows = elements / PanelSize<W>(width) * kPanel;  // the padding rows of the last panel are zeros

@@ -17,10 +17,11 @@ class Int8Scheme:
     """How a model's int8 linear layers compute (vms_plugin/quantization.py chooses it)."""
 
     int8_activations: bool  # W8A8: each linear layer's input quantized to int8 per token; else W8A16
+    lm_head: bool = False  # the output projection (and a tied embedding) int8 too, per vocabulary row
 
     @property
     def name(self) -> str:
-        return "W8A8" if self.int8_activations else "W8A16"
+        return ("W8A8" if self.int8_activations else "W8A16") + (" with int8 lm_head" if self.lm_head else "")
 
 
 def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

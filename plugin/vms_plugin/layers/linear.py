@@ -22,12 +22,19 @@ def device_weight(in_features: int, out_features: int, dtype: str) -> Parameter:
 
 
 class Linear(nn.Cell):
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        dtype: str = "float32",
+        int8_activations: bool = False,
+    ) -> None:
         super().__init__()
         self.ops = layer_ops()
-        self.out_features = out_features
+        self.out_features, self.int8_activations = out_features, int8_activations
         self.device_weight = device_weight(in_features, out_features, dtype)
         self.bias = Parameter(initializer("zeros", (out_features,), ms.float32), name="bias") if bias else None
 
     def construct(self, x: ms.Tensor) -> ms.Tensor:
-        return self.ops.linear(x, self.device_weight, self.bias, self.out_features)
+        return self.ops.linear(x, self.device_weight, self.bias, self.out_features, self.int8_activations)

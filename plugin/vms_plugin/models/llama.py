@@ -40,7 +40,7 @@ class LlamaArgs:
     o_bias: bool = False
     qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before rotary
     dtype: str = "float32"  # storage type of linear weights, embeddings and KV cache (layers/precision.py)
-    int8: Int8Scheme | None = None  # int8 decoder-layer weights; embeddings and lm_head stay `dtype`
+    int8: Int8Scheme | None = None  # int8 decoder-layer weights; embeddings and lm_head stay `dtype` unless lm_head
 
     @classmethod
     def from_hf_config(
@@ -73,6 +73,15 @@ class LlamaArgs:
     def layer_dtype(self) -> str:
         """Storage type of the decoder layers' linear weights."""
         return "int8" if self.int8 is not None else self.dtype
+
+    @property
+    def output_dtype(self) -> str:
+        """Storage type of the output projection and the embedding (one table when tied)."""
+        return "int8" if self.int8 is not None and self.int8.lm_head else self.dtype
+
+    @property
+    def int8_activations(self) -> bool:
+        return self.int8 is not None and self.int8.int8_activations
 
 
 class Attention(nn.Cell):
@@ -139,7 +148,7 @@ class DecoderLayer(nn.Cell):
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = MLP(args, partition)
         self.eps = args.rms_norm_eps
-        self.int8_activations = args.int8 is not None and args.int8.int8_activations
+        self.int8_activations = args.int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (DecoderWeights.prepared)
         # Reading ~17 Cell attributes costs ~40 us (1.3 ms per step of 30 layers): the weights are made again only
         # when the KV caches are (re)allocated; loading fills the same Parameters in place.
@@ -187,7 +196,7 @@ class LlamaModel(nn.Cell):
     def __init__(self, args: LlamaArgs, group: TensorParallelGroup, partition: Partition) -> None:
         super().__init__()
         self.group = group
-        self.embed_tokens = Embedding(partition.local_vocab, args.hidden_size, args.dtype, partition.first_token)
+        self.embed_tokens = Embedding(partition.local_vocab, args.hidden_size, args.output_dtype, partition.first_token)
         self.layers = nn.CellList(
             [DecoderLayer(args, index, group, partition) for index in range(args.num_hidden_layers)]
         )
@@ -253,7 +262,11 @@ class LlamaForCausalLM(nn.Cell):
         self.model = LlamaModel(args, group, self.partition)
         # With tied embeddings the output projection is the embedding table itself (one parameter).
         vocab = self.partition.local_vocab
-        self.lm_head = None if args.tie_word_embeddings else Linear(args.hidden_size, vocab, dtype=args.dtype)
+        self.lm_head = (
+            None
+            if args.tie_word_embeddings
+            else Linear(args.hidden_size, vocab, dtype=args.output_dtype, int8_activations=args.int8_activations)
+        )
         self.ops = layer_ops()
 
     def attention_layers(self) -> list[Attention]:
@@ -287,7 +300,13 @@ class LlamaForCausalLM(nn.Cell):
             h, residual = h[logits_index], residual[logits_index]
         hidden, _ = self.model.norm(h, residual)
         if self.lm_head is None:
-            logits = self.ops.linear(hidden, self.model.embed_tokens.device_weight, None, self.partition.local_vocab)
+            logits = self.ops.linear(
+                hidden,
+                self.model.embed_tokens.device_weight,
+                None,
+                self.partition.local_vocab,
+                self.args.int8_activations,
+            )
         else:
             logits = self.lm_head(hidden)
         if self.group.world_size == 1:

@@ -150,14 +150,20 @@ class AscendOps:
         # mint.matmul on a pre-transposed weight: no transpose per call
         return Tensor(np.ascontiguousarray(weight.T)).astype(storage_dtype(dtype))
 
-    def linear(self, x, weight, bias, out_features):
-        return self._matmul(x, weight, bias)
+    def linear(self, x, weight, bias, out_features, int8_activations=False):
+        return self._matmul(x, weight, bias, int8_activations)
 
     def embedding(self, ids, weight, width):
         vocab = weight.shape[1]
         inside = mint.logical_and(ids >= 0, ids < vocab)  # other ids are another tensor-parallel rank's tokens
-        rows = ops.gather(weight, mint.clamp(ids, 0, vocab - 1), 1).swapaxes(0, 1)  # columns of W^T [width, vocab]
-        return rows.astype(ms.float32) * inside.unsqueeze(-1).astype(ms.float32)
+        clamped = mint.clamp(ids, 0, vocab - 1)
+        if weight.dtype == ms.int8:  # an int8 output projection (quantize_lm_head): scale[id] * q[id]
+            parts = self._int8_parts_of(weight, ms.float32)
+            rows = ops.gather(parts.quantized, clamped, 1).swapaxes(0, 1).astype(ms.float32)
+            rows = rows * ops.gather(parts.scales, clamped, 0).unsqueeze(-1)
+        else:
+            rows = ops.gather(weight, clamped, 1).swapaxes(0, 1).astype(ms.float32)  # columns of W^T [width, vocab]
+        return rows * inside.unsqueeze(-1).astype(ms.float32)
 
     def _matmul(self, x, weight, bias, int8_activations: bool = False):
         if weight.dtype == ms.int8:
@@ -170,7 +176,7 @@ class AscendOps:
         return y if bias is None else y + bias
 
     def _int8_matmul(self, x, weight: Parameter, int8_activations: bool):
-        parts = self._int8_parts_of(weight, int8_activations)
+        parts = self._int8_parts_of(weight, ms.float32 if int8_activations else INT8_ACTIVATIONS)
         if int8_activations:
             quantized_x, token_scales = self._dynamic_quant(x.astype(INT8_ACTIVATIONS))
             y = self._quant_matmul(quantized_x, parts.quantized, parts.scales, None, None, token_scales)
@@ -178,15 +184,17 @@ class AscendOps:
             y = self._weight_quant_matmul(x.astype(INT8_ACTIVATIONS), parts.quantized, parts.scales)
         return y.astype(ms.float32)
 
-    def _int8_parts_of(self, weight: Parameter, int8_activations: bool) -> Int8Parts:
-        """q^T and the scales of an int8 weight, read out on its first use: a model's weights do not change
-        once loaded."""
-        if id(weight) not in self._int8_parts:
-            scales = int8_scales(weight.asnumpy())
-            scale_type = ms.float32 if int8_activations else INT8_ACTIVATIONS
-            parts = Int8Parts(weight[:-INT8_SCALE_ROWS], Tensor(scales).astype(scale_type))
-            self._int8_parts[id(weight)] = (weight, parts)
-        return self._int8_parts[id(weight)][1]
+    def _int8_parts_of(self, weight: Parameter, scale_type: ms.Type) -> Int8Parts:
+        """q^T and the scales (as `scale_type`) of an int8 weight, read out on their first use: a model's weights
+        do not change once loaded. A tied int8 table is read with float32 scales by the embedding and with the
+        matmul's by the output projection; q^T is kept once."""
+        key = (id(weight), scale_type)
+        if key not in self._int8_parts:
+            known = [parts for (weight_id, _), (_, parts) in self._int8_parts.items() if weight_id == id(weight)]
+            quantized = known[0].quantized if known else weight[:-INT8_SCALE_ROWS]
+            parts = Int8Parts(quantized, Tensor(int8_scales(weight.asnumpy())).astype(scale_type))
+            self._int8_parts[key] = (weight, parts)
+        return self._int8_parts[key][1]
 
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> tuple[Tensor, Tensor]:
         return Tensor(cos), Tensor(sin)

@@ -54,9 +54,9 @@ class CpuOps:
         # copy makes it a tensor of its own.
         return packed.view(ms.bfloat16).copy() if dtype == "bfloat16" else packed
 
-    def linear(self, x, weight, bias, out_features):
-        float_activations = self._constant((0.0,))
-        return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias, float_activations)
+    def linear(self, x, weight, bias, out_features, int8_activations=False):
+        options = self._constant((float(int8_activations),))
+        return kernels.linear(x, weight, self._zeros(out_features) if bias is None else bias, options)
 
     def embedding(self, ids, weight, width):
         return kernels.packed_rows(ids, weight, self._zeros(width))

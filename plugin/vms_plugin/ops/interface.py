@@ -70,8 +70,11 @@ class LayerOps(Protocol):
         """A checkpoint's weight [out, in] in this implementation's layout, stored as `dtype`: float32 values, or
         for "int8" the quantized values q (int8) with their per-output-channel `scales` [out] (layers/int8.py)."""
 
-    def linear(self, x: ms.Tensor, weight: Parameter, bias: Parameter | None, out_features: int) -> ms.Tensor:
-        """x [N, in] -> x @ W^T + bias, [N, out]."""
+    def linear(
+        self, x: ms.Tensor, weight: Parameter, bias: Parameter | None, out_features: int, int8_activations: bool = False
+    ) -> ms.Tensor:
+        """x [N, in] -> x @ W^T + bias, [N, out]; an int8 weight with `int8_activations` quantizes x per token
+        (W8A8)."""
 
     def embedding(self, ids: ms.Tensor, weight: Parameter, width: int) -> ms.Tensor:
         """Rows W[ids] [T, width] (float32) of a table W [vocab, width] held as a linear weight, so that a tied

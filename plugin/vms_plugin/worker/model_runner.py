@@ -20,7 +20,7 @@ from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRun
 from vms_plugin.layers.parallel import HcclGroup, SingleRank, TensorParallelGroup
 from vms_plugin.models.registry import build_model
 from vms_plugin.ops import layer_ops
-from vms_plugin.quantization import checkpoint_quantization_config, int8_scheme
+from vms_plugin.quantization import model_int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.device import CPU, WorkerDevice, hccl_init_method
 from vms_plugin.worker.grammar import apply_grammar_bitmask
@@ -74,7 +74,7 @@ class MindSporeModelRunner:
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model path {model_dir} is not a local directory; vms serves local models only")
         model_config = self.vllm_config.model_config
-        int8 = int8_scheme(model_config.quantization, checkpoint_quantization_config(model_config.hf_config))
+        int8 = model_int8_scheme(self.vllm_config)
         group = tensor_parallel_group(self.device, self.vllm_config.parallel_config)
         self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group)
         self.sampler = BatchSampler(self.vllm_config)
