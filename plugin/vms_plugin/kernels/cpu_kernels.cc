@@ -538,6 +538,7 @@ inline void QuantizeRows(const float *x, int64_t m, int64_t k_size, QuantizedRow
 #if defined(__AVX512VNNI__)
 class RowQuad {  // unsigned bytes (biased, see above): vpdpbusd
  public:
+  static constexpr const char *kInstruction = "vpdpbusd";
   RowQuad() = default;
   explicit RowQuad(uint32_t quad) : x_(_mm512_set1_epi32(static_cast<int>(quad))) {}
   I32Vec Dot(I32Vec acc, I32Vec w) const {
@@ -550,6 +551,7 @@ class RowQuad {  // unsigned bytes (biased, see above): vpdpbusd
 #elif defined(__AVX2__) && !defined(__AVX512F__)
 class RowQuad {  // signed bytes: |x| times w with x's signs (vpmaddubsw), pairs added into int32 (vpmaddwd)
  public:
+  static constexpr const char *kInstruction = "vpmaddubsw";
   RowQuad() = default;
   explicit RowQuad(uint32_t quad) : x_(_mm256_set1_epi32(static_cast<int>(quad))), magnitude_(_mm256_abs_epi8(x_)) {}
   I32Vec Dot(I32Vec acc, I32Vec w) const {
@@ -563,6 +565,7 @@ class RowQuad {  // signed bytes: |x| times w with x's signs (vpmaddubsw), pairs
 #else
 class RowQuad {  // signed bytes, widened
  public:
+  static constexpr const char *kInstruction = "widened";
   RowQuad() = default;
   explicit RowQuad(uint32_t quad) : quad_(static_cast<int32_t>(quad)) {}
   I32Vec Dot(I32Vec acc, I32Vec w) const {
@@ -1013,15 +1016,7 @@ extern "C" {
 int UsesBf16DotProducts() { return kHasBf16DotProducts ? 1 : 0; }
 
 // The instruction that multiplies W8A8's int8 activations by int8 weights in this build (see RowQuad).
-const char *Int8DotProducts() {
-#if defined(__AVX512VNNI__)
-  return "vpdpbusd";
-#elif defined(__AVX2__) && !defined(__AVX512F__)
-  return "vpmaddubsw";
-#else
-  return "widened";
-#endif
-}
+const char *Int8DotProducts() { return RowQuad::kInstruction; }
 
 // x [N, D], weight [D], eps [1] -> out [N, D]
 int RmsNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
