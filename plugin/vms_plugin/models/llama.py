@@ -4,6 +4,7 @@ Weights keep Hugging Face's names except two stacked projections that save matmu
 q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.checkpoint_sources`).
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -271,6 +272,11 @@ class LlamaForCausalLM(nn.Cell):
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
+
+    def modules(self) -> Iterator[nn.Cell]:
+        """Every cell, under torch's name for it: vLLM's in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) walks
+        the driver model's `modules()` when the engine is collected, looking for its torch.compile wrappers."""
+        return (cell for _, cell in self.cells_and_names())
 
     def checkpoint_parts(self, name: str) -> tuple[Part, ...] | None:
         """This rank's part of each checkpoint tensor (checkpoint_sources' order) that fills parameter `name`;
