@@ -72,8 +72,9 @@ class Lifecycle:
         return Action.STOP
 
     def observe(self, now: float, running: bool, healthy: bool, lost_process: str | None = None) -> Action:
-        """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs; it
-        counts once the engine has been ready (while starting, the engine's own start-up failure says why)."""
+        """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs, or
+        before it ended; it counts once the engine has been ready (while starting, the engine's own start-up
+        failure says why)."""
         if self.state in (State.STOPPED, State.FAILED):
             return Action.NONE
         if self.state == State.RESTARTING:
@@ -81,8 +82,9 @@ class Lifecycle:
                 self._enter(State.STARTING, now)
                 return Action.START
             return Action.NONE
-        if not running:
-            return self._restart(now, "the engine process exited")
+        if not running:  # a rank that ended first is why, once the engine has been ready
+            first = lost_process if lost_process is not None and self.state != State.STARTING else None
+            return self._restart(now, f"{first} exited" if first else "the engine process exited")
         if self.state == State.STARTING:
             if healthy:
                 self._enter(State.READY, now)

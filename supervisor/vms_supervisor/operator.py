@@ -28,6 +28,7 @@ from vms_supervisor.engine_processes import engine_ranks, rank_label
 from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
 from vms_supervisor.log_files import LogFollower, tail
 from vms_supervisor.npu_probe import probe
+from vms_supervisor.process_ends import ProcessEnds
 from vms_supervisor.settings import Settings, SettingsError, load_settings
 from vms_supervisor.supervisor_client import SupervisorClient, SupervisorGone
 from vms_supervisor.supervisord_config import engine_log_path
@@ -86,6 +87,7 @@ class EngineOperator:
         self._engine_group: int | None = None
         self._ranks_of: int | None = None  # the engine main process whose ranks _ranks holds
         self._ranks: dict[int, str] = {}  # pid -> what it is, of every engine process seen
+        self._ends = ProcessEnds()  # when the main process and those ranks ended
 
     # -- the admin API's view ------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -157,11 +159,11 @@ class EngineOperator:
         """One observation of the engine, and the action it calls for."""
         engine = self.supervisor.engine()
         running = engine.running and not _has_ended(engine.pid)
+        lost = self._lost_rank(engine.pid if running else None)
         if running:
             self._engine_group = engine.pid  # supervisord starts each program in a process group of its own
         else:
             self._kill_engine_group("killed what was left of the engine's process group %d")
-        lost = self._lost_rank(engine.pid if running else None)
         healthy = running and lost is None and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
         with self._lock:
             before = self.lifecycle.state
@@ -186,16 +188,31 @@ class EngineOperator:
         logger.info("drained; the engine stops next")
 
     def _lost_rank(self, engine_pid: int | None) -> str | None:
-        """The processes of the running engine (engine cores, ranks' workers) seen before and ended since: the
-        engine cannot go on without them, and watching them notices it at once, not after failed /health checks."""
+        """The processes of the engine (engine cores, ranks' workers) seen before that ended first: the engine
+        cannot go on without them, and watching them notices it at once, not after failed /health checks. While the
+        main process runs, all that have ended (when one dies vLLM may end others before the next check); once it
+        has ended too (None), those that ended before it: a rank's death ends the main process within a second,
+        often before this check, while a main process killed first takes the ranks down after it."""
+        if engine_pid is None:
+            first = self._ended_before(self._ranks_of)
+            self._ranks_of, self._ranks = None, {}
+            self._ends.forget()
+            return first
         if engine_pid != self._ranks_of:
             self._ranks_of, self._ranks = engine_pid, {}
-        if engine_pid is None:
-            return None
-        # All of those that have ended: when one dies vLLM may end others before the next check.
+            self._ends.forget()
+            self._ends.watch([engine_pid])
         lost = ", ".join(label for pid, label in self._ranks.items() if _has_ended(pid))
         self._ranks.update({rank["pid"]: rank_label(rank) for rank in engine_ranks(engine_pid, self.device)})
+        self._ends.watch(list(self._ranks))
         return lost or None
+
+    def _ended_before(self, engine_pid: int | None) -> str | None:
+        main_end = None if engine_pid is None else self._ends.ended_at(engine_pid)
+        if main_end is None:
+            return None
+        ends = {label: self._ends.ended_at(pid) for pid, label in self._ranks.items()}
+        return ", ".join(label for label, end in ends.items() if end is not None and end < main_end) or None
 
     def _kill_engine_group(self, message: str) -> None:
         """SIGKILL to the engine's process group: what a dead engine left behind (vLLM's engine core), or an

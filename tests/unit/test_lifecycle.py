@@ -46,6 +46,12 @@ def test_a_lost_rank_restarts_the_whole_engine_at_once(engine: Lifecycle) -> Non
     assert engine.last_error == "worker DP0 TP1 (pid 42) exited"
 
 
+def test_a_rank_that_ended_before_the_main_process_is_named_as_the_reason(engine: Lifecycle) -> None:
+    engine.observe(1, True, True)
+    assert engine.observe(2, False, False, lost_process="worker DP0 TP1 (pid 42)") == Action.STOP
+    assert engine.state == State.RESTARTING and engine.last_error == "worker DP0 TP1 (pid 42) exited"
+
+
 def test_a_process_lost_while_starting_is_left_to_the_start_to_report(engine: Lifecycle) -> None:
     assert engine.observe(1, True, False, lost_process="engine core DP0 TP0 (pid 42)") == Action.NONE
     assert engine.state == State.STARTING

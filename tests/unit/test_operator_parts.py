@@ -17,9 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from titled_processes import end_tree, start_tree
 
 from vms_supervisor import operator as operator_module
 from vms_supervisor.engine_http import EngineEndpoint
+from vms_supervisor.engine_processes import engine_ranks
 from vms_supervisor.log_files import MAX_TAIL_BYTES, LogFollower, tail
 from vms_supervisor.operator import EngineOperator
 from vms_supervisor.settings import Settings
@@ -209,6 +211,41 @@ def test_an_engine_that_stops_answering_is_killed_not_stopped_gracefully(parts) 
         assert supervisor.calls == ["stop"] and operator.lifecycle.restarts == 1
     finally:
         hung.kill()
+
+
+TWO_RANKS = {  # vLLM's API server over an engine core with two tensor-parallel workers
+    "title": "VLLM::APIServer",
+    "children": [
+        {"title": "VLLM::EngineCore", "children": [{"title": "VLLM::Worker_TP0"}, {"title": "VLLM::Worker_TP1"}]}
+    ],
+}
+
+
+@pytest.mark.parametrize("first", ["worker", "main process"])
+def test_the_process_that_ended_first_is_the_reason_even_when_both_ended_between_checks(
+    first: str, parts, tmp_path: Path
+) -> None:
+    """A killed rank makes vLLM end its main process within a second, often before the next check; a killed main
+    process takes the ranks after it. Either way, the operator's reason names the one that fell first."""
+    operator, supervisor, engine = parts
+    server = start_tree(tmp_path, TWO_RANKS, ranks=3)
+    try:
+        supervisor.info = ProgramInfo("RUNNING", server.pid)
+        engine.answers = True
+        operator.lifecycle.start(0)
+        operator.check()
+        assert operator.ready()
+        worker = next(rank for rank in engine_ranks(server.pid, "cpu") if rank["tp_rank"] == 1)
+        ends = [worker["pid"], server.pid] if first == "worker" else [server.pid, worker["pid"]]
+        for pid in ends:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        supervisor.info = ProgramInfo("EXITED", None)
+        operator.check()
+        expected = f"worker DP0 TP1 (pid {worker['pid']}) exited" if first == "worker" else "the engine process exited"
+        assert operator.lifecycle.last_error == expected
+    finally:
+        end_tree(server)
 
 
 def test_log_tail_reads_the_last_lines(tmp_path: Path) -> None:
