@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <omp.h>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -789,66 +790,67 @@ inline const float *Widened(const C *row, int64_t dim, float *buffer) {
   }
 }
 
-// One token's attention over its request's context: the `visible` slots, all heads -> out [H * D]. Heads
-// h = kh * G + g share KV head kh, so each K/V row is read (and widened) once for all G of them. Scores are made
-// kLanes slots at a time: each dot product leaves a vector of partial sums, and SumLanesOfEach reduces kLanes at
-// once.
+// One token's attention over its request's context through one KV head: the `visible` slots, the G = heads / K
+// query heads h = kh * G + g that share KV head kh -> out [G * D]. Each K/V row is read (and widened) once for all
+// G of them. Scores are made kLanes slots at a time: each dot product leaves a vector of partial sums, and
+// SumLanesOfEach reduces kLanes at once.
 template <typename C>
-void AttendToken(const float *q, const KvCache<C> &cache, const int32_t *slots, int64_t visible, int64_t heads,
-                 float scale, std::vector<float> &scratch, float *out) {
-  const int64_t dim = cache.dim, group = heads / cache.kv_heads, vecs = dim / kLanes;
+void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, const int32_t *slots, int64_t visible,
+                  int64_t group, float scale, std::vector<float> &scratch, float *out_group) {
+  const int64_t dim = cache.dim, vecs = dim / kLanes;
   const int64_t padded = (visible + kLanes - 1) / kLanes * kLanes;
   scratch.resize(group * padded + dim);  // the scores [G, padded], then one K or V row as float32
   float *row = scratch.data() + group * padded;
   thread_local std::vector<float> partial;  // [G, kLanes, kLanes]: per head, kLanes slots' partial dot products
   partial.resize(group * kLanes * kLanes);
-  for (int64_t kh = 0; kh < cache.kv_heads; ++kh) {
-    const float *q_group = q + kh * group * dim;
-    const C *k_head = cache.k + kh * cache.num_slots * dim;
-    const C *v_head = cache.v + kh * cache.num_slots * dim;
-    for (int64_t first = 0; first < visible; first += kLanes) {
-      std::fill(partial.begin(), partial.end(), 0.0f);
-      for (int64_t j = first; j < std::min(first + kLanes, visible); ++j) {
-        const float *k = Widened(k_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
-        for (int64_t g = 0; g < group; ++g) {
-          const float *q_head = q_group + g * dim;
-          Vec acc = {};
-          for (int64_t v = 0; v < vecs; ++v) acc += LoadVec(q_head + v * kLanes) * LoadVec(k + v * kLanes);
-          for (int64_t d = vecs * kLanes; d < dim; ++d) acc[0] += q_head[d] * k[d];
-          StoreVec(partial.data() + (g * kLanes + j - first) * kLanes, acc);
-        }
-      }
+  const C *k_head = cache.k + kh * cache.num_slots * dim;
+  const C *v_head = cache.v + kh * cache.num_slots * dim;
+  for (int64_t first = 0; first < visible; first += kLanes) {
+    std::fill(partial.begin(), partial.end(), 0.0f);
+    for (int64_t j = first; j < std::min(first + kLanes, visible); ++j) {
+      const float *k = Widened(k_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
       for (int64_t g = 0; g < group; ++g) {
-        Vec sums[kLanes];
-        for (int64_t j = 0; j < kLanes; ++j) sums[j] = LoadVec(partial.data() + (g * kLanes + j) * kLanes);
-        StoreVec(scratch.data() + g * padded + first, SumLanesOfEach(sums) * scale);
+        const float *q_head = q_group + g * dim;
+        Vec acc = {};
+        for (int64_t v = 0; v < vecs; ++v) acc += LoadVec(q_head + v * kLanes) * LoadVec(k + v * kLanes);
+        for (int64_t d = vecs * kLanes; d < dim; ++d) acc[0] += q_head[d] * k[d];
+        StoreVec(partial.data() + (g * kLanes + j - first) * kLanes, acc);
       }
     }
-    for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scratch.data() + g * padded, visible, padded);
-    float *out_group = out + kh * group * dim;
-    std::fill(out_group, out_group + group * dim, 0.0f);
-    for (int64_t j = 0; j < visible; ++j) {
-      const float *v = Widened(v_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
-      for (int64_t g = 0; g < group; ++g) AddScaled(scratch[g * padded + j], v, dim, out_group + g * dim);
+    for (int64_t g = 0; g < group; ++g) {
+      Vec sums[kLanes];
+      for (int64_t j = 0; j < kLanes; ++j) sums[j] = LoadVec(partial.data() + (g * kLanes + j) * kLanes);
+      StoreVec(scratch.data() + g * padded + first, SumLanesOfEach(sums) * scale);
     }
+  }
+  for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scratch.data() + g * padded, visible, padded);
+  std::fill(out_group, out_group + group * dim, 0.0f);
+  for (int64_t j = 0; j < visible; ++j) {
+    const float *v = Widened(v_head + static_cast<int64_t>(slots[j]) * dim, dim, row);
+    for (int64_t g = 0; g < group; ++g) AddScaled(scratch[g * padded + j], v, dim, out_group + g * dim);
   }
 }
 
 // q [T, H, D] -> out [T, H * D]: token t of request r attends to context positions 0..positions[t] of r (causal
-// and paged), whose cache slots are context_slots[r, :] ([R, context]).
+// and paged), whose cache slots are context_slots[r, :] ([R, context]). The threads share (token, KV head) pairs:
+// four tokens' worth at a time when there are tokens enough for every thread, one pair at a time otherwise, so
+// that a decode step of one token still computes on up to K threads (a token per thread left all but one idle).
 template <typename C>
 void PagedAttend(const float *q, int64_t tokens, int64_t heads, const KvCache<C> &cache, const int32_t *positions,
                  const int32_t *token_requests, const int32_t *context_slots, int64_t context, float scale,
                  float *out) {
-  const int64_t row = heads * cache.dim;
+  const int64_t row = heads * cache.dim, kv_heads = cache.kv_heads, group = heads / kv_heads;
+  const int64_t chunk = tokens >= omp_get_max_threads() ? 4 * kv_heads : 1;
 #pragma omp parallel
   {
     std::vector<float> scores;
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t t = 0; t < tokens; ++t) {
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t item = 0; item < tokens * kv_heads; ++item) {
+      const int64_t t = item / kv_heads, kh = item % kv_heads;
       const int64_t visible = std::min<int64_t>(static_cast<int64_t>(positions[t]) + 1, context);
       const int32_t *slots = context_slots + static_cast<int64_t>(token_requests[t]) * context;
-      AttendToken(q + t * row, cache, slots, visible, heads, scale, scores, out + t * row);
+      const int64_t offset = t * row + kh * group * cache.dim;
+      AttendKvHead(q + offset, cache, kh, slots, visible, group, scale, scores, out + offset);
     }
   }
 }
