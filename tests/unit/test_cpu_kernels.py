@@ -407,21 +407,37 @@ def random_layer(rng, dtype: str, hidden: int, intermediate: int, k_cache, v_cac
     )
 
 
+def packed_table(rng, dtype: str, rows: int, width: int):
+    """A random [rows, width] table packed as a linear weight stored as `dtype` (int8: quantized per row)."""
+    from mindspore import Parameter
+
+    from vms_plugin.layers.int8 import quantize_per_channel
+    from vms_plugin.ops.cpu import CpuOps
+
+    table = (rng.standard_normal((rows, width)) / np.sqrt(width)).astype(np.float32)
+    if dtype == "int8":
+        quantized, scales = quantize_per_channel(table)
+        return Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="t", requires_grad=False)
+    return Parameter(CpuOps().linear_weight(table, dtype), name="t", requires_grad=False)
+
+
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
-def test_a_decoder_stack_launch_equals_its_layers_launched_one_by_one(dtype: str, build: str) -> None:
-    """DecoderStack reads each layer's weights and caches through its address table: over three layers with
-    different weights, a prefill chunk and a decode beside it, its outputs and caches equal those of each layer
-    launched on its own (DecoderLayer's two halves, the tensor-parallel path with nothing to all-reduce)."""
+def test_a_causal_lm_launch_equals_its_parts_launched_one_by_one(dtype: str, build: str) -> None:
+    """CausalLm reads each layer's weights and caches through its address table: over three layers with different
+    weights, a prefill chunk and a decode beside it, its logits and caches equal those of the embedding lookup,
+    each layer launched on its own (DecoderLayer's two halves, the tensor-parallel path with nothing to
+    all-reduce), the final norm and the output projection of the sampled rows. The embedding and the output
+    projection have storage types of their own (an untied head, or the int8 head of quantize_lm_head)."""
     from mindspore import Parameter, Tensor
 
     from vms_plugin.attention.paged import attention_inputs
-    from vms_plugin.ops.cpu import LayerPart, decoder_stack_inputs, layer_constants
-    from vms_plugin.ops.interface import DecoderStack
+    from vms_plugin.ops.cpu import LayerPart, causal_lm_inputs, layer_constants
+    from vms_plugin.ops.interface import DecoderStack, ModelEnds
     from vms_plugin.worker.batch import ScheduledRequest, build_step_batch
 
     rng = np.random.default_rng(7)
-    hidden, intermediate, positions = 96, 80, 32
+    hidden, intermediate, positions, vocab = 96, 80, 32, 100  # a vocabulary ending in a partial panel
     cache_dtype = "bfloat16" if dtype == "int8" else dtype
     stacked, one_by_one = [], []
     for _ in range(3):
@@ -435,22 +451,35 @@ def test_a_decoder_stack_launch_equals_its_layers_launched_one_by_one(dtype: str
     )
     indices = attention_inputs(batch).indices
     rotary = Tensor(rng.uniform(-1, 1, (2, positions, DIM)).astype(np.float32))
-    x = Tensor(rng.standard_normal((len(batch.input_ids), hidden)).astype(np.float32))
+    ids = Tensor(rng.integers(0, vocab, len(batch.input_ids)).astype(np.int32))
+    logits_index = Tensor(np.array([4, 5], dtype=np.int32))  # each request's last token
+    ends = ModelEnds(
+        embedding=packed_table(rng, dtype, vocab, hidden),
+        final_norm=Tensor((1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)),
+        eps=1e-6,
+        head=packed_table(rng, "float32" if dtype == "bfloat16" else "bfloat16", vocab, hidden),
+        vocab=vocab,
+        int8_activations=False,
+    )
+    zeros = Tensor(np.zeros(vocab, np.float32))
 
     stack = DecoderStack(tuple(stacked), {})
-    out, residual = kernel("DecoderStack", build)(*decoder_stack_inputs(stack, x, rotary, indices))
+    logits = kernel("CausalLm", build)(*causal_lm_inputs(stack, ends, ids, rotary, indices, logits_index, zeros))
 
     layer_kernel = kernel("DecoderLayer", build)
-    h, stream = x, None
+    h, stream = kernel("PackedRows", build)(ids, ends.embedding, ends.final_norm), None
     for w in one_by_one:
         weights = (w.qkv, w.o, w.gate_up, w.down, rotary, indices, w.k_cache, w.v_cache)
         attention_constants = Tensor(layer_constants(w, stream is not None, LayerPart.ATTENTION))
         attention, stream = layer_kernel(h, h if stream is None else stream, attention_constants, *weights)
         mlp_constants = Tensor(layer_constants(w, True, LayerPart.MLP))
         h, stream = layer_kernel(attention, stream, mlp_constants, *weights)
+    eps = Tensor(np.array([ends.eps], np.float32))
+    normed, _ = kernel("AddRmsNorm", build)(h[logits_index], stream[logits_index], ends.final_norm, eps)
+    expected = kernel("Linear", build)(normed, ends.head, zeros, Tensor(np.zeros(1, np.float32)))
 
-    np.testing.assert_array_equal(out.asnumpy(), h.asnumpy())
-    np.testing.assert_array_equal(residual.asnumpy(), stream.asnumpy())
+    assert logits.shape == (2, vocab)
+    np.testing.assert_array_equal(logits.asnumpy(), expected.asnumpy())
     for a, b in zip(stacked, one_by_one, strict=True):
         np.testing.assert_array_equal(as_numpy(a.k_cache), as_numpy(b.k_cache))
         np.testing.assert_array_equal(as_numpy(a.v_cache), as_numpy(b.v_cache))

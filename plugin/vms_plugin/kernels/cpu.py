@@ -36,7 +36,7 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "RopeCache": (_rotated_queries_shape, _same_as_first),
     "PagedAttention": (lambda q, *_: [q[0], q[1] * q[2]], _same_as_first),
     "DecoderLayer": (_pair_like_first, _pair_like_first),
-    "DecoderStack": (_pair_like_first, _pair_like_first),
+    "CausalLm": (lambda ids, *rest: [rest[-2][0], rest[-1][0]], lambda *_: ms.float32),
     "CopySlots": (lambda *_: [1], lambda *_: ms.float32),
 }
 
@@ -112,10 +112,10 @@ def decoder_layer(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
     return _operator("DecoderLayer")(*inputs)
 
 
-def decoder_stack(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """Every decoder layer of a rank in one launch -> the last layer's (MLP output, residual stream); the 11 inputs
-    in the order cpu_kernels.cc's DecoderStack lists them (ops/cpu.py assembles them)."""
-    return _operator("DecoderStack")(*inputs)
+def causal_lm(*inputs: ms.Tensor) -> ms.Tensor:
+    """A whole model on one rank in one launch: token ids -> the logits [S, V] of the tokens at logits_index; the 15
+    inputs in the order cpu_kernels.cc's CausalLm lists them (ops/cpu.py assembles them)."""
+    return _operator("CausalLm")(*inputs)
 
 
 def copy_slots(k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:

@@ -4,8 +4,9 @@
 // matmul streams a single row's weights at ~10 GB/s. So a whole decoder layer is one kernel here (DecoderLayer:
 // norms, the four linear layers, rotary, KV-cache write, paged attention, SiLU), 30 launches per step for a
 // 30-layer model instead of ~280, with the linear layers on weights packed for sequential streaming (Linear).
-// The pieces are exported too (RmsNorm, AddRmsNorm, RopeCache, PagedAttention, Linear) for the final norm, the
-// output projection and tests.
+// On one rank the whole model is one launch (CausalLm: embedding, every layer, final norm, output projection).
+// The pieces are exported too (PackedRows, RmsNorm, AddRmsNorm, RopeCache, PagedAttention, Linear) for tensor
+// parallelism, whose ranks meet between layers, and for tests.
 //
 // Calling convention (MindSpore's aot ABI): params holds the inputs, then the outputs; shapes[i] and ndims[i]
 // describe params[i] and dtypes[i] names its type. All tensors are contiguous; indices are int32.
@@ -721,6 +722,37 @@ void PackedRow(const W *packed, int64_t k_size, int64_t row, float *out) {
   }
 }
 
+// The number of elements of a launch's input of `ndim` dimensions `shape`.
+inline int64_t Elements(int ndim, const int64_t *shape) {
+  int64_t elements = 1;
+  for (int i = 0; i < ndim; ++i) elements *= shape[i];
+  return elements;
+}
+
+constexpr int64_t kParallelRowsMin = 64;
+
+// Rows W[ids] [T, E] float32 of a packed weight (`elements` of type `dtype`) of W [V, E]; ids outside [0, V) give
+// rows of zeros. 1 when the dtype is not a weight's.
+inline int LookUpPackedRows(const int32_t *ids, int64_t tokens, const void *weight, const char *dtype,
+                            int64_t elements, int64_t width, float *out) {
+  return WithWeightType(dtype, [&](auto tag) {
+    using W = decltype(tag);
+    const W *packed = static_cast<const W *>(weight);
+    const int64_t rows = elements / PanelSize<W>(width) * kPanel;  // the padding rows of the last panel are zeros
+    // A row is ~1 us: waking the thread team for a decode step's few rows cost more than the rows (the first
+    // parallel region of a step waits for threads that slept since the last).
+#pragma omp parallel for schedule(static) if (tokens >= kParallelRowsMin)
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (ids[t] >= 0 && ids[t] < rows) {
+        PackedRow(packed, width, ids[t], out + t * width);
+      } else {
+        std::fill(out + t * width, out + (t + 1) * width, 0.0f);
+      }
+    }
+    return 0;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Attention pieces. C is the KV cache's storage type.
 
@@ -928,7 +960,7 @@ struct StepIndices {
 };
 
 // One decoder layer's weights, caches and constants, wherever they come from: a DecoderLayer launch's inputs or
-// a row of a DecoderStack launch's address table. W: linear weights, C: KV caches.
+// a row of a CausalLm launch's address table. W: linear weights, C: KV caches.
 template <typename W, typename C>
 struct LayerTensors {
   const W *qkv, *o, *gate_up, *down;
@@ -942,10 +974,10 @@ struct StepTensors {
   const float *cos, *sin;
   StepIndices step;
 
-  StepTensors(void **params, int64_t **shapes, int rotary_index, int indices_index, int64_t head_dim)
-      : tokens(shapes[0][0]), hidden(shapes[0][1]), cos(static_cast<const float *>(params[rotary_index])),
-        sin(cos + shapes[rotary_index][1] * head_dim),
-        step(static_cast<const int32_t *>(params[indices_index]), shapes[0][0]) {}
+  StepTensors(int64_t tokens, int64_t hidden, void **params, int64_t **shapes, int rotary_index, int indices_index,
+              int64_t head_dim)
+      : tokens(tokens), hidden(hidden), cos(static_cast<const float *>(params[rotary_index])),
+        sin(cos + shapes[rotary_index][1] * head_dim), step(static_cast<const int32_t *>(params[indices_index]), tokens) {}
 };
 
 // One Llama-family decoder layer: x and the residual stream in (`residual_in` is ignored in the first layer and
@@ -1055,42 +1087,19 @@ int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char *
   const bool int8_activations = *static_cast<const float *>(params[3]) != 0.0f;
   return WithWeightType(dtypes[1], [&](auto tag) {
     using W = decltype(tag);
-    int64_t elements = 1;
-    for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
-    if (elements != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
+    if (Elements(ndims[1], shapes[1]) != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
     PackedLinear(static_cast<const float *>(params[0]), m, k_size, static_cast<const W *>(params[1]), n,
                  static_cast<const float *>(params[2]), static_cast<float *>(params[4]), int8_activations);
     return 0;
   });
 }
 
-constexpr int64_t kParallelRowsMin = 64;
-
 // ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32;
 // an id outside the table (another tensor-parallel rank's part of the vocabulary) gives a row of zeros.
 int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                void *extra) {
-  const int32_t *ids = static_cast<const int32_t *>(params[0]);
-  const int64_t tokens = shapes[0][0], width = shapes[2][0];
-  float *out = static_cast<float *>(params[3]);
-  int64_t elements = 1;
-  for (int i = 0; i < ndims[1]; ++i) elements *= shapes[1][i];
-  return WithWeightType(dtypes[1], [&](auto tag) {
-    using W = decltype(tag);
-    const W *packed = static_cast<const W *>(params[1]);
-    const int64_t rows = elements / PanelSize<W>(width) * kPanel;  // the padding rows of the last panel are zeros
-    // A row is ~1 us: waking the thread team for a decode step's few rows cost more than the rows (the first
-    // parallel region of a step waits for threads that slept since the last).
-#pragma omp parallel for schedule(static) if (tokens >= kParallelRowsMin)
-    for (int64_t t = 0; t < tokens; ++t) {
-      if (ids[t] >= 0 && ids[t] < rows) {
-        PackedRow(packed, width, ids[t], out + t * width);
-      } else {
-        std::fill(out + t * width, out + (t + 1) * width, 0.0f);
-      }
-    }
-    return 0;
-  });
+  return LookUpPackedRows(static_cast<const int32_t *>(params[0]), shapes[0][0], params[1], dtypes[1],
+                          Elements(ndims[1], shapes[1]), shapes[2][0], static_cast<float *>(params[3]));
 }
 
 // qkv [T, (H + 2K) * D], cos [P, D], sin [P, D], positions [T], slots [T], k_cache, v_cache, q_norm [D],
@@ -1151,36 +1160,53 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
     const LayerTensors<W, C> tensors{static_cast<const W *>(params[3]), static_cast<const W *>(params[4]),
                                      static_cast<const W *>(params[5]), static_cast<const W *>(params[6]), cache,
                                      static_cast<const float *>(params[2])};
-    RunDecoderLayer(tensors, StepTensors(params, shapes, 7, 8, cache.dim), static_cast<const float *>(params[0]),
+    RunDecoderLayer(tensors, StepTensors(shapes[0][0], shapes[0][1], params, shapes, 7, 8, cache.dim), static_cast<const float *>(params[0]),
                     static_cast<const float *>(params[1]), static_cast<float *>(params[11]),
                     static_cast<float *>(params[12]));
   });
 }
 
-// Every decoder layer of one rank in turn, in one launch: what DecoderLayer computes, layer after layer, each
-// layer's output and stream feeding the next. MindSpore charges ~9 us per input of a launch (bench/README.md),
-// so the layers' weights and caches are not inputs: an address table names them. Inputs:
-//   0 x [T, E], the embedding's output,
-//   1 constants [L, C] float32: each layer's DecoderLayer constants (the first layer's without residual),
+// A whole model held by one rank, in one launch: the embedding lookup, every decoder layer in turn (what
+// DecoderLayer computes, each layer's output and stream feeding the next), then the final norm and the output
+// projection of the rows that sample. A launch costs MindSpore 0.1-0.4 ms on top of the work and ~9 us per input
+// (bench/README.md), so the layers' weights and caches are not inputs: an address table names them. Inputs:
+//   0 ids [T] int32,
+//   1 constants [L + 1, C] float32: each layer's DecoderLayer constants (the first layer's without residual), then
+//     the model's end: rms eps, int8 activations (1: an int8 output projection quantizes its input per row), E,
+//     then the final norm's weight [E], zero padded to C,
 //   2 qkv, 3 o, 4 gate_up, 5 down: the first layer's packed weights, which give every layer's types and shapes,
 //   6 rotary [2, P, D], 7 step indices (as DecoderLayer's),
 //   8 k_cache, 9 v_cache: the first layer's caches, which give every layer's type and shape,
-//   10 addresses [L, 6] int64: each layer's qkv, o, gate_up, down, k_cache and v_cache data.
-// The caller keeps the tensors the table names alive and unmoved (ops/cpu.py). Outputs: 11 the last layer's MLP
-// output [T, E] and 12 its residual stream [T, E], unsummed.
-int DecoderStack(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                 void *extra) {
+//   10 addresses [L, 6] int64: each layer's qkv, o, gate_up, down, k_cache and v_cache data,
+//   11 the embedding table and 12 the output projection, packed as Linear's weights of [V, E] (the same tensor
+//     when the model ties them; each has its own storage type),
+//   13 logits_index [S] int32: the tokens whose logits are made, 14 any [V] tensor (its shape gives V).
+// The caller keeps the tensors the table names alive and unmoved (ops/cpu.py). Output: 15 logits [S, V].
+int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+             void *extra) {
   const int64_t layers = shapes[10][0], constants_width = shapes[1][1];
-  if (shapes[1][0] != layers || shapes[10][1] != 6) return 1;
-  return WithLayerTypes(dtypes, 2, 8, [&](auto weight_tag, auto cache_tag) {
+  if (shapes[1][0] != layers + 1 || shapes[10][1] != 6) return 1;
+  const float *constants = static_cast<const float *>(params[1]);
+  const float *end = constants + layers * constants_width;
+  const float eps = end[0];
+  const bool int8_activations = end[1] != 0.0f;
+  const int64_t tokens = shapes[0][0], hidden = static_cast<int64_t>(end[2]);
+  const int64_t sampled = shapes[13][0], vocab = shapes[14][0];
+  if (3 + hidden > constants_width) return 1;
+  thread_local std::vector<float> x, out, residual, selected_out, selected_stream, normed;
+  x.resize(tokens * hidden);
+  out.resize(tokens * hidden);
+  residual.resize(tokens * hidden);
+  if (LookUpPackedRows(static_cast<const int32_t *>(params[0]), tokens, params[11], dtypes[11],
+                       Elements(ndims[11], shapes[11]), hidden, x.data()) != 0) {
+    return 1;
+  }
+  const int layer_status = WithLayerTypes(dtypes, 2, 8, [&](auto weight_tag, auto cache_tag) {
     using W = decltype(weight_tag);
     using C = decltype(cache_tag);
     const KvCache<C> first_cache = CacheParams<C>(params, shapes, 8);
-    const StepTensors shared(params, shapes, 6, 7, first_cache.dim);
+    const StepTensors shared(tokens, hidden, params, shapes, 6, 7, first_cache.dim);
     const int64_t *addresses = static_cast<const int64_t *>(params[10]);
-    const float *constants = static_cast<const float *>(params[1]);
-    float *out = static_cast<float *>(params[11]);
-    float *residual = static_cast<float *>(params[12]);
     for (int64_t l = 0; l < layers; ++l) {
       const int64_t *row = addresses + l * 6;
       auto at = [&](int i) { return reinterpret_cast<W *>(row[i]); };
@@ -1188,9 +1214,28 @@ int DecoderStack(int nparam, void **params, int *ndims, int64_t **shapes, const 
       cache.k = reinterpret_cast<C *>(row[4]);
       cache.v = reinterpret_cast<C *>(row[5]);
       const LayerTensors<W, C> tensors{at(0), at(1), at(2), at(3), cache, constants + l * constants_width};
-      const float *x = l == 0 ? static_cast<const float *>(params[0]) : out;
-      RunDecoderLayer(tensors, shared, x, residual, out, residual);
+      RunDecoderLayer(tensors, shared, l == 0 ? x.data() : out.data(), residual.data(), out.data(), residual.data());
     }
+  });
+  if (layer_status != 0) return 1;
+  // The final norm of the sampled tokens only: it works row by row, so selecting first changes nothing.
+  const int32_t *logits_index = static_cast<const int32_t *>(params[13]);
+  selected_out.resize(sampled * hidden);
+  selected_stream.resize(sampled * hidden);
+  normed.resize(sampled * hidden);
+  for (int64_t s = 0; s < sampled; ++s) {
+    const int64_t t = logits_index[s];
+    if (t < 0 || t >= tokens) return 1;
+    std::memcpy(selected_out.data() + s * hidden, out.data() + t * hidden, hidden * sizeof(float));
+    std::memcpy(selected_stream.data() + s * hidden, residual.data() + t * hidden, hidden * sizeof(float));
+  }
+  AddRmsNormRows(selected_out.data(), selected_stream.data(), end + 3, eps, sampled, hidden, normed.data());
+  return WithWeightType(dtypes[12], [&](auto tag) {
+    using W = decltype(tag);
+    if (Elements(ndims[12], shapes[12]) != (vocab + kPanel - 1) / kPanel * PanelSize<W>(hidden)) return 1;
+    PackedLinear(normed.data(), sampled, hidden, static_cast<const W *>(params[12]), vocab,
+                 static_cast<const float *>(nullptr), static_cast<float *>(params[15]), int8_activations);
+    return 0;
   });
 }
 

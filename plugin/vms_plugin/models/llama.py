@@ -21,7 +21,7 @@ from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.layers.rope_scaling import RopeParameters
 from vms_plugin.layers.rotary import rotary_tables
 from vms_plugin.ops import layer_ops
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights, StepInputs
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds, StepInputs
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,9 @@ class MLP(nn.Cell):
 class DecoderLayer(nn.Cell):
     """Returns (output, residual) unsummed: the sum happens in the next norm's kernel (layers/norm.py).
 
-    On one rank the model runs all its layers in one call into the device's ops (ops/interface.py,
-    `decoder_layers`), which may run them as a single kernel; over several ranks each layer is two calls, each
-    followed by the all-reduce that sums the ranks' partial products.
+    On one rank the whole model is one call into the device's ops (ops/interface.py, `causal_lm`), which may run it
+    as a single kernel; over several ranks each layer is two calls, each followed by the all-reduce that sums the
+    ranks' partial products.
     """
 
     def __init__(self, args: LlamaArgs, layer_index: int, group: TensorParallelGroup, partition: Partition) -> None:
@@ -214,10 +214,9 @@ class LlamaModel(nn.Cell):
         return self._stack
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs) -> tuple[ms.Tensor, ms.Tensor]:
-        """The last layer's (output, residual); their sum, normalised, is the final hidden state."""
+        """A tensor-parallel rank's layers, meeting the other ranks' after each half: the last layer's (output,
+        residual); their sum, normalised, is the final hidden state. (One rank runs `LayerOps.causal_lm`.)"""
         h = self.group.all_reduce(self.embed_tokens(input_ids))
-        if self.group.world_size == 1:
-            return self.ops.decoder_layers(self.decoder_stack(), h, self.rotary, inputs)
         residual = None
         for layer in self.layers:
             h, residual = layer(h, residual, self.rotary, inputs)
@@ -269,6 +268,22 @@ class LlamaForCausalLM(nn.Cell):
             else Linear(args.hidden_size, vocab, dtype=args.output_dtype, int8_activations=args.int8_activations)
         )
         self.ops = layer_ops()
+        self._ends: ModelEnds | None = None
+
+    def ends(self) -> ModelEnds:
+        """The embedding, final norm and output projection around the layers, made once: loading fills the same
+        Parameters in place."""
+        if self._ends is None:
+            embedding = self.model.embed_tokens.device_weight
+            self._ends = ModelEnds(
+                embedding=embedding,
+                final_norm=self.model.norm.weight,
+                eps=self.args.rms_norm_eps,
+                head=embedding if self.lm_head is None else self.lm_head.device_weight,
+                vocab=self.partition.local_vocab,
+                int8_activations=self.args.int8_activations,
+            )
+        return self._ends
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn for layer in self.model.layers]
@@ -300,7 +315,10 @@ class LlamaForCausalLM(nn.Cell):
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for
-        every token in order (a step of decodes), without the two gathers."""
+        every token in order (a step of decodes), without gathers."""
+        if self.group.world_size == 1:
+            stack = self.model.decoder_stack()
+            return self.ops.causal_lm(stack, self.ends(), input_ids, self.model.rotary, inputs, logits_index)
         h, residual = self.model(input_ids, inputs)
         if logits_index is not None:
             h, residual = h[logits_index], residual[logits_index]
@@ -315,6 +333,4 @@ class LlamaForCausalLM(nn.Cell):
             )
         else:
             logits = self.lm_head(hidden)
-        if self.group.world_size == 1:
-            return logits
         return self.group.all_gather(logits)[:, : self.args.vocab_size]  # the last rank's padding dropped

@@ -27,7 +27,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
@@ -199,12 +199,15 @@ class AscendOps:
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> tuple[Tensor, Tensor]:
         return Tensor(cos), Tensor(sin)
 
-    def decoder_layers(self, stack: DecoderStack, x, rotary, inputs: AscendInputs):
-        residual = None
+    def causal_lm(self, stack: DecoderStack, ends: ModelEnds, ids, rotary, inputs: AscendInputs, logits_index):
+        x, residual = self.embedding(ids, ends.embedding, ends.final_norm.shape[0]), None
         for weights in stack.layers:
             attention, residual = self.decoder_attention(weights, x, residual, rotary, inputs)
             x, residual = self.decoder_mlp(weights, attention, residual, rotary, inputs)
-        return x, residual
+        if logits_index is not None:
+            x, residual = x[logits_index], residual[logits_index]
+        hidden, _ = self.add_rms_norm(x, residual, ends.final_norm, ends.eps)
+        return self.linear(hidden, ends.head, None, ends.vocab, ends.int8_activations)
 
     def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AscendInputs):
         w = weights

@@ -1,5 +1,5 @@
-"""The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), all decoder layers of a step in one launch
-on one rank, half a layer per launch under tensor parallelism.
+"""The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), a whole step of the model in one launch on
+one rank, half a layer per launch under tensor parallelism.
 
 KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
 works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
@@ -16,7 +16,7 @@ from mindspore import Parameter, Tensor, ops
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds
 
 
 class CpuOps:
@@ -70,8 +70,11 @@ class CpuOps:
     def rotary(self, cos: np.ndarray, sin: np.ndarray) -> Tensor:
         return Tensor(np.stack([cos, sin]))  # one input per launch instead of two
 
-    def decoder_layers(self, stack: DecoderStack, x, rotary, inputs: AttentionInputs):
-        return kernels.decoder_stack(*decoder_stack_inputs(stack, x, rotary, inputs.indices))
+    def causal_lm(self, stack: DecoderStack, ends: ModelEnds, ids, rotary, inputs: AttentionInputs, logits_index):
+        if logits_index is None:
+            logits_index = Tensor(np.arange(ids.shape[0], dtype=np.int32))
+        launch = causal_lm_inputs(stack, ends, ids, rotary, inputs.indices, logits_index, self._zeros(ends.vocab))
+        return kernels.causal_lm(*launch)
 
     def decoder_attention(self, weights: DecoderWeights, x, residual, rotary, inputs: AttentionInputs):
         return self._layer_part(LayerPart.ATTENTION, weights, x, residual, rotary, inputs)
@@ -147,9 +150,17 @@ def layer_constants(weights: DecoderWeights, has_residual: bool, part: LayerPart
     return np.concatenate([np.array(header, np.float32), *vectors])
 
 
-def decoder_stack_inputs(stack: DecoderStack, x: Tensor, rotary: Tensor, indices: Tensor) -> tuple[Tensor, ...]:
-    """The 11 inputs of a DecoderStack launch (cpu_kernels.cc), its constants [L, C] and address table [L, 6] made on
-    the stack's first launch.
+def causal_lm_inputs(
+    stack: DecoderStack,
+    ends: ModelEnds,
+    ids: Tensor,
+    rotary: Tensor,
+    indices: Tensor,
+    logits_index: Tensor,
+    vocab_width: Tensor,
+) -> tuple[Tensor, ...]:
+    """The 15 inputs of a CausalLm launch (cpu_kernels.cc), its constants [L + 1, C] and address table [L, 6] made
+    on the stack's first launch.
 
     The table names each layer's weights and caches by their data's address: one input instead of six per layer.
     It stays valid while the stack does: the stack holds the Parameters, a model's weights do not change once
@@ -158,14 +169,15 @@ def decoder_stack_inputs(stack: DecoderStack, x: Tensor, rotary: Tensor, indices
     if "launch" not in stack.prepared:
         signature = [(t.shape, t.dtype) for t in _addressed(stack.layers[0])]
         if any([(t.shape, t.dtype) for t in _addressed(w)] != signature for w in stack.layers):
-            raise ValueError("a DecoderStack launch needs every layer's weights and caches shaped and typed alike")
-        constants = np.stack([layer_constants(w, has_residual=index > 0) for index, w in enumerate(stack.layers)])
+            raise ValueError("a CausalLm launch needs every layer's weights and caches shaped and typed alike")
+        layers = [layer_constants(w, has_residual=index > 0) for index, w in enumerate(stack.layers)]
+        constants = np.stack([*layers, end_constants(ends, layers[0].size)])
         addresses = np.array([[t.data_ptr() for t in _addressed(w)] for w in stack.layers], dtype=np.int64)
         stack.prepared["launch"] = Tensor(constants), Tensor(addresses)
     constants, addresses = stack.prepared["launch"]
     first = stack.layers[0]
     return (
-        x,
+        ids,
         constants,
         first.qkv,
         first.o,
@@ -176,7 +188,20 @@ def decoder_stack_inputs(stack: DecoderStack, x: Tensor, rotary: Tensor, indices
         first.k_cache,
         first.v_cache,
         addresses,
+        ends.embedding,
+        ends.head,
+        logits_index,
+        vocab_width,
     )
+
+
+def end_constants(ends: ModelEnds, width: int) -> np.ndarray:
+    """The last row of a CausalLm launch's constants: [eps, int8 activations, E, the final norm [E]], zero padded."""
+    norm = ends.final_norm.asnumpy().astype(np.float32)
+    row = np.zeros(width, np.float32)
+    row[:3] = ends.eps, float(ends.int8_activations), norm.size
+    row[3 : 3 + norm.size] = norm
+    return row
 
 
 def _addressed(weights: DecoderWeights) -> tuple[Parameter, ...]:

@@ -54,6 +54,18 @@ class DecoderStack(NamedTuple):
     prepared: dict[Any, Any]  # as DecoderWeights.prepared, for the whole stack
 
 
+class ModelEnds(NamedTuple):
+    """What surrounds the decoder layers of a model that one rank holds whole: the embedding table before them, the
+    final norm and the output projection after; tables in the linear weights' layout."""
+
+    embedding: Parameter  # [V, E]
+    final_norm: Parameter  # [E]
+    eps: float
+    head: Parameter  # the output projection [V, E]; the embedding itself when the model ties them
+    vocab: int  # V
+    int8_activations: bool  # an int8 output projection quantizes its input per token (W8A8)
+
+
 class LayerOps(Protocol):
     name: str
 
@@ -93,16 +105,23 @@ class LayerOps(Protocol):
         """The rotary tables cos and sin [max_positions, D] (float32) as this implementation's decoder layers read
         them; made once per model."""
 
-    def decoder_layers(
-        self, stack: DecoderStack, x: ms.Tensor, rotary: Any, inputs: StepInputs
-    ) -> tuple[ms.Tensor, ms.Tensor]:
-        """A rank's pre-norm decoder layers in turn, on a rank that holds them whole (one rank): the embedding's
-        output x -> the last layer's (MLP output, residual stream), unsummed: the final norm adds them.
+    def causal_lm(
+        self,
+        stack: DecoderStack,
+        ends: ModelEnds,
+        ids: ms.Tensor,
+        rotary: Any,
+        inputs: StepInputs,
+        logits_index: ms.Tensor | None,
+    ) -> ms.Tensor:
+        """A model that one rank holds whole: token ids [T] -> logits [S, V] of the tokens at `logits_index` (every
+        token, in order, when None).
 
-        Per layer: (residual add +) RMSNorm, qkv projection, rotary (after the per-head q/k norm if any) with k and
-        v written to the caches at the step's slots, causal attention over each request's cached context,
-        o projection, residual add + RMSNorm, SiLU(gate) * up, down projection; each layer's (output, residual
-        stream) feed the next. `rotary` is what `rotary` made of the tables.
+        The embedding's rows, then the pre-norm decoder layers in turn. Per layer: (residual add +) RMSNorm, qkv
+        projection, rotary (after the per-head q/k norm if any) with k and v written to the caches at the step's
+        slots, causal attention over each request's cached context, o projection, residual add + RMSNorm,
+        SiLU(gate) * up, down projection; each layer's (output, residual stream) feed the next. Then the final
+        residual add + RMSNorm and the output projection. `rotary` is what `rotary` made of the tables.
         """
 
     def decoder_attention(
@@ -113,7 +132,7 @@ class LayerOps(Protocol):
         rotary: Any,
         inputs: StepInputs,
     ) -> tuple[ms.Tensor, ms.Tensor]:
-        """One layer of `decoder_layers` up to the o projection -> (o projection's output, residual stream; x is the
+        """One layer of `causal_lm` up to the o projection -> (o projection's output, residual stream; x is the
         stream when `residual` is None): with the weights of a tensor-parallel rank, its partial sum, which the
         caller all-reduces before `decoder_mlp`."""
 
