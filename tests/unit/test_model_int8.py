@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from int8_reference import int8_reference
+from int8_reference import FLIPPED_ROUNDING_TOLERANCE, int8_reference
 from offline_model import GREEDY_TOKENS, first_differences, greedy, logits_of
 from tiny_models import ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax_of
 
 SCHEMES = ("W8A16", "W8A8")
 MATCH_TOLERANCE = 1e-4  # of the largest |logit|, against the same int8 arithmetic
-FLIPPED_ROUNDING_TOLERANCE = 0.03  # W8A8 after an activation rounded the other way
 EVALUATION_TEXT = Path(__file__).parents[1] / "data" / "evaluation_text.txt"
 LM_HEAD = "W8A8 with int8 lm_head"  # --additional-config quantize_lm_head
 
