@@ -128,7 +128,9 @@ class MindSporeModelRunner:
         prompt_logprobs = self._collect_prompt_logprobs(step, num_sampling)
         if num_sampling:
             rows = [self.requests[req_id].sampling for req_id in step.sampling_req_ids]
-            logits = to_torch(step.logits[:num_sampling])
+            # Prompt logprobs' rows follow the sampling rows; without them a slice would be one more launch.
+            has_more_rows = step.logits.shape[0] > num_sampling
+            logits = to_torch(step.logits[:num_sampling] if has_more_rows else step.logits)
             if grammar_output is not None:
                 apply_grammar_bitmask(logits, step.sampling_req_ids, grammar_output)
             output = self.sampler.sample(logits, rows)

@@ -45,7 +45,7 @@ class BatchSampler:
         self.logitsprocs = build_logitsprocs(
             vllm_config, torch.device("cpu"), False, False, model_config.logits_processors or ()
         )
-        self._rows_last_step = 0
+        self._rows_last_step: list[SamplingState] = []
 
     def sample(self, logits: torch.Tensor, rows: Sequence[SamplingState]) -> SamplerOutput:
         """One token for each row of `logits` [S, vocab], row i belonging to `rows[i]`."""
@@ -57,10 +57,15 @@ class BatchSampler:
         self._update_logits_processors([])
 
     def _update_logits_processors(self, rows: Sequence[SamplingState]) -> None:
-        added = [(index, row.params, row.prompt_token_ids, row.output_token_ids) for index, row in enumerate(rows)]
-        removed = list(range(len(rows), self._rows_last_step))
-        self._rows_last_step = len(rows)
-        update = BatchUpdate(batch_size=len(rows), removed=removed, added=added, moved=[])
+        """Every row is added again when the rows changed; a step with the same rows in the same order (most
+        decode steps) is no update, as vLLM's own batch reports it: the processors hold each row's live output
+        list."""
+        last, update = self._rows_last_step, None
+        if len(rows) != len(last) or any(a is not b for a, b in zip(rows, last, strict=True)):
+            added = [(index, row.params, row.prompt_token_ids, row.output_token_ids) for index, row in enumerate(rows)]
+            removed = list(range(len(rows), len(last)))
+            update = BatchUpdate(batch_size=len(rows), removed=removed, added=added, moved=[])
+        self._rows_last_step = list(rows)
         for processor in self.logitsprocs.all:
             processor.update_state(update)
 
