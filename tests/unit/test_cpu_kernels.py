@@ -207,6 +207,26 @@ def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, 
     np.testing.assert_allclose(out, activations @ weight.T + bias, atol=1e-4)
 
 
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_a_product_split_by_rows_between_threads_matches_numpy(dtype: str, build: str) -> None:
+    """3 panels (150 outputs, the last partial) do not divide between 2 threads, so 41 rows are split into blocks
+    of 21 and 20 rows, each computed against each panel by one thread (rows are rounded to bfloat16 by every
+    thread first): every block lands in its own rows, the partial panel's too. On a host of one core the product
+    is not split, and this is the plain product."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(8)
+    weight, parameter = packed(rng.standard_normal((150, 40)).astype(np.float32), dtype)
+    bias = rng.standard_normal(150).astype(np.float32)
+    x = rng.standard_normal((41, 40)).astype(np.float32)
+
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), Tensor(np.zeros(1, np.float32))).asnumpy()
+
+    activations = stored(x, "bfloat16")[0] if dtype == "bfloat16" and uses_bf16_dot_products(build) else x
+    np.testing.assert_allclose(out, activations @ weight.T + bias, atol=1e-4)
+
+
 INT8_LEVELS = 127  # W8A8's activations
 MANTISSA_LEVELS = 2**23 - 1  # W8A16 decode rows on VNNI: a 24-bit mantissa per row
 MANTISSA_MAX_ROWS = 2  # kMantissaMaxRows in cpu_kernels.cc
@@ -257,6 +277,23 @@ def test_int8_linear_matches_numpy_with_float_or_int8_activations(rows, int8_act
         expected = integer_activation_product(x, quantized, scales, bias, INT8_LEVELS)
     else:
         expected = x @ (quantized.astype(np.float32) * scales[:, None]).T + bias
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_an_int8_product_split_by_rows_between_threads_matches_numpy(build: str) -> None:
+    """W8A8 as above, split into row blocks (3 panels, 41 rows): each thread quantizes its share of the rows before
+    any block is multiplied."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(9)
+    quantized, scales, parameter = int8_parameter(rng.standard_normal((150, 44)).astype(np.float32))
+    bias = rng.standard_normal(150).astype(np.float32)
+    x = rng.standard_normal((41, 44)).astype(np.float32)
+
+    out = kernel("Linear", build)(Tensor(x), parameter, Tensor(bias), Tensor(np.ones(1, np.float32))).asnumpy()
+
+    expected = integer_activation_product(x, quantized, scales, bias, INT8_LEVELS)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
 
 
