@@ -766,6 +766,18 @@ inline int64_t Elements(int ndim, const int64_t *shape) {
   return elements;
 }
 
+// PackedLinear on a launch's packed weight of type `dtype` holding `elements`; 1 when the dtype is not a weight's
+// or the size is not that of an [n, k_size] weight.
+inline int LinearOnLaunchWeight(const float *x, int64_t m, int64_t k_size, const void *weight, const char *dtype,
+                                int64_t elements, int64_t n, const float *bias, float *out, bool int8_activations) {
+  return WithWeightType(dtype, [&](auto tag) {
+    using W = decltype(tag);
+    if (elements != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
+    PackedLinear(x, m, k_size, static_cast<const W *>(weight), n, bias, out, int8_activations);
+    return 0;
+  });
+}
+
 constexpr int64_t kParallelRowsMin = 64;
 
 // Rows W[ids] [T, E] float32 of a packed weight (`elements` of type `dtype`) of W [V, E]; ids outside [0, V) give
@@ -1060,7 +1072,8 @@ struct StepTensors {
   StepTensors(int64_t tokens, int64_t hidden, void **params, int64_t **shapes, int rotary_index, int indices_index,
               int64_t head_dim)
       : tokens(tokens), hidden(hidden), cos(static_cast<const float *>(params[rotary_index])),
-        sin(cos + shapes[rotary_index][1] * head_dim), step(static_cast<const int32_t *>(params[indices_index]), tokens) {}
+        sin(cos + shapes[rotary_index][1] * head_dim),
+        step(static_cast<const int32_t *>(params[indices_index]), tokens) {}
 };
 
 // One Llama-family decoder layer: x and the residual stream in (`residual_in` is ignored in the first layer and
@@ -1166,15 +1179,11 @@ int AddRmsNorm(int nparam, void **params, int *ndims, int64_t **shapes, const ch
 // (1: an int8 weight quantizes x per row, W8A8) -> out [M, N]
 int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
            void *extra) {
-  const int64_t m = shapes[0][0], k_size = shapes[0][1], n = shapes[2][0];
   const bool int8_activations = *static_cast<const float *>(params[3]) != 0.0f;
-  return WithWeightType(dtypes[1], [&](auto tag) {
-    using W = decltype(tag);
-    if (Elements(ndims[1], shapes[1]) != (n + kPanel - 1) / kPanel * PanelSize<W>(k_size)) return 1;
-    PackedLinear(static_cast<const float *>(params[0]), m, k_size, static_cast<const W *>(params[1]), n,
-                 static_cast<const float *>(params[2]), static_cast<float *>(params[4]), int8_activations);
-    return 0;
-  });
+  return LinearOnLaunchWeight(static_cast<const float *>(params[0]), shapes[0][0], shapes[0][1], params[1],
+                              dtypes[1], Elements(ndims[1], shapes[1]), shapes[2][0],
+                              static_cast<const float *>(params[2]), static_cast<float *>(params[4]),
+                              int8_activations);
 }
 
 // ids [T], packed weight of W [V, E] (as Linear's), width [E] (its shape gives E) -> rows W[ids] [T, E] float32;
@@ -1243,9 +1252,9 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
     const LayerTensors<W, C> tensors{static_cast<const W *>(params[3]), static_cast<const W *>(params[4]),
                                      static_cast<const W *>(params[5]), static_cast<const W *>(params[6]), cache,
                                      static_cast<const float *>(params[2])};
-    RunDecoderLayer(tensors, StepTensors(shapes[0][0], shapes[0][1], params, shapes, 7, 8, cache.dim), static_cast<const float *>(params[0]),
-                    static_cast<const float *>(params[1]), static_cast<float *>(params[11]),
-                    static_cast<float *>(params[12]));
+    const StepTensors shared(shapes[0][0], shapes[0][1], params, shapes, 7, 8, cache.dim);
+    RunDecoderLayer(tensors, shared, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                    static_cast<float *>(params[11]), static_cast<float *>(params[12]));
   });
 }
 
@@ -1313,13 +1322,8 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
     std::memcpy(selected_stream.data() + s * hidden, residual.data() + t * hidden, hidden * sizeof(float));
   }
   AddRmsNormRows(selected_out.data(), selected_stream.data(), end + 3, eps, sampled, hidden, normed.data());
-  return WithWeightType(dtypes[12], [&](auto tag) {
-    using W = decltype(tag);
-    if (Elements(ndims[12], shapes[12]) != (vocab + kPanel - 1) / kPanel * PanelSize<W>(hidden)) return 1;
-    PackedLinear(normed.data(), sampled, hidden, static_cast<const W *>(params[12]), vocab,
-                 static_cast<const float *>(nullptr), static_cast<float *>(params[15]), int8_activations);
-    return 0;
-  });
+  return LinearOnLaunchWeight(normed.data(), sampled, hidden, params[12], dtypes[12], Elements(ndims[12], shapes[12]),
+                              vocab, nullptr, static_cast<float *>(params[15]), int8_activations);
 }
 
 // k_cache/v_cache [K, S, D], src [N], dst [N] -> done [1]: copies slot src[i] to dst[i] for every KV head

@@ -323,14 +323,6 @@ class LlamaForCausalLM(nn.Cell):
         if logits_index is not None:
             h, residual = h[logits_index], residual[logits_index]
         hidden, _ = self.model.norm(h, residual)
-        if self.lm_head is None:
-            logits = self.ops.linear(
-                hidden,
-                self.model.embed_tokens.device_weight,
-                None,
-                self.partition.local_vocab,
-                self.args.int8_activations,
-            )
-        else:
-            logits = self.lm_head(hidden)
+        ends = self.ends()
+        logits = self.ops.linear(hidden, ends.head, None, ends.vocab, ends.int8_activations)
         return self.group.all_gather(logits)[:, : self.args.vocab_size]  # the last rank's padding dropped

@@ -23,7 +23,7 @@ class CpuOps:
     name = "cpu"
 
     def __init__(self) -> None:
-        self._constants: dict[tuple, Tensor] = {}  # scalars, zero biases and layer configs, made once
+        self._constants: dict[tuple, Tensor] = {}  # scalars, zero biases, layer configs and row indices, made once
 
     def _constant(self, values: tuple[float, ...]) -> Tensor:
         if values not in self._constants:
@@ -35,6 +35,13 @@ class CpuOps:
         key = ("zeros", size)
         if key not in self._constants:
             self._constants[key] = ops.zeros((size,), ms.float32)
+        return self._constants[key]
+
+    def _every_row(self, rows: int) -> Tensor:
+        """logits_index [0, rows): a step of decodes, made once per batch size."""
+        key = ("every row", rows)
+        if key not in self._constants:
+            self._constants[key] = Tensor(np.arange(rows, dtype=np.int32))
         return self._constants[key]
 
     def attention_inputs(self, batch) -> AttentionInputs:
@@ -72,7 +79,7 @@ class CpuOps:
 
     def causal_lm(self, stack: DecoderStack, ends: ModelEnds, ids, rotary, inputs: AttentionInputs, logits_index):
         if logits_index is None:
-            logits_index = Tensor(np.arange(ids.shape[0], dtype=np.int32))
+            logits_index = self._every_row(ids.shape[0])
         launch = causal_lm_inputs(stack, ends, ids, rotary, inputs.indices, logits_index, self._zeros(ends.vocab))
         return kernels.causal_lm(*launch)
 
