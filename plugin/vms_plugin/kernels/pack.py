@@ -46,7 +46,8 @@ def pack_linear_weight(weight: np.ndarray, dtype: str = "float32") -> np.ndarray
     out_features, in_features = weight.shape
     shape = packed_shape(in_features, out_features, dtype)
     if dtype == "bfloat16":
-        return bfloat16_bits(_panels(weight.astype(np.float32), 2).reshape(shape))
+        # Rounded before the panels are laid out: the layout's copies are then of 2-byte values, not 4-byte ones.
+        return _panels(bfloat16_bits(weight), 2).reshape(shape)
     values = _panels(weight.astype(np.float32), 1).reshape(shape)
     return values.astype(np.float16) if dtype == "float16" else values
 
@@ -66,11 +67,19 @@ def pack_int8_linear_weight(quantized: np.ndarray, scales: np.ndarray) -> np.nda
     return packed
 
 
+# Elements rounded at a time: the rounding's uint32 temporaries stay 16 MB each, where whole they were three
+# copies of the tensor at 4 bytes a value (SmolLM2's 49152 x 576 embedding: 113 MB each, the peak of its loading).
+_ROUNDING_CHUNK = 1 << 22
+
+
 def bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns, rounded to nearest with ties to even (as torch rounds)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    return rounded.astype(np.uint16)
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32)
+    rounded = np.empty(flat.shape, dtype=np.uint16)
+    for start in range(0, flat.size, _ROUNDING_CHUNK):
+        bits = flat[start : start + _ROUNDING_CHUNK]
+        rounded[start : start + bits.size] = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> 16
+    return rounded.reshape(np.shape(values))
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
