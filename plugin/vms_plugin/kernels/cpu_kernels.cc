@@ -182,13 +182,6 @@ inline float Dot(const float *a, const float *b, int64_t n) {
   return sum;
 }
 
-// out[0:n] += scale * x[0:n]
-inline void AddScaled(float scale, const float *x, int64_t n, float *out) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) StoreVec(out + i, LoadVec(out + i) + scale * LoadVec(x + i));
-  for (; i < n; ++i) out[i] += scale * x[i];
-}
-
 // e^x on each lane: 2^n * e^r with x = n ln2 + r, |r| <= ln2 / 2, e^r by its Taylor polynomial to r^7 (relative
 // error below 1e-8 before rounding); lanes below -87 give 0 (no denormals). Attention's softmax and SiLU take one
 // per element, and std::exp one lane at a time was the larger part of both.

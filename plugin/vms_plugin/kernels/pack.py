@@ -67,19 +67,11 @@ def pack_int8_linear_weight(quantized: np.ndarray, scales: np.ndarray) -> np.nda
     return packed
 
 
-# Elements rounded at a time: the rounding's uint32 temporaries stay 16 MB each, where whole they were three
-# copies of the tensor at 4 bytes a value (SmolLM2's 49152 x 576 embedding: 113 MB each, the peak of its loading).
-_ROUNDING_CHUNK = 1 << 22
-
-
 def bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns, rounded to nearest with ties to even (as torch rounds)."""
-    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32)
-    rounded = np.empty(flat.shape, dtype=np.uint16)
-    for start in range(0, flat.size, _ROUNDING_CHUNK):
-        bits = flat[start : start + _ROUNDING_CHUNK]
-        rounded[start : start + bits.size] = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> 16
-    return rounded.reshape(np.shape(values))
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return rounded.astype(np.uint16)
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
