@@ -51,28 +51,63 @@ def as_numpy(tensor) -> np.ndarray:
     return tensor.astype(ms.float32).asnumpy()
 
 
+def key_tiles(keys: np.ndarray) -> np.ndarray:
+    """Keys [K, S, D], a row per slot, in the K cache's layout: tiles of 16 slots, each transposed [D, 16]."""
+    from vms_plugin.ops.cpu import KEY_TILE_ROWS
+
+    heads, slots, dim = keys.shape
+    tiles = keys.reshape(heads, slots // KEY_TILE_ROWS, KEY_TILE_ROWS, dim).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(tiles).reshape(heads, slots, dim)
+
+
+def keys_of(tiles: np.ndarray) -> np.ndarray:
+    """The inverse of key_tiles: a K cache's keys, a row per slot."""
+    from vms_plugin.ops.cpu import KEY_TILE_ROWS
+
+    heads, slots, dim = tiles.shape
+    keys = tiles.reshape(heads, slots // KEY_TILE_ROWS, dim, KEY_TILE_ROWS).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(keys).reshape(heads, slots, dim)
+
+
 def caches(rng, dtype: str = "float32", dim: int = DIM, slots: int = SLOTS):
-    """Random K and V as numpy arrays and as the cache Parameters (of `dtype`) the kernels update in place."""
+    """Random K and V (a row per slot) as numpy arrays, and the cache Parameters (of `dtype`, in the caches'
+    layouts) that the kernels update in place."""
     from mindspore import Parameter
 
-    k, v = (stored(rng.standard_normal((KV_HEADS, slots, dim)).astype(np.float32), dtype) for _ in range(2))
-    return k[0], v[0], Parameter(k[1], name="k", requires_grad=False), Parameter(v[1], name="v", requires_grad=False)
+    k, v = (rng.standard_normal((KV_HEADS, slots, dim)).astype(np.float32) for _ in range(2))
+    k_cache, v_cache = stored(key_tiles(k), dtype)[1], stored(v, dtype)[1]
+    return (
+        stored(k, dtype)[0],
+        stored(v, dtype)[0],
+        Parameter(k_cache, name="k", requires_grad=False),
+        Parameter(v_cache, name="v", requires_grad=False),
+    )
+
+
+def context_slots_in_blocks(rng, block_size: int, blocks_per_request: int = 3, requests: int = 2) -> np.ndarray:
+    """[requests, blocks_per_request * block_size] cache slots: whole blocks of the 128-slot cache in a random
+    order, each block's slots in order (as vLLM's block tables give them); block_size 1 scatters every slot."""
+    blocks = rng.permutation(128 // block_size)[: requests * blocks_per_request]
+    slots = blocks[:, None] * block_size + np.arange(block_size)
+    return slots.reshape(requests, -1).astype(np.int32)
 
 
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize(("dim", "scale"), [(16, 0.3), (24, 0.3), (64, 3.0)], ids=["dim16", "dim24", "dim64-peaked"])
+@pytest.mark.parametrize("block_size", [1, 8, 16, 32], ids=lambda size: f"blocks-of-{size}")
 def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
-    dtype: str, build: str, dim: int, scale: float
+    dtype: str, build: str, dim: int, scale: float, block_size: int
 ) -> None:
-    """Contexts of 1 to 40 slots (scores are reduced 16 slots at a time: whole and partial groups), a head size
-    that is not a multiple of 16 (24), and a scale whose scores span ~100 so that most exponentials underflow."""
+    """Contexts of 1 to 40 slots (keys are read 16 slots at a time: whole and partial tiles, in place when a
+    block holds whole tiles, gathered otherwise), a head size that is not a multiple of 16 (24), and a scale whose
+    scores span ~100 so that most exponentials underflow."""
     import mindspore as ms
     from mindspore import Tensor
 
     rng = np.random.default_rng(0)
     k, v, k_cache, v_cache = caches(rng, dtype, dim, slots=128)
-    context_slots = rng.permutation(128)[:80].reshape(2, 40).astype(np.int32)  # scattered, no slot shared
+    context_slots = context_slots_in_blocks(rng, block_size, blocks_per_request=-(-48 // block_size))
     positions = np.array([39, 0, 16, 33], dtype=np.int32)  # request 0 decodes at 39; request 1 prefills 0, 16, 33
     token_requests = np.array([0, 1, 1, 1], dtype=np.int32)
     q = rng.standard_normal((4, HEADS, dim)).astype(np.float32)
@@ -87,12 +122,12 @@ def test_paged_attention_matches_numpy_over_scattered_blocks_with_grouped_heads(
         Tensor([scale], ms.float32),
     ).asnumpy()
 
-    expected = np.zeros((4, HEADS, dim), dtype=np.float32)
+    expected = np.zeros((4, HEADS, dim))  # float64: float32 sums in numpy's order differ from exact by ~1e-5 here
     for t, (position, request) in enumerate(zip(positions, token_requests, strict=True)):
         slots = context_slots[request, : position + 1]
         for h in range(HEADS):
             kv_head = h // (HEADS // KV_HEADS)
-            scores = k[kv_head, slots] @ q[t, h] * scale
+            scores = k[kv_head, slots].astype(np.float64) @ q[t, h] * scale
             probs = np.exp(scores - scores.max())
             expected[t, h] = probs / probs.sum() @ v[kv_head, slots]
     np.testing.assert_allclose(out, expected.reshape(4, HEADS * dim), atol=1e-5)
@@ -128,7 +163,7 @@ def test_rope_and_cache_writes_rotated_keys_and_values_and_skips_negative_slots(
     expected_v[:, 12] = stored(heads[0, HEADS + KV_HEADS :], dtype)[0]
     # rounding to 16 bits may go the other way for a key whose float32 rotation differs in the last bit
     rounding = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 2e-2}[dtype]
-    np.testing.assert_allclose(as_numpy(k_cache), expected_k, atol=rounding)  # slot -1: nothing else written
+    np.testing.assert_allclose(keys_of(as_numpy(k_cache)), expected_k, atol=rounding)  # slot -1: nothing else
     np.testing.assert_array_equal(as_numpy(v_cache), expected_v)
 
 
@@ -382,10 +417,10 @@ def test_copy_slots_copies_every_kv_head_in_place(dtype: str) -> None:
 
     k, v, k_cache, v_cache = caches(np.random.default_rng(2), dtype)
     copy_slots(k_cache, v_cache, Tensor(np.array([4, 5], dtype=np.int32)), Tensor(np.array([30, 31], dtype=np.int32)))
-    for before, cache in ((k, k_cache), (v, v_cache)):
+    for before, after in ((k, keys_of(as_numpy(k_cache))), (v, as_numpy(v_cache))):
         expected = before.copy()
         expected[:, [30, 31]] = before[:, [4, 5]]
-        np.testing.assert_array_equal(as_numpy(cache), expected)
+        np.testing.assert_array_equal(after, expected)
 
 
 def test_a_machine_without_a_compiler_gets_one_clear_error(tmp_path, monkeypatch) -> None:

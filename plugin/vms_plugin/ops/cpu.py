@@ -1,8 +1,10 @@
 """The CPU implementation: vms's C++ kernels (kernels/cpu_kernels.cc), a whole step of the model in one launch on
 one rank, half a layer per launch under tensor parallelism.
 
-KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; any block size
-works. Linear weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
+KV caches are head-major, [K, slots, D], so that one KV head's rows are contiguous for attention; values are a row
+per slot, keys tiles of 16 slots transposed (cpu_kernels.cc's KvCache), so the slots are rounded up to a multiple
+of 16. Any block size works; multiples of 16 (vLLM's own are) let attention read whole tiles in place. Linear
+weights are packed in 64-column panels (kernels/pack.py) so that decode streams them in order.
 Both are stored as float32, float16 or bfloat16, and linear weights also as int8 with per-channel scales; the
 kernels read the type from each tensor.
 """
@@ -17,6 +19,8 @@ from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
 from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds
+
+KEY_TILE_ROWS = 16  # kKeyTileRows in cpu_kernels.cc
 
 
 class CpuOps:
@@ -48,7 +52,7 @@ class CpuOps:
         return attention_inputs(batch)
 
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
-        return (kv_heads, num_slots, head_dim)
+        return (kv_heads, -(-num_slots // KEY_TILE_ROWS) * KEY_TILE_ROWS, head_dim)
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return packed_shape(in_features, out_features, dtype)
