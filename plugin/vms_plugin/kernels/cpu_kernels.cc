@@ -843,45 +843,15 @@ inline void SoftmaxInPlace(float *scores, int64_t visible, int64_t padded) {
   for (int64_t j = 0; j < padded; j += kLanes) StoreVec(scores + j, LoadVec(scores + j) * inv_sum);
 }
 
-// A cache row as float32: the row itself in a float32 cache, else widened into `buffer`.
-template <typename C>
-inline const float *Widened(const C *row, int64_t dim, float *buffer) {
-  if constexpr (std::is_same_v<C, float>) {
-    return row;
-  } else {
-    int64_t d = 0;
-    for (; d + kLanes <= dim; d += kLanes) StoreVec(buffer + d, LoadVec(row + d));
-    for (; d < dim; ++d) buffer[d] = ToFloat(row[d]);
-    return buffer;
-  }
-}
-
-// Context rows are scattered over the cache's blocks, beyond the hardware prefetcher's reach: asking for the row
-// 16 ahead took decode attention of 64 requests x 144 positions (SmolLM2's 30 layers, bfloat16 cache, 2-core AMD
-// EPYC) from 36 to 28 ms; 4, 32 or 64 rows ahead did no better.
+// Context rows are scattered over the cache's blocks, beyond the hardware prefetcher's reach: asking for the value
+// row 16 ahead took decode attention of 64 requests x 144 positions (SmolLM2's 30 layers, bfloat16 cache, 2-core
+// AMD EPYC) from 36 to 28 ms; 4, 32 or 64 rows ahead did no better.
 constexpr int64_t kAttendPrefetchRows = 16;
 
 template <typename C>
 inline void PrefetchRow(const C *row, int64_t dim) {
   const char *bytes = reinterpret_cast<const char *>(row);
   for (int64_t b = 0; b < dim * static_cast<int64_t>(sizeof(C)); b += 64) __builtin_prefetch(bytes + b);
-}
-
-// Context rows first..first + kLanes of one KV head as float32 rows (widened into `buffer` [kLanes, D] unless the
-// cache is float32). Rows past `visible` repeat row `first`: their scores are replaced by SoftmaxInPlace and their
-// weights are 0, so a block is always kLanes rows and its loops unroll.
-template <typename C>
-inline void ContextBlock(const C *head, const int32_t *slots, int64_t first, int64_t visible, int64_t dim,
-                         float *buffer, const float **rows) {
-  for (int64_t j = 0; j < kLanes; ++j) {
-    const int64_t ahead = first + j + kAttendPrefetchRows;
-    if (ahead < visible) PrefetchRow(head + static_cast<int64_t>(slots[ahead]) * dim, dim);
-    if (first + j >= visible) {  // row `first` is always visible
-      rows[j] = rows[0];
-      continue;
-    }
-    rows[j] = Widened(head + static_cast<int64_t>(slots[first + j]) * dim, dim, buffer + j * dim);
-  }
 }
 
 // Key tiles prefetched ahead of the one being scored: two took the decode attention below from ~23 to ~19 ms
@@ -915,17 +885,42 @@ inline void ScoreKeyTile(const float *q, const C *tile, int64_t dim, float scale
   }
 }
 
-// ScoreKeyTile for `group` query heads, kTileHeads at a time.
-template <typename C>
-inline void ScoreKeyTileHeads(const float *q_group, int64_t group, const C *tile, int64_t dim, float scale,
-                              float *scores, int64_t stride) {
-  for (int64_t g = 0; g < group; g += kTileHeads) {
-    const int64_t heads = std::min(kTileHeads, group - g);
+// body(first, heads) for the `group` query heads of a KV head, kTileHeads at a time: heads is a
+// std::integral_constant, so that each group's accumulators can be sized at compile time.
+template <typename Body>
+inline void ForHeadsInGroups(int64_t group, Body body) {
+  for (int64_t first = 0; first < group; first += kTileHeads) {
+    const int64_t heads = std::min(kTileHeads, group - first);
     [&]<int64_t... N>(std::integer_sequence<int64_t, N...>) {
-      ((heads == N + 1 ? ScoreKeyTile<N + 1>(q_group + g * dim, tile, dim, scale, scores + g * stride, stride)
-                       : void()),
-       ...);
+      ((heads == N + 1 ? body(first, std::integral_constant<int64_t, N + 1>{}) : void()), ...);
     }(std::make_integer_sequence<int64_t, kTileHeads>{});
+  }
+}
+
+// Vectors of a value row added at once: heads x kValueVecs accumulators stay in registers.
+constexpr int64_t kValueVecs = 4;
+
+// out[g, d0 + i] += weights[g * stride + j] * V[j, d0 + i] for G heads, i < VECS * kLanes, over the `visible` rows
+// j of a KV head's values in order (the order of float32 sums is the context's).
+template <int64_t G, int64_t VECS, typename C>
+inline void AddWeightedValues(const C *v_head, const int32_t *slots, int64_t visible, int64_t dim, int64_t d0,
+                              const float *weights, int64_t stride, float *out) {
+  Vec acc[G][VECS];
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t v = 0; v < VECS; ++v) acc[g][v] = LoadVec(out + g * dim + d0 + v * kLanes);
+  }
+  for (int64_t j = 0; j < visible; ++j) {
+    if (d0 == 0 && j + kAttendPrefetchRows < visible) {
+      PrefetchRow(v_head + static_cast<int64_t>(slots[j + kAttendPrefetchRows]) * dim, dim);
+    }
+    const C *row = v_head + static_cast<int64_t>(slots[j]) * dim + d0;
+    for (int64_t v = 0; v < VECS; ++v) {
+      const Vec values = LoadVec(row + v * kLanes);
+      for (int64_t g = 0; g < G; ++g) acc[g][v] += weights[g * stride + j] * values;
+    }
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    for (int64_t v = 0; v < VECS; ++v) StoreVec(out + g * dim + d0 + v * kLanes, acc[g][v]);
   }
 }
 
@@ -959,10 +954,9 @@ inline const C *ContextKeyTile(const KvCache<C> &cache, int64_t kh, const int32_
 template <typename C>
 void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, const int32_t *slots, int64_t visible,
                   int64_t group, float scale, std::vector<float> &scratch, float *out_group) {
-  const int64_t dim = cache.dim, vecs = dim / kLanes, tail = vecs * kLanes;
-  const int64_t padded = (visible + kKeyTileRows - 1) / kKeyTileRows * kKeyTileRows;
-  scratch.resize(group * padded + kLanes * dim);  // the scores [G, padded], then a block of rows as float32
-  float *scores = scratch.data(), *buffer = scratch.data() + group * padded;
+  const int64_t dim = cache.dim, padded = (visible + kKeyTileRows - 1) / kKeyTileRows * kKeyTileRows;
+  scratch.resize(group * padded);  // the scores [G, padded]
+  float *scores = scratch.data();
   thread_local std::vector<C> gathered;
   gathered.resize(dim * kKeyTileRows);
   for (int64_t first = 0; first < visible; first += kKeyTileRows) {
@@ -971,27 +965,32 @@ void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, con
       if (row < visible) PrefetchRow(cache.KeyTile(kh, slots[row]), dim * kKeyTileRows);
     }
     const C *tile = ContextKeyTile(cache, kh, slots, first, visible, gathered.data());
-    ScoreKeyTileHeads(q_group, group, tile, dim, scale, scores + first, padded);
+    ForHeadsInGroups(group, [&](int64_t g, auto heads) {
+      ScoreKeyTile<heads()>(q_group + g * dim, tile, dim, scale, scores + g * padded + first, padded);
+    });
   }
-  const float *rows[kLanes];
-  const C *v_head = cache.v + kh * cache.num_slots * dim;
   for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scores + g * padded, visible, padded);
   std::fill(out_group, out_group + group * dim, 0.0f);
-  for (int64_t first = 0; first < visible; first += kLanes) {
-    ContextBlock(v_head, slots, first, visible, dim, buffer, rows);
-    for (int64_t g = 0; g < group; ++g) {
-      const float *weights = scores + g * padded + first;
-      float *out = out_group + g * dim;
-      for (int64_t v = 0; v < vecs; ++v) {
-        Vec sum = LoadVec(out + v * kLanes);
-        for (int64_t j = 0; j < kLanes; ++j) sum += weights[j] * LoadVec(rows[j] + v * kLanes);
-        StoreVec(out + v * kLanes, sum);
-      }
-      for (int64_t d = tail; d < dim; ++d) {
-        for (int64_t j = 0; j < kLanes; ++j) out[d] += weights[j] * rows[j][d];
+  const C *v_head = cache.v + kh * cache.num_slots * dim;
+  ForHeadsInGroups(group, [&](int64_t g, auto heads) {
+    constexpr int64_t G = heads();
+    const float *weights = scores + g * padded;
+    float *out = out_group + g * dim;
+    int64_t d = 0;
+    for (; d + kValueVecs * kLanes <= dim; d += kValueVecs * kLanes) {
+      AddWeightedValues<G, kValueVecs>(v_head, slots, visible, dim, d, weights, padded, out);
+    }
+    for (; d + kLanes <= dim; d += kLanes) {
+      AddWeightedValues<G, 1>(v_head, slots, visible, dim, d, weights, padded, out);
+    }
+    for (; d < dim; ++d) {
+      for (int64_t i = 0; i < G; ++i) {
+        for (int64_t j = 0; j < visible; ++j) {
+          out[i * dim + d] += weights[i * padded + j] * ToFloat(v_head[static_cast<int64_t>(slots[j]) * dim + d]);
+        }
       }
     }
-  }
+  });
 }
 
 // q [T, H, D] -> out [T, H * D]: token t of request r attends to context positions 0..positions[t] of r (causal
