@@ -2,7 +2,8 @@
 
 The KV cache of a layer is two tensors of shape [num_kv_heads, slots, head_dim] (head-major): slot
 `block_id * block_size + offset` is where vLLM's block tables say a token lives, so the block ids address the
-cache directly and one KV head's rows are contiguous for the kernels in kernels/cpu_kernels.cc.
+cache directly and one KV head's rows are contiguous for the kernels in kernels/cpu_kernels.cc (whose K cache
+holds each 16 slots as one transposed tile, ops/cpu.py).
 """
 
 from typing import NamedTuple
