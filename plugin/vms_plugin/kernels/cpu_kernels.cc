@@ -790,6 +790,8 @@ struct KvCache {
 
   // The tile holding `slot` of KV head kh, [D, kKeyTileRows]; the slot's keys are its column slot % kKeyTileRows.
   C *KeyTile(int64_t kh, int64_t slot) const { return k + (kh * num_slots + slot / kKeyTileRows * kKeyTileRows) * dim; }
+  // The values of `slot` of KV head kh, [D].
+  C *ValueRow(int64_t kh, int64_t slot) const { return v + (kh * num_slots + slot) * dim; }
 };
 
 inline bool KeyTilesFit(const int64_t *cache_shape) { return cache_shape[1] % kKeyTileRows == 0; }
@@ -818,7 +820,7 @@ void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *
       NormRotate(row + (heads + kh) * dim, k_norm, eps, cos, sin, dim, scratch.data(), rotated.data());
       C *key_column = cache.KeyTile(kh, slot) + slot % kKeyTileRows;
       for (int64_t d = 0; d < dim; ++d) key_column[d * kKeyTileRows] = FromFloat<C>(rotated[d]);
-      StoreRow(row + (heads + kv_heads + kh) * dim, dim, cache.v + (kh * cache.num_slots + slot) * dim);
+      StoreRow(row + (heads + kv_heads + kh) * dim, dim, cache.ValueRow(kh, slot));
     }
   }
 }
@@ -900,15 +902,12 @@ inline void ForHeadsInGroups(int64_t group, Body body) {
 // Vectors of a value row added at once: heads x kValueVecs accumulators stay in registers.
 constexpr int64_t kValueVecs = 4;
 
-// out[g, d0 + i] += weights[g * stride + j] * V[j, d0 + i] for G heads, i < VECS * kLanes, over the `visible` rows
-// j of a KV head's values in order (the order of float32 sums is the context's).
+// out[g, d0 + i] = the sum of weights[g * stride + j] * V[j, d0 + i] for G heads, i < VECS * kLanes, over the
+// `visible` rows j of a KV head's values in order (the order of float32 sums is the context's).
 template <int64_t G, int64_t VECS, typename C>
 inline void AddWeightedValues(const C *v_head, const int32_t *slots, int64_t visible, int64_t dim, int64_t d0,
                               const float *weights, int64_t stride, float *out) {
-  Vec acc[G][VECS];
-  for (int64_t g = 0; g < G; ++g) {
-    for (int64_t v = 0; v < VECS; ++v) acc[g][v] = LoadVec(out + g * dim + d0 + v * kLanes);
-  }
+  Vec acc[G][VECS] = {};
   for (int64_t j = 0; j < visible; ++j) {
     if (d0 == 0 && j + kAttendPrefetchRows < visible) {
       PrefetchRow(v_head + static_cast<int64_t>(slots[j + kAttendPrefetchRows]) * dim, dim);
@@ -946,11 +945,11 @@ inline const C *ContextKeyTile(const KvCache<C> &cache, int64_t kh, const int32_
 // One token's attention over its request's context through one KV head: the `visible` slots, the G = heads / K
 // query heads h = kh * G + g that share KV head kh -> out [G * D]. Scores come a key tile at a time (ScoreKeyTile),
 // the next tile prefetched: the context's tiles are scattered over the cache, beyond the hardware prefetcher's
-// reach. Values go by in blocks of kLanes rows, each read (and widened) once for all G heads and added into each
-// head's output with one load and store of the output per block. Against keys stored a row per slot (a dot
-// product per row, kLanes of them summed across lanes at once), decode attention of 64 requests x 144 positions
-// (SmolLM2's 30 layers, bfloat16 cache, whole blocks of 16 in a random order, 2-core AMD EPYC) went from ~23 to
-// ~19 ms, and from 12.3 to ~9.5 ms with the cache in the CPU's caches.
+// reach. Values go by a row at a time, each read (and widened) once and added into the accumulators of up to
+// kTileHeads heads (AddWeightedValues). Against keys stored a row per slot (a dot product per row, kLanes of them
+// summed across lanes at once) and values widened into a buffer a block at a time, decode attention of 64 requests
+// x 144 positions (SmolLM2's 30 layers, bfloat16 cache, whole blocks of 16 in a random order, 2-core AMD EPYC)
+// went from ~23 to ~17 ms, and from 12.3 to 7.6 ms with the cache in the CPU's caches.
 template <typename C>
 void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, const int32_t *slots, int64_t visible,
                   int64_t group, float scale, std::vector<float> &scratch, float *out_group) {
@@ -970,8 +969,7 @@ void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, con
     });
   }
   for (int64_t g = 0; g < group; ++g) SoftmaxInPlace(scores + g * padded, visible, padded);
-  std::fill(out_group, out_group + group * dim, 0.0f);
-  const C *v_head = cache.v + kh * cache.num_slots * dim;
+  const C *v_head = cache.ValueRow(kh, 0);
   ForHeadsInGroups(group, [&](int64_t g, auto heads) {
     constexpr int64_t G = heads();
     const float *weights = scores + g * padded;
@@ -985,9 +983,11 @@ void AttendKvHead(const float *q_group, const KvCache<C> &cache, int64_t kh, con
     }
     for (; d < dim; ++d) {
       for (int64_t i = 0; i < G; ++i) {
+        float sum = 0.0f;
         for (int64_t j = 0; j < visible; ++j) {
-          out[i * dim + d] += weights[i * padded + j] * ToFloat(v_head[static_cast<int64_t>(slots[j]) * dim + d]);
+          sum += weights[i * padded + j] * ToFloat(v_head[static_cast<int64_t>(slots[j]) * dim + d]);
         }
+        out[i * dim + d] = sum;
       }
     }
   });
@@ -1379,12 +1379,11 @@ int CopySlots(int nparam, void **params, int *ndims, int64_t **shapes, const cha
     const KvCache<C> cache = CacheParams<C>(params, shapes, 0);
     const int64_t dim = cache.dim;
     for (int64_t kh = 0; kh < cache.kv_heads; ++kh) {
-      C *v_head = cache.v + kh * cache.num_slots * dim;
       for (int64_t i = 0; i < count; ++i) {
         const C *from = cache.KeyTile(kh, src[i]) + src[i] % kKeyTileRows;
         C *to = cache.KeyTile(kh, dst[i]) + dst[i] % kKeyTileRows;
         for (int64_t d = 0; d < dim; ++d) to[d * kKeyTileRows] = from[d * kKeyTileRows];
-        std::memcpy(v_head + dst[i] * dim, v_head + src[i] * dim, dim * sizeof(C));
+        std::memcpy(cache.ValueRow(kh, dst[i]), cache.ValueRow(kh, src[i]), dim * sizeof(C));
       }
     }
     *static_cast<float *>(params[4]) = 0.0f;
