@@ -8,7 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import ARCHITECTURES, save_compressed_tensors_w8a8, save_tiny_model
+from tiny_models import (
+    ARCHITECTURES,
+    MOE_ARCHITECTURES,
+    MOE_SIZES,
+    save_compressed_tensors_w8a8,
+    save_tiny_model,
+)
 
 VMS = str(Path(sys.executable).with_name("vms"))
 SERVED_TINY_SIZES = {"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 49152}
@@ -38,6 +44,13 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     """One tiny random checkpoint per architecture the plugin implements."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {architecture: save_tiny_model(architecture, root / architecture) for architecture in ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny random checkpoint per mixture-of-experts architecture the plugin implements."""
+    root = tmp_path_factory.mktemp("tiny-moe-models")
+    return {name: save_tiny_model(name, root / name, **MOE_SIZES) for name in MOE_ARCHITECTURES}
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,11 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
 
     `bfloat16_matmuls`: each decoder Linear takes its input rounded to bfloat16 (before W8A8's quantization) and
     gives its product rounded to bfloat16, bias added after, and W8A16 scales its channels by bfloat16 scales, as
-    Ascend's quantized matmuls do (ops/ascend.py)."""
+    Ascend's quantized matmuls do (ops/ascend.py).
+
+    A mixture of experts' expert weights are put on the int8 grid for W8A16 on float32 matmuls only (the hooks
+    above see Linear modules; transformers runs the experts as batched products of 3D tensors); the router stays
+    in float, as in vms."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -46,6 +50,13 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
             scales = torch.from_numpy(scales).to(torch.bfloat16).to(torch.float32).numpy()
         module.weight.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
 
+    def experts_on_int8_grid(experts) -> None:
+        """transformers keeps a layer's experts as 3D tensors [X, out, in]: each expert's rows quantized alike."""
+        for weights in (experts.gate_up_proj, experts.down_proj):
+            for expert in weights:
+                quantized, scales = quantize_per_channel(expert.numpy())
+                expert.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
+
     def computed_as_vms_does(module) -> None:
         on_int8_grid(module, bfloat16_matmuls and name == "W8A16")
         if bfloat16_matmuls:
@@ -59,6 +70,8 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
         for module_name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and ".layers." in module_name:
                 computed_as_vms_does(module)
+            elif module_name.endswith(".experts") and name == "W8A16" and not bfloat16_matmuls:
+                experts_on_int8_grid(module)
         if lm_head:
             output = model.get_output_embeddings()
             output.weight = torch.nn.Parameter(output.weight.clone())  # untied: Ascend's scales may differ

@@ -10,6 +10,9 @@ from pathlib import Path
 
 VOCAB_SIZE = 512
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+# Mixture of experts: 8 experts, top 2. The tiny Qwen3-MoE's first layer keeps a dense MLP (`mlp_only_layers`).
+MOE_ARCHITECTURES = ("Qwen3MoeForCausalLM", "MixtralForCausalLM")
+MOE_SIZES = {"num_experts_per_tok": 2, "num_hidden_layers": 3}
 
 
 # RoPE variants with small original context lengths, so that scaling moves logits at the tests' short positions.
@@ -29,7 +32,7 @@ ROPE_VARIANTS = {
 
 def tiny_config(architecture: str, rope_parameters: dict | None = None, **overrides):
     """The architecture's tiny config; `overrides` replace its sizes (heads, vocabulary, ...)."""
-    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+    from transformers import LlamaConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
     common = dict(
         vocab_size=VOCAB_SIZE,
@@ -48,9 +51,16 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None, **overri
     if architecture == "LlamaForCausalLM":
         rope = rope_parameters or {"rope_type": "default", "rope_theta": 10000.0}
         return LlamaConfig(**common, tie_word_embeddings=False, rope_parameters=rope)
+    if architecture == "MixtralForCausalLM":
+        rope = rope_parameters or {"rope_type": "default", "rope_theta": 1000000.0}
+        common.update(intermediate_size=64)  # each expert's
+        return MixtralConfig(**common, num_local_experts=8, tie_word_embeddings=False, rope_parameters=rope)
     rope = rope_parameters or {"rope_type": "default", "rope_theta": 1000000.0}
     if architecture == "Qwen2ForCausalLM":
         return Qwen2Config(**common, tie_word_embeddings=True, rope_parameters=rope)
+    if architecture == "Qwen3MoeForCausalLM":
+        experts = dict(num_experts=8, moe_intermediate_size=64, norm_topk_prob=True, mlp_only_layers=[0])
+        return Qwen3MoeConfig(**common, **experts, tie_word_embeddings=False, rope_parameters=rope)
     return Qwen3Config(**common, tie_word_embeddings=False, rope_parameters=rope)
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray_cluster import RayCluster, start_head
-from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-MODELS = (DEFAULT_MODEL, *ARCHITECTURES)
+MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES)
 
 # Eight prompts of different lengths (chat-formatted, plain prose, code, lists) for the default model.
 PROMPTS = [
@@ -82,6 +82,8 @@ STRUCTURED_SETS = ("json-schema", "choice")
 # vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
+# The three together on the tiny Qwen3-MoE: shared prefixes longer than a chunk, in too few blocks for all.
+MOE_SCHEDULER_JOB = "moe-scheduler"
 INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-per-channel-lm-head", "int8-weight-only")
 LOGPROBS = SAMPLING_SETS["logprobs"]
 # Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
@@ -102,7 +104,7 @@ def default_prompt_ids(default_model_dir: Path) -> list[list[int]]:
 
 
 @pytest.fixture(scope="session")
-def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[str, dict]:
+def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs, tiny_moe_dirs) -> dict[str, dict]:
     """What every engine generates: model directory, prompt token ids and number of new tokens, per model."""
     rng = np.random.default_rng(1)
     jobs = {
@@ -122,7 +124,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
             "report_workers": True,
         }
     }
-    for architecture, model_dir in tiny_model_dirs.items():
+    for architecture, model_dir in {**tiny_model_dirs, **tiny_moe_dirs}.items():
         lengths = rng.integers(3, 60, size=TINY_PROMPTS)
         jobs[architecture] = {
             "model": str(model_dir),
@@ -135,7 +137,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs) -> dict[
 
 
 @pytest.fixture(scope="session")
-def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
+def scheduler_jobs(tiny_model_dirs, tiny_moe_dirs) -> dict[str, dict]:
     """Runs that make vLLM chunk prompts, reuse cached prefixes and preempt requests under KV pressure."""
     rng = np.random.default_rng(2)
 
@@ -151,7 +153,7 @@ def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
     }
     no_prefix_cache = {"enable_prefix_caching": False, "block_size": 16}
     shared_prefix = rng.integers(0, VOCAB_SIZE, size=48).tolist()  # three full blocks of 16
-    return {
+    jobs = {
         "chunked-prefill": {
             **common,
             "prompts": prompts(8, CHUNK_TOKENS + 8, 90),  # every prompt longer than one step's token budget
@@ -172,6 +174,19 @@ def scheduler_jobs(tiny_model_dirs) -> dict[str, dict]:
             "engine_args": {**no_prefix_cache, "num_gpu_blocks_override": 12, "max_model_len": 128},
         },
     }
+    cached = jobs["prefix-caching"]
+    jobs[MOE_SCHEDULER_JOB] = {
+        **cached,
+        "model": str(tiny_moe_dirs["Qwen3MoeForCausalLM"]),
+        "engine_args": {
+            **cached["engine_args"],
+            "max_num_batched_tokens": CHUNK_TOKENS,
+            "max_num_seqs": 8,
+            "num_gpu_blocks_override": 12,
+            "max_model_len": 128,
+        },
+    }
+    return jobs
 
 
 @pytest.fixture(scope="session")

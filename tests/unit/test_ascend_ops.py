@@ -5,13 +5,14 @@ tiny models then run through it and must give transformers' logits: the cache la
 mapping, varlen (TND) offsets and the decode / prefill split are all on that path."""
 
 import inspect
+import itertools
 from typing import ClassVar
 
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
 from test_model_logits import TOLERANCE, assert_logits_match_transformers
-from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 
 import vms_plugin.ops as ops_module
 
@@ -149,6 +150,59 @@ def quant_batch_matmul(init, x1, x2, scale, offset=None, bias=None, pertokenScal
     return as_bfloat16(products * scale.asnumpy()[None, :] * pertokenScaleOptional.asnumpy()[:, None])
 
 
+def moe_gating_top_k_softmax(init, x, finished=None, k=1):
+    """Softmax over the last axis (in float32), its k largest values and their indices in descending order, and
+    each choice's row index j * T + t (CANN's MoeGatingTopKSoftmax)."""
+    assert finished is None
+    logits = float_np(x)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    chosen = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k].astype(np.int32)
+    rows = (np.arange(k)[None, :] * len(logits) + np.arange(len(logits))[:, None]).astype(np.int32)
+    return np.take_along_axis(probabilities, chosen, -1), chosen, rows
+
+
+def moe_init_routing_v2(init, x, expert_idx, active_num, capacity, expert_num, drop_pad_mode, counts_flag, before):
+    """Dropless routing (active_num 0, no capacity, no drop/pad): the rows of x repeated for each of its choices,
+    sorted by expert (stably: by token, then choice), where each (token, choice) landed in that order, and each
+    expert's row count (counts_flag 2)."""
+    assert (active_num, capacity, drop_pad_mode, counts_flag, before) == (0, 0, 0, 2, False)
+    chosen = as_np(expert_idx)
+    assert chosen.dtype == np.int32
+    flat = chosen.ravel()
+    order = np.argsort(flat, kind="stable")
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    counts = np.bincount(flat, minlength=expert_num).astype(np.int32)
+    return float_np(x)[order // chosen.shape[1]], where.astype(np.int32), counts, np.zeros(expert_num, np.int32)
+
+
+def grouped_matmul_v4(init, x, weight, *args, group_list=None, split_item=0, group_type=-1, group_list_type=0, **_):
+    """One tensor in and out (split_item 3), its rows in consecutive groups (group_type 0) of group_list's counts
+    (group_list_type 1), group g times weight[g] [K, N]: each expert's rows times that expert's weight."""
+    import mindspore as ms
+
+    assert (split_item, group_type, group_list_type) == (3, 0, 1) and not any(a is not None for a in args)
+    (rows,), (stacked,) = x, weight
+    assert rows.dtype == stacked.dtype and group_list.dtype == ms.int64
+    counts, values, weights = as_np(group_list), float_np(rows), float_np(stacked)
+    assert counts.sum() == len(values) and len(counts) == len(weights)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = np.zeros((len(values), weights.shape[2]), np.float32)
+    for group, (start, end) in enumerate(itertools.pairwise(starts)):
+        out[start:end] = values[start:end] @ weights[group]
+    return (out,)
+
+
+def moe_token_unpermute(init, permuted_tokens, sorted_indices, probs=None, padded_mode=False, restore_shape=None):
+    """Unpadded: token t's result is the sum over its choices j of probs[t, j] times the row that choice landed on,
+    permuted_tokens[sorted_indices[t * k + j]] (CANN's MoeTokenUnpermute gathers by sorted_indices)."""
+    assert not padded_mode and restore_shape is None
+    weights = float_np(probs)
+    rows = float_np(permuted_tokens)[as_np(sorted_indices)].reshape(*weights.shape, -1)
+    return (rows * weights[..., None]).sum(axis=1)
+
+
 def as_bfloat16(values: np.ndarray) -> np.ndarray:
     """float32 values rounded to bfloat16 (the quantized matmuls' output type), as float32."""
     from vms_plugin.kernels.pack import bfloat16_bits, bfloat16_to_float32
@@ -173,6 +227,10 @@ STAND_INS = {
     "weight_quant_batch_matmul": weight_quant_batch_matmul,
     "dynamic_quant": dynamic_quant,
     "quant_batch_matmul": quant_batch_matmul,
+    "moe_gating_top_k_softmax": moe_gating_top_k_softmax,
+    "moe_init_routing_v2": moe_init_routing_v2,
+    "grouped_matmul_v4": grouped_matmul_v4,
+    "moe_token_unpermute": moe_token_unpermute,
 }
 
 
@@ -204,9 +262,10 @@ class BoundStandIn:
 
 
 def as_result(values) -> np.ndarray:
-    """A stand-in's output as the primitive's: int8 stays int8 (a quantized tensor), anything else float32."""
+    """A stand-in's output as the primitive's: integers keep their type (int8 quantized values, int32 indices),
+    anything else float32."""
     values = np.asarray(values)
-    return values if values.dtype == np.int8 else values.astype(np.float32)
+    return values if values.dtype in (np.int8, np.int32) else values.astype(np.float32)
 
 
 @pytest.fixture
@@ -228,6 +287,15 @@ def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny
     used = set(StandIn.calls)
     assert {"ReshapeAndCache", "PagedAttention", "FlashAttentionScore", "ApplyRotaryPosEmb", "Swiglu"} <= used
     assert {"RmsNorm", "AddRmsNorm"} <= used
+
+
+@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+def test_mixture_of_experts_through_the_ascend_moe_kernels_match_transformers(
+    architecture, tiny_moe_dirs, ascend_stand_ins
+) -> None:
+    assert_logits_match_transformers(tiny_moe_dirs[architecture])
+    used = set(StandIn.calls)
+    assert {"MoeGatingTopKSoftmax", "MoeInitRoutingV2", "GroupedMatmulV4", "MoeTokenUnpermute"} <= used
 
 
 # Of the largest |logit|, against transformers on the same int8 values with the same bfloat16 roundings

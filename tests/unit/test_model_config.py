@@ -43,3 +43,30 @@ def test_llama3_rope_without_its_original_context_length_is_refused() -> None:
     config = {**BASE, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
     with pytest.raises(ValueError, match="needs original_max_position_embeddings"):
         LlamaArgs.from_hf_config(config)
+
+
+def test_routed_layers_follow_qwen_moe_configs_in_either_naming() -> None:
+    """Qwen's checkpoints name the expert count num_experts, transformers 5 saves num_local_experts."""
+    from vms_plugin.layers.experts import ExpertArgs
+
+    qwen = {**BASE, "num_hidden_layers": 6, "moe_intermediate_size": 32, "num_experts_per_tok": 2}
+    sparse = {**qwen, "num_experts": 8, "mlp_only_layers": [0], "decoder_sparse_step": 2, "norm_topk_prob": True}
+    args = ExpertArgs.qwen(sparse, 6)
+    assert (args.num_experts, args.top_k, args.intermediate_size, args.normalize) == (8, 2, 32, True)
+    assert args.sparse_layers == {1, 3, 5}
+    saved_by_transformers = ExpertArgs.qwen({**qwen, "num_local_experts": 4}, 6)
+    assert saved_by_transformers.num_experts == 4 and not saved_by_transformers.normalize
+    assert saved_by_transformers.sparse_layers == set(range(6))
+    mixtral = ExpertArgs.mixtral({**BASE, "num_local_experts": 8, "num_experts_per_tok": 2}, 2)
+    assert (mixtral.intermediate_size, mixtral.normalize, mixtral.sparse_layers) == (256, True, {0, 1})
+
+
+def test_a_mixture_of_experts_model_over_several_ranks_is_refused_by_name() -> None:
+    from types import SimpleNamespace
+
+    from vms_plugin.models.qwen3_moe import Qwen3MoeForCausalLM
+
+    config = {**BASE, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+    two_ranks = SimpleNamespace(rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"mixture-of-experts models on one rank only.*tensor_parallel_size=1"):
+        Qwen3MoeForCausalLM.from_hf_config(config, group=two_ranks)

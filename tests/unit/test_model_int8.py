@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from int8_reference import FLIPPED_ROUNDING_TOLERANCE, int8_reference
 from offline_model import GREEDY_TOKENS, first_differences, greedy, logits_of
-from tiny_models import ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax_of
 
 SCHEMES = ("W8A16", "W8A8")
@@ -62,6 +62,19 @@ def test_int8_logits_match_float32_arithmetic_on_the_same_int8_values(
         f"{architecture} {scheme(name, lm_head).name}: max |logit - float32| = "
         f"{np.abs(ours - exact).max() / scale:.1%} of max"
     )
+
+
+@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+def test_int8_experts_match_float32_arithmetic_on_the_same_int8_values(architecture, tiny_moe_dirs, measurement):
+    """W8A16: every expert's gate, up and down weights int8 per output channel, the router in float32."""
+    model_dir = tiny_moe_dirs[architecture]
+    prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
+    ours = logits_of(model_dir, "float32", prompt, scheme("W8A16"))
+    reference = reference_logits(int8_reference(model_dir, "W8A16"), prompt)
+    exact = logits_of(model_dir, "float32", prompt)
+    scale = np.abs(exact).max()
+    assert np.abs(ours - reference).max() / scale < MATCH_TOLERANCE
+    measurement(f"{architecture} W8A16: max |logit - float32| = {np.abs(ours - exact).max() / scale:.1%} of max")
 
 
 def test_a_compressed_tensors_w8a8_checkpoint_loads_the_values_it_holds(w8a8_model_dir, tiny_model_dirs) -> None:

@@ -8,7 +8,7 @@ addressing and rotary positions are all on the path being compared.
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
-from tiny_models import ARCHITECTURES, ROPE_VARIANTS, VOCAB_SIZE, save_tiny_model
+from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, ROPE_VARIANTS, VOCAB_SIZE, save_tiny_model
 
 TOLERANCE = 1e-3
 
@@ -16,6 +16,14 @@ TOLERANCE = 1e-3
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_logits_match_transformers_through_prefill_and_paged_decode(architecture, tiny_model_dirs) -> None:
     assert_logits_match_transformers(tiny_model_dirs[architecture])
+
+
+@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+def test_mixture_of_experts_logits_match_transformers_through_prefill_and_paged_decode(
+    architecture, tiny_moe_dirs
+) -> None:
+    """8 experts, top 2, unevenly loaded (random routers); the tiny Qwen3-MoE's first layer is dense."""
+    assert_logits_match_transformers(tiny_moe_dirs[architecture])
 
 
 @pytest.mark.parametrize("variant", ROPE_VARIANTS)

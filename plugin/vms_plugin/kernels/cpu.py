@@ -38,6 +38,7 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "DecoderLayer": (_pair_like_first, _pair_like_first),
     "CausalLm": (lambda ids, *rest: [rest[-2][0], rest[-1][0]], lambda *_: ms.float32),
     "CopySlots": (lambda *_: [1], lambda *_: ms.float32),
+    "RoutedExperts": (_same_as_first, _same_as_first),
 }
 
 
@@ -121,3 +122,12 @@ def causal_lm(*inputs: ms.Tensor) -> ms.Tensor:
 def copy_slots(k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
     """Copy cache slots src[i] -> dst[i] for every KV head, in place."""
     _operator("CopySlots")(k_cache, v_cache, src, dst)
+
+
+def routed_experts(
+    x: ms.Tensor, router: Parameter, gate_up: Parameter, down: Parameter, settings: ms.Tensor
+) -> ms.Tensor:
+    """A mixture-of-experts MLP: x [T, E] -> [T, E]; the router packed for `linear` (N = X), each expert's packed
+    gate_up and down weights stacked on a first axis of X, settings [4] float32: top k, normalize, I, int8
+    activations (cpu_kernels.cc's RoutedExperts)."""
+    return _operator("RoutedExperts")(x, router, gate_up, down, settings)

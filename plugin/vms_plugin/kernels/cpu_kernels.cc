@@ -6,7 +6,8 @@
 // 30-layer model instead of ~280, with the linear layers on weights packed for sequential streaming (Linear).
 // On one rank the whole model is one launch (CausalLm: embedding, every layer, final norm, output projection).
 // The pieces are exported too (PackedRows, RmsNorm, AddRmsNorm, RopeCache, PagedAttention, Linear) for tensor
-// parallelism, whose ranks meet between layers, and for tests.
+// parallelism, whose ranks meet between layers, and for tests. RoutedExperts is a mixture-of-experts MLP, which
+// a MoE model launches after each layer's attention half.
 //
 // Calling convention (MindSpore's aot ABI): params holds the inputs, then the outputs; shapes[i] and ndims[i]
 // describe params[i] and dtypes[i] names its type. All tensors are contiguous; indices are int32.
@@ -1173,6 +1174,98 @@ int WithLayerTypes(const char **dtypes, int first_weight, int cache_index, Body 
   });
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Mixture of experts: each token's top-k experts by the router's softmax, the experts' SwiGLU MLPs run on the
+// tokens routed to them, grouped by expert, and each token's results added with its routing weights.
+
+// A routed layer's settings (RoutedExperts' input 4).
+struct ExpertSettings {
+  int64_t top_k, intermediate;
+  bool normalize, int8_activations;
+
+  explicit ExpertSettings(const float *c)
+      : top_k(static_cast<int64_t>(c[0])), intermediate(static_cast<int64_t>(c[2])), normalize(c[1] != 0.0f),
+        int8_activations(c[3] != 0.0f) {}
+};
+
+// Each token's top-k experts [T, k] and routing weights: the softmax over the router's logits [T, X], its k largest
+// (ties to the lower expert), divided by their sum when `normalize`. Listed in expert order: the sum of a token's
+// results then follows expert order, as the references' per-expert loops do.
+void RouteTokens(const float *logits, int64_t tokens, int64_t experts, const ExpertSettings &settings,
+                 int32_t *chosen, float *weights) {
+  const int64_t k = settings.top_k;
+#pragma omp parallel for schedule(static) if (tokens >= kParallelLayerRowsMin)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float *row = logits + t * experts;
+    const float peak = *std::max_element(row, row + experts);
+    std::vector<float> probabilities(experts);
+    float total = 0.0f;
+    for (int64_t e = 0; e < experts; ++e) total += probabilities[e] = std::exp(row[e] - peak);
+    std::vector<int32_t> order(experts);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+      return probabilities[a] > probabilities[b] || (probabilities[a] == probabilities[b] && a < b);
+    });
+    std::sort(order.begin(), order.begin() + k);
+    float kept = 0.0f;
+    for (int64_t i = 0; i < k; ++i) kept += probabilities[order[i]] / total;
+    for (int64_t i = 0; i < k; ++i) {
+      chosen[t * k + i] = order[i];
+      const float probability = probabilities[order[i]] / total;
+      weights[t * k + i] = settings.normalize ? probability / kept : probability;
+    }
+  }
+}
+
+// x [T, E] -> out [T, E]: the routed experts' weighted sum. gate_up and down hold X experts' packed weights one
+// after another (`expert_elements` W each: gate_up's N = 2I, K = E; down's N = E, K = I). Each expert with tokens
+// runs once on all of them, its rows gathered: a decode step streams only the chosen experts' weights, a prefill
+// multiplies each expert's weights by a block of rows.
+template <typename W>
+void RunRoutedExperts(const float *x, int64_t tokens, int64_t hidden, const int32_t *chosen, const float *weights,
+                      const W *gate_up, const W *down, int64_t experts, int64_t gate_up_elements,
+                      int64_t down_elements, const ExpertSettings &settings, float *out) {
+  const int64_t k = settings.top_k, intermediate = settings.intermediate;
+  // The (token, choice) pairs of each expert, in token order: a counting sort by expert.
+  std::vector<int64_t> starts(experts + 1, 0), pairs(tokens * k);
+  for (int64_t i = 0; i < tokens * k; ++i) ++starts[chosen[i] + 1];
+  std::partial_sum(starts.begin(), starts.end(), starts.begin());
+  std::vector<int64_t> next(starts.begin(), starts.end() - 1);
+  for (int64_t i = 0; i < tokens * k; ++i) pairs[next[chosen[i]]++] = i;
+
+  thread_local std::vector<float> rows, gate_up_out, act, results;
+  results.resize(tokens * k * hidden);
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t count = starts[e + 1] - starts[e];
+    if (count == 0) continue;
+    const int64_t *mine = pairs.data() + starts[e];
+    rows.resize(count * hidden);
+    gate_up_out.resize(count * 2 * intermediate);
+    act.resize(count * intermediate);
+    for (int64_t r = 0; r < count; ++r) {
+      std::memcpy(rows.data() + r * hidden, x + mine[r] / k * hidden, hidden * sizeof(float));
+    }
+    PackedLinear(rows.data(), count, hidden, gate_up + e * gate_up_elements, 2 * intermediate,
+                 static_cast<const float *>(nullptr), gate_up_out.data(), settings.int8_activations);
+    SiluMulRows(gate_up_out.data(), count, intermediate, act.data());
+    PackedLinear(act.data(), count, intermediate, down + e * down_elements, hidden,
+                 static_cast<const float *>(nullptr), rows.data(), settings.int8_activations);
+    for (int64_t r = 0; r < count; ++r) {
+      std::memcpy(results.data() + mine[r] * hidden, rows.data() + r * hidden, hidden * sizeof(float));
+    }
+  }
+  const float *expert_results = results.data();  // a parallel loop's other threads see their own thread_local
+#pragma omp parallel for schedule(static) if (tokens >= kParallelLayerRowsMin)
+  for (int64_t t = 0; t < tokens; ++t) {
+    float *o = out + t * hidden;
+    std::fill(o, o + hidden, 0.0f);
+    for (int64_t i = t * k; i < (t + 1) * k; ++i) {
+      const float *result = expert_results + i * hidden;
+      for (int64_t d = 0; d < hidden; ++d) o[d] += weights[i] * result[d];
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -1364,6 +1457,46 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
   AddRmsNormRows(selected_out.data(), selected_stream.data(), end + 3, eps, sampled, hidden, normed.data());
   return LinearOnLaunchWeight(normed.data(), sampled, hidden, params[12], dtypes[12], Elements(ndims[12], shapes[12]),
                               vocab, nullptr, static_cast<float *>(params[15]), int8_activations);
+}
+
+// A mixture-of-experts MLP. Inputs: 0 x [T, E] (the post-attention norm's output), 1 the router's packed weight
+// (N = X experts, K = E), 2 gate_up [X, ...]: each expert's packed gate and up projections stacked (N = 2I, K = E),
+// 3 down [X, ...] (N = E, K = I), both of one storage type, 4 settings float32 [4]: top k, normalize the top k's
+// weights (1) or keep their softmax probabilities (0), I, int8 activations (W8A8, as DecoderLayer's).
+// Output: 5 [T, E], the sum over each token's top-k experts of routing weight x SwiGLU expert(x).
+int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                  void *extra) {
+  const float *x = static_cast<const float *>(params[0]);
+  const ExpertSettings settings(static_cast<const float *>(params[4]));
+  const int64_t tokens = shapes[0][0], hidden = shapes[0][1], experts = shapes[2][0];
+  if (std::strcmp(dtypes[2], dtypes[3]) != 0 || shapes[3][0] != experts || settings.top_k < 1 ||
+      settings.top_k > experts) {
+    return 1;
+  }
+  thread_local std::vector<float> logits, weights;
+  thread_local std::vector<int32_t> chosen;
+  logits.resize(tokens * experts);
+  if (LinearOnLaunchWeight(x, tokens, hidden, params[1], dtypes[1], Elements(ndims[1], shapes[1]), experts, nullptr,
+                           logits.data(), false) != 0) {
+    return 1;
+  }
+  chosen.resize(tokens * settings.top_k);
+  weights.resize(tokens * settings.top_k);
+  RouteTokens(logits.data(), tokens, experts, settings, chosen.data(), weights.data());
+  return WithWeightType(dtypes[2], [&](auto tag) {
+    using W = decltype(tag);
+    const int64_t gate_up_elements = Elements(ndims[2] - 1, shapes[2] + 1);
+    const int64_t down_elements = Elements(ndims[3] - 1, shapes[3] + 1);
+    const int64_t intermediate = settings.intermediate;
+    if (gate_up_elements != (2 * intermediate + kPanel - 1) / kPanel * PanelSize<W>(hidden) ||
+        down_elements != (hidden + kPanel - 1) / kPanel * PanelSize<W>(intermediate)) {
+      return 1;
+    }
+    RunRoutedExperts(x, tokens, hidden, chosen.data(), weights.data(), static_cast<const W *>(params[2]),
+                     static_cast<const W *>(params[3]), experts, gate_up_elements, down_elements, settings,
+                     static_cast<float *>(params[5]));
+    return 0;
+  });
 }
 
 // k_cache/v_cache [K, S, D], src [N], dst [N] -> done [1]: copies slot src[i] to dst[i] for every KV head

@@ -4,7 +4,7 @@ Weights keep Hugging Face's names except two stacked projections that save matmu
 q/k/v -> qkv_proj and gate/up -> gate_up_proj (see `LlamaForCausalLM.checkpoint_sources`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -13,6 +13,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from vms_plugin.layers.embedding import Embedding
+from vms_plugin.layers.experts import ExpertArgs, RoutedExperts
 from vms_plugin.layers.int8 import Int8Scheme
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
@@ -42,6 +43,7 @@ class LlamaArgs:
     qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before rotary
     dtype: str = "float32"  # storage type of linear weights, embeddings and KV cache (layers/precision.py)
     int8: Int8Scheme | None = None  # int8 decoder-layer weights; embeddings and lm_head stay `dtype` unless lm_head
+    experts: ExpertArgs | None = None  # mixture of experts: which layers' MLPs are routed experts, and their sizes
 
     @classmethod
     def from_hf_config(
@@ -147,7 +149,7 @@ class DecoderLayer(nn.Cell):
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.self_attn = Attention(args, layer_index, partition)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.mlp = MLP(args, partition)
+        self.mlp = self.make_mlp(args, layer_index, partition)
         self.eps = args.rms_norm_eps
         self.int8_activations = args.int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (DecoderWeights.prepared)
@@ -156,11 +158,19 @@ class DecoderLayer(nn.Cell):
         self._weights: DecoderWeights | None = None
         self.ops = layer_ops()
 
+    @staticmethod
+    def make_mlp(args: LlamaArgs, layer_index: int, partition: Partition) -> nn.Cell:
+        """The layer's MLP: dense, or routed experts in the layers a mixture-of-experts config names."""
+        if args.experts is None or layer_index not in args.experts.sparse_layers:
+            return MLP(args, partition)
+        return RoutedExperts(args.hidden_size, args.experts, args.layer_dtype, args.dtype, args.int8_activations)
+
     def weights(self) -> DecoderWeights:
         """This layer's DecoderWeights, the same object until its KV caches are reallocated."""
         attn, mlp = self.self_attn, self.mlp
         if self._weights is not None and self._weights.k_cache is attn.k_cache:
             return self._weights
+        dense = isinstance(mlp, MLP)
         self._weights = DecoderWeights(
             input_norm=self.input_layernorm.weight,
             qkv=attn.qkv_proj.device_weight,
@@ -170,12 +180,12 @@ class DecoderLayer(nn.Cell):
             o=attn.o_proj.device_weight,
             o_bias=attn.o_proj.bias,
             post_norm=self.post_attention_layernorm.weight,
-            gate_up=mlp.gate_up_proj.device_weight,
-            down=mlp.down_proj.device_weight,
+            gate_up=mlp.gate_up_proj.device_weight if dense else None,
+            down=mlp.down_proj.device_weight if dense else None,
             k_cache=attn.k_cache,
             v_cache=attn.v_cache,
             heads=attn.heads,
-            intermediate_size=mlp.intermediate_size,
+            intermediate_size=mlp.intermediate_size if dense else 0,
             eps=self.eps,
             scale=attn.scale,
             int8_activations=self.int8_activations,
@@ -189,7 +199,11 @@ class DecoderLayer(nn.Cell):
         """One tensor-parallel rank's share of the layer, its partial sums all-reduced."""
         weights = self.weights()
         attention, residual = self.ops.decoder_attention(weights, x, residual, rotary, inputs)
-        out, residual = self.ops.decoder_mlp(weights, self.group.all_reduce(attention), residual, rotary, inputs)
+        attention = self.group.all_reduce(attention)
+        if isinstance(self.mlp, RoutedExperts):
+            normed, residual = self.ops.add_rms_norm(attention, residual, weights.post_norm, self.eps)
+            return self.mlp(normed), residual
+        out, residual = self.ops.decoder_mlp(weights, attention, residual, rotary, inputs)
         return self.group.all_reduce(out), residual
 
 
@@ -236,6 +250,9 @@ class LlamaForCausalLM(nn.Cell):
     }
     # What the architecture adds to Llama that its config.json does not say (LlamaArgs' flags).
     architecture_flags: ClassVar[dict[str, bool]] = {}
+    # A mixture-of-experts architecture reads which layers route to experts, and how, from its config
+    # (layers/experts.py): ExpertArgs.qwen or ExpertArgs.mixtral.
+    experts_from_config: ClassVar[Callable[[dict[str, Any], int], ExpertArgs] | None] = None
 
     @classmethod
     def from_hf_config(
@@ -245,10 +262,18 @@ class LlamaForCausalLM(nn.Cell):
         int8: Int8Scheme | None = None,
         group: TensorParallelGroup | None = None,
     ) -> "LlamaForCausalLM":
-        return cls(LlamaArgs.from_hf_config(config, dtype, int8, **cls.architecture_flags), group or SingleRank())
+        args = LlamaArgs.from_hf_config(config, dtype, int8, **cls.architecture_flags)
+        if cls.experts_from_config is not None:
+            args = replace(args, experts=cls.experts_from_config(config, args.num_hidden_layers))
+        return cls(args, group or SingleRank())
 
     def __init__(self, args: LlamaArgs, group: TensorParallelGroup) -> None:
         super().__init__()
+        if args.experts is not None and group.world_size > 1:
+            raise ValueError(
+                "vms_plugin serves mixture-of-experts models on one rank only for now; "
+                f"run with tensor_parallel_size=1 (asked: {group.world_size})"
+            )
         self.args, self.group = args, group
         self.partition = Partition(
             group.rank,
@@ -316,7 +341,7 @@ class LlamaForCausalLM(nn.Cell):
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for
         every token in order (a step of decodes), without gathers."""
-        if self.group.world_size == 1:
+        if self.group.world_size == 1 and self.args.experts is None:  # a dense model in one launch
             stack = self.model.decoder_stack()
             return self.ops.causal_lm(stack, self.ends(), input_ids, self.model.rotary, inputs, logits_index)
         h, residual = self.model(input_ids, inputs)

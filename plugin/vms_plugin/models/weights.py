@@ -15,6 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
 
+from vms_plugin.layers.experts import EXPERT, EXPERT_WEIGHTS
 from vms_plugin.layers.int8 import quantize_per_channel
 from vms_plugin.layers.linear import DEVICE_WEIGHT
 from vms_plugin.layers.parallel import Part
@@ -79,34 +80,73 @@ def load_weights(
     """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0),
     `parts` gives the part of each that a tensor-parallel rank holds (layers/parallel.py; None: all of them).
 
-    Parameters named `device_weight` (see layers/linear.py) take the checkpoint's `weight` in the device's layout.
+    Parameters named `device_weight` (see layers/linear.py) take the checkpoint's `weight` in the device's layout;
+    those named `expert_weights` (layers/experts.py) one such weight per expert, stacked.
     """
     with open_checkpoint(model_dir) as tensors:
         for name, param in model.parameters_and_names():
             if name.endswith(("k_cache", "v_cache")):
                 continue
             sources = _source_names(name, stacked)
-            missing = [source for source in sources if source not in tensors]
-            if missing:
-                raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
+            if name.endswith(EXPERT_WEIGHTS):
+                param.set_data(_stacked_experts(tensors, model_dir, name, sources, param))
+                continue
+            _check_present(tensors, sources, model_dir, name)
             source_parts = parts(name) or (None,) * len(sources)
-            if name.endswith(DEVICE_WEIGHT) and dtype_name(param.dtype) == "int8":
-                quantized, scales = zip(
-                    *(_int8_weight(tensors, source, part) for source, part in zip(sources, source_parts, strict=True)),
-                    strict=True,
-                )
-                value, scale = np.concatenate(quantized, axis=0), np.concatenate(scales)
-                fitted = _laid_out(value, param, device_weight=True, scales=scale)
-            else:
-                pieces = [
-                    tensors[source].read_float32(source, part)
-                    for source, part in zip(sources, source_parts, strict=True)
-                ]
-                value = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
-                fitted = _laid_out(value, param, name.endswith(DEVICE_WEIGHT))
+            shape, dtype = tuple(param.shape), dtype_name(param.dtype)
+            value, fitted = _filled(tensors, sources, source_parts, shape, dtype, name.endswith(DEVICE_WEIGHT))
             if fitted is None:
                 raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
             param.set_data(fitted)
+
+
+def _check_present(
+    tensors: Mapping[str, SafetensorsFile], sources: tuple[str, ...], model_dir: Path, name: str
+) -> None:
+    missing = [source for source in sources if source not in tensors]
+    if missing:
+        raise CheckpointError(f"checkpoint in {model_dir} has no tensor {missing[0]} (needed for {name})")
+
+
+def _filled(
+    tensors: Mapping[str, SafetensorsFile],
+    sources: tuple[str, ...],
+    source_parts: tuple[Part | None, ...],
+    shape: tuple[int, ...],
+    dtype: str,
+    device_weight: bool,
+) -> tuple[np.ndarray, ms.Tensor | None]:
+    """(the checkpoint's value, it as a parameter of `shape` and `dtype` holds it or None when it does not fit):
+    the sources concatenated (dim 0), a device weight laid out for the device (int8: quantized unless stored so)."""
+    if device_weight and dtype == "int8":
+        quantized, scales = zip(
+            *(_int8_weight(tensors, source, part) for source, part in zip(sources, source_parts, strict=True)),
+            strict=True,
+        )
+        value = np.concatenate(quantized, axis=0)
+        return value, _laid_out(value, shape, dtype, device_weight=True, scales=np.concatenate(scales))
+    pieces = [tensors[source].read_float32(source, part) for source, part in zip(sources, source_parts, strict=True)]
+    value = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+    return value, _laid_out(value, shape, dtype, device_weight)
+
+
+def _stacked_experts(
+    tensors: Mapping[str, SafetensorsFile], model_dir: Path, name: str, sources: tuple[str, ...], param: Parameter
+) -> ms.Tensor:
+    """An `expert_weights` parameter [X, ...]: expert e's checkpoint weights (`sources` with e for {expert}) as one
+    device weight each, stacked. Read one expert at a time, as a dense layer's weights are."""
+    experts, shape, dtype = param.shape[0], tuple(param.shape[1:]), dtype_name(param.dtype)
+    stacked = np.empty(tuple(param.shape), dtype=ms.dtype_to_nptype(param.dtype))
+    for expert in range(experts):
+        expert_sources = tuple(source.replace(EXPERT, str(expert)) for source in sources)
+        _check_present(tensors, expert_sources, model_dir, name)
+        value, fitted = _filled(tensors, expert_sources, (None,) * len(sources), shape, dtype, device_weight=True)
+        if fitted is None:
+            raise CheckpointError(
+                f"tensor {expert_sources[0]} has shape {tuple(value.shape)}, which does not fit {name}"
+            )
+        stacked[expert] = fitted.asnumpy()
+    return ms.Tensor(stacked)
 
 
 def _int8_weight(tensors: Mapping[str, SafetensorsFile], name: str, part: Part | None) -> tuple[np.ndarray, np.ndarray]:
@@ -129,14 +169,14 @@ def _int8_weight(tensors: Mapping[str, SafetensorsFile], name: str, part: Part |
 
 
 def _laid_out(
-    value: np.ndarray, param: Parameter, device_weight: bool, scales: np.ndarray | None = None
+    value: np.ndarray, shape: tuple[int, ...], dtype: str, device_weight: bool, scales: np.ndarray | None = None
 ) -> ms.Tensor | None:
-    """`value` as `param` holds it, or None when it does not fit; a device weight (an [out, in] checkpoint weight,
-    int8 with `scales` for an int8 parameter) is converted into the device's layout and storage type."""
-    shape = tuple(param.shape)
+    """`value` as a parameter of `shape` and storage type `dtype` holds it, or None when it does not fit; a device
+    weight (an [out, in] checkpoint weight, int8 with `scales` for an int8 parameter) is converted into the
+    device's layout and storage type."""
     if not device_weight:
         return ms.Tensor(value) if tuple(value.shape) == shape else None
-    ops, dtype = layer_ops(), dtype_name(param.dtype)
+    ops = layer_ops()
     if value.ndim != 2 or ops.linear_weight_shape(value.shape[1], value.shape[0], dtype) != shape:
         return None
     return ops.linear_weight(value, dtype, scales)

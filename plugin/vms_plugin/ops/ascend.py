@@ -10,6 +10,11 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   and runs FlashAttentionScore in the varlen "TND" layout with right-down causal masking (sparse_mode 3), so a
   chunk's queries see the cached prefix as well as themselves — the pattern MindSpore's own LLM stack uses;
 - norms: RmsNorm and AddRmsNorm (the residual add fused into the next norm), SwiGLU: Swiglu;
+- routed experts (mixture of experts): the router's matmul, MoeGatingTopKSoftmax (softmax and top k), the top
+  k's weights normalised if the model asks, MoeInitRoutingV2 (each token's rows copied out and grouped by expert,
+  with each expert's count), GroupedMatmulV4 over the stacked experts' gate_up weights, Swiglu, GroupedMatmulV4
+  over their down weights, and MoeTokenUnpermute (each token's rows gathered back and summed with its weights) —
+  the composition vllm-mindspore's fused MoE runs on one rank. Expert weights are stacked [X, in, out];
 - int8 linear layers (layers/int8.py): W8A16 through WeightQuantBatchMatmul (x in bfloat16 times q scaled per
   output channel), W8A8 through DynamicQuantExt (each token's input to int8 with its own scale) and
   QuantBatchMatmul (int8 products, scaled by the channel and token scales). An int8 weight is one tensor
@@ -27,7 +32,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, ModelEnds
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
@@ -62,6 +67,10 @@ class Primitives:
     weight_quant_batch_matmul: Any
     dynamic_quant: Any
     quant_batch_matmul: Any
+    moe_gating_top_k_softmax: Any
+    moe_init_routing_v2: Any
+    grouped_matmul_v4: Any
+    moe_token_unpermute: Any
 
     @classmethod
     def from_mindspore(cls) -> "Primitives":
@@ -79,6 +88,10 @@ class Primitives:
             weight_quant_batch_matmul=auto_generate.WeightQuantBatchMatmul,
             dynamic_quant=auto_generate.DynamicQuantExt,
             quant_batch_matmul=auto_generate.QuantBatchMatmul,
+            moe_gating_top_k_softmax=auto_generate.MoeGatingTopKSoftmax,
+            moe_init_routing_v2=auto_generate.MoeInitRoutingV2,
+            grouped_matmul_v4=auto_generate.GroupedMatmulV4,
+            moe_token_unpermute=auto_generate.MoeTokenUnpermute,
         )
 
 
@@ -130,6 +143,10 @@ class AscendOps:
         self._weight_quant_matmul = self.p.weight_quant_batch_matmul()
         self._dynamic_quant = self.p.dynamic_quant()
         self._quant_matmul = self.p.quant_batch_matmul(dtype=INT8_ACTIVATIONS)
+        self._gating_top_k = self.p.moe_gating_top_k_softmax()
+        self._init_routing = self.p.moe_init_routing_v2()
+        self._grouped_matmul = self.p.grouped_matmul_v4()
+        self._token_unpermute = self.p.moe_token_unpermute()
         self._int8_parts: dict[int, tuple[Parameter, Int8Parts]] = {}  # by id of the weight, which it keeps alive
         self._rms_norms: dict[float, Any] = {}
         self._attention: dict[tuple, Any] = {}
@@ -226,6 +243,29 @@ class AscendOps:
         x, residual = self.add_rms_norm(attention, residual, w.post_norm, w.eps)
         gate_up = self._matmul(x, w.gate_up, None, w.int8_activations)
         return self._matmul(self._swiglu(gate_up, -1), w.down, None, w.int8_activations), residual
+
+    def routed_experts(self, x, experts: ExpertWeights):
+        if experts.gate_up.dtype == ms.int8:
+            raise ValueError("vms_plugin on Ascend serves mixture-of-experts weights as float16 or bfloat16; not int8")
+        logits = self._matmul(x, experts.router, None).astype(ms.float32)  # softmax in float32, as the references
+        weights, chosen, _ = self._gating_top_k(logits, None, experts.top_k)  # (top k, their experts, row index)
+        if experts.normalize:
+            weights = weights / weights.sum(-1, keepdims=True)
+        num_experts = experts.gate_up.shape[0]
+        # Dropless routing (no capacity): rows [T * k, E] grouped by expert, where each (token, choice) went, and
+        # each expert's row count (flag 2: counts, not their running sum).
+        rows, where, counts, _ = self._init_routing(x, chosen, 0, 0, num_experts, 0, 2, False)
+        counts = counts.astype(ms.int64)
+        gate_up = self._grouped_experts(rows, experts.gate_up, counts)
+        down = self._grouped_experts(self._swiglu(gate_up, -1), experts.down, counts)
+        return self._token_unpermute(down, where, weights, padded_mode=False, restore_shape=None)
+
+    def _grouped_experts(self, rows, stacked, counts):
+        """Each expert's rows (consecutive, `counts` of them per expert) times its weight [in, out] of `stacked`."""
+        products = self._grouped_matmul(
+            [rows.astype(stacked.dtype)], [stacked], group_list=counts, split_item=3, group_type=0, group_list_type=1
+        )
+        return products[0].astype(ms.float32)
 
     def rms_norm(self, x, weight, eps):
         if eps not in self._rms_norms:

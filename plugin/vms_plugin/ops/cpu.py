@@ -18,7 +18,7 @@ from mindspore import Parameter, Tensor, ops
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ModelEnds
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, ModelEnds
 
 KEY_TILE_ROWS = 16  # kKeyTileRows in cpu_kernels.cc
 
@@ -104,19 +104,29 @@ class CpuOps:
         key = (has_residual, part)
         if key not in weights.prepared:
             weights.prepared[key] = Tensor(layer_constants(weights, has_residual, part))
+        # A layer whose MLP is routed experts has no gate_up or down; its attention half reads neither, and qkv
+        # stands in for them (the launch takes four weights of one type).
+        gate_up = weights.qkv if weights.gate_up is None else weights.gate_up
+        down = weights.qkv if weights.down is None else weights.down
         return kernels.decoder_layer(
             x,
             residual if has_residual else x,
             weights.prepared[key],
             weights.qkv,
             weights.o,
-            weights.gate_up,
-            weights.down,
+            gate_up,
+            down,
             rotary,
             inputs.indices,
             weights.k_cache,
             weights.v_cache,
         )
+
+    def routed_experts(self, x, experts: ExpertWeights):
+        if "settings" not in experts.prepared:
+            values = (experts.top_k, experts.normalize, experts.intermediate_size, experts.int8_activations)
+            experts.prepared["settings"] = Tensor(np.array(values, dtype=np.float32))
+        return kernels.routed_experts(x, experts.router, experts.gate_up, experts.down, experts.prepared["settings"])
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         kernels.copy_slots(k_cache, v_cache, src, dst)

@@ -32,8 +32,8 @@ class DecoderWeights(NamedTuple):
     o: Parameter
     o_bias: Parameter | None
     post_norm: Parameter  # [E]
-    gate_up: Parameter  # gate and up projections stacked: 2I outputs
-    down: Parameter
+    gate_up: Parameter | None  # gate and up projections stacked: 2I outputs; None when the MLP is routed experts
+    down: Parameter | None  # (ExpertWeights), which only `decoder_attention` then serves
     k_cache: Parameter
     v_cache: Parameter
     heads: tuple[int, int, int]  # (H, K, D)
@@ -44,6 +44,20 @@ class DecoderWeights(NamedTuple):
     # What the implementation derives from these weights on the layer's first step and keeps (the layer owns it):
     # weights do not change once loaded.
     prepared: dict[Any, Any]
+
+
+class ExpertWeights(NamedTuple):
+    """A mixture-of-experts MLP: a router over X experts, each a SwiGLU MLP of I features; every expert's linear
+    weight is the implementation's layout of one [out, in] weight, the X of them stacked on a new first axis."""
+
+    router: Parameter  # the router's linear weight: X outputs
+    gate_up: Parameter  # [X, ...]: each expert's gate and up projections stacked, 2I outputs
+    down: Parameter  # [X, ...]: each expert's down projection, I inputs
+    top_k: int  # experts per token
+    normalize: bool  # the top k's softmax probabilities divided by their sum (Qwen's norm_topk_prob, Mixtral)
+    intermediate_size: int  # I
+    int8_activations: bool  # int8 expert weights: quantize each one's input per token (W8A8)
+    prepared: dict[Any, Any]  # as DecoderWeights.prepared
 
 
 class DecoderStack(NamedTuple):
@@ -141,6 +155,11 @@ class LayerOps(Protocol):
     ) -> tuple[ms.Tensor, ms.Tensor]:
         """The rest of the layer from the (all-reduced) o projection's output: residual add + RMSNorm,
         SiLU(gate) * up, down -> (down's output, a rank's partial sum; residual stream)."""
+
+    def routed_experts(self, x: ms.Tensor, experts: ExpertWeights) -> ms.Tensor:
+        """x [T, E] (the post-attention norm's output) -> [T, E]: for each token, the softmax over the router's
+        logits, its top k experts (normalised to sum 1 if asked), and the sum of each chosen expert's
+        down(SiLU(gate(x)) * up(x)) times its weight."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""

@@ -1,0 +1,109 @@
+"""A mixture-of-experts MLP's parameters: the router and every expert's SwiGLU weights, stacked per layer.
+
+Each expert's weight is laid out for the device exactly as a dense linear weight is (layers/linear.py), and the X
+experts' are stacked on a new first axis, so that one parameter (one launch input) holds all of a layer's experts.
+The checkpoint keeps one tensor per expert; the loader fills the stack one expert at a time (models/weights.py).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import mindspore as ms
+from mindspore import Parameter, nn
+from mindspore.common.initializer import initializer
+
+from vms_plugin.layers.linear import Linear
+from vms_plugin.layers.precision import linear_dtype
+from vms_plugin.ops import layer_ops
+from vms_plugin.ops.interface import ExpertWeights
+
+EXPERT_WEIGHTS = "expert_weights"  # parameter name: X checkpoint weights, one per expert, laid out and stacked
+EXPERT = "{expert}"  # where a checkpoint name of an expert's weight holds the expert's index
+
+
+@dataclass(frozen=True)
+class ExpertArgs:
+    num_experts: int  # X
+    top_k: int
+    intermediate_size: int  # I of each expert
+    normalize: bool  # the top k's weights divided by their sum
+    sparse_layers: frozenset[int]  # the layers whose MLP is routed experts; the others are dense
+
+    @staticmethod
+    def experts_count(config: dict[str, Any]) -> int:
+        # Qwen's checkpoints say num_experts; transformers 5 saves it as num_local_experts, Mixtral's name.
+        return config["num_experts"] if "num_experts" in config else config["num_local_experts"]
+
+    @classmethod
+    def qwen(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
+        """Qwen2-MoE / Qwen3-MoE: routed layers by `mlp_only_layers` and `decoder_sparse_step`, `norm_topk_prob`."""
+        experts = cls.experts_count(config)
+        dense, step = set(config.get("mlp_only_layers") or ()), config.get("decoder_sparse_step", 1)
+        sparse = {i for i in range(num_layers) if i not in dense and experts > 0 and (i + 1) % step == 0}
+        return cls(
+            num_experts=experts,
+            top_k=config["num_experts_per_tok"],
+            intermediate_size=config["moe_intermediate_size"],
+            normalize=config.get("norm_topk_prob", False),
+            sparse_layers=frozenset(sparse),
+        )
+
+    @classmethod
+    def mixtral(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
+        """Mixtral: every layer routed, the top k's weights always normalised, `intermediate_size` each expert's."""
+        return cls(
+            num_experts=cls.experts_count(config),
+            top_k=config["num_experts_per_tok"],
+            intermediate_size=config["intermediate_size"],
+            normalize=True,
+            sparse_layers=frozenset(range(num_layers)),
+        )
+
+
+def expert_weights(num_experts: int, in_features: int, out_features: int, dtype: str) -> Parameter:
+    """X unfilled [out, in] weights in the device's layout, stacked."""
+    shape = (num_experts, *layer_ops().linear_weight_shape(in_features, out_features, dtype))
+    return Parameter(initializer("zeros", shape, linear_dtype(dtype)), name=EXPERT_WEIGHTS)
+
+
+class ExpertsWeights(nn.Cell):
+    """One stacked weight of a layer's experts, under the name its checkpoint tensors share (gate_up_proj,
+    down_proj)."""
+
+    def __init__(self, num_experts: int, in_features: int, out_features: int, dtype: str) -> None:
+        super().__init__()
+        self.expert_weights = expert_weights(num_experts, in_features, out_features, dtype)
+
+
+class RoutedExperts(nn.Cell):
+    """The router (`gate`, kept in the model's 16- or 32-bit type even when the experts are int8: it decides
+    discrete choices) and the experts; the device's ops compute with them."""
+
+    def __init__(
+        self, hidden_size: int, args: ExpertArgs, dtype: str, router_dtype: str, int8_activations: bool
+    ) -> None:
+        super().__init__()
+        self.gate = Linear(hidden_size, args.num_experts, dtype=router_dtype)
+        self.gate_up_proj = ExpertsWeights(args.num_experts, hidden_size, 2 * args.intermediate_size, dtype)
+        self.down_proj = ExpertsWeights(args.num_experts, args.intermediate_size, hidden_size, dtype)
+        self.args, self.int8_activations = args, int8_activations
+        self.prepared: dict = {}  # the device's values derived from the weights (ExpertWeights.prepared)
+        self.ops = layer_ops()
+
+    def weights(self) -> ExpertWeights:
+        """The weights as the device's ops take them; made per call (a NamedTuple of Parameters kept on a Cell
+        becomes a parameter tuple of its own)."""
+        args = self.args
+        return ExpertWeights(
+            router=self.gate.device_weight,
+            gate_up=self.gate_up_proj.expert_weights,
+            down=self.down_proj.expert_weights,
+            top_k=args.top_k,
+            normalize=args.normalize,
+            intermediate_size=args.intermediate_size,
+            int8_activations=self.int8_activations,
+            prepared=self.prepared,
+        )
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        return self.ops.routed_experts(x, self.weights())
