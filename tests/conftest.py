@@ -82,13 +82,24 @@ def w8a8_model_dir(tiny_model_dirs, tmp_path_factory: pytest.TempPathFactory) ->
 def served_tiny_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen2 that `vms serve` can serve (the default model's tokenizer and vocabulary size), with 4 query and
     2 KV heads so that it splits over 2 tensor-parallel ranks (the default model's 9 and 3 do not)."""
-    target = save_tiny_model(
-        "Qwen2ForCausalLM", tmp_path_factory.mktemp("served-tiny") / "Qwen2-tiny", **SERVED_TINY_SIZES
-    )
+    target = tmp_path_factory.mktemp("served-tiny") / "Qwen2-tiny"
+    return with_default_tokenizer(save_tiny_model("Qwen2ForCausalLM", target, **SERVED_TINY_SIZES), default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def served_tiny_moe_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-MoE (8 experts, top 2) that `vms serve` can serve: the default model's tokenizer and vocabulary."""
+    target = tmp_path_factory.mktemp("served-tiny-moe") / "Qwen3-MoE-tiny"
+    model_dir = save_tiny_model("Qwen3MoeForCausalLM", target, **SERVED_TINY_SIZES, **MOE_SIZES)
+    return with_default_tokenizer(model_dir, default_model_dir)
+
+
+def with_default_tokenizer(model_dir: Path, default_model_dir: Path) -> Path:
+    """`model_dir` with the default model's tokenizer files (and chat template) copied in."""
     for source in default_model_dir.iterdir():
-        if source.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
-            shutil.copy(source, target / source.name)
-    return target
+        if source.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")):
+            shutil.copy(source, model_dir / source.name)
+    return model_dir
 
 
 _MEASUREMENTS: list[str] = []

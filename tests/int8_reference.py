@@ -68,6 +68,8 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         for module_name, module in model.named_modules():
+            if module_name.endswith("shared_expert_gate"):
+                continue  # one output per token, kept in float like the router
             if isinstance(module, torch.nn.Linear) and ".layers." in module_name:
                 computed_as_vms_does(module)
             elif module_name.endswith(".experts") and name == "W8A16" and not bfloat16_matmuls:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 VOCAB_SIZE = 512
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
-# Mixture of experts: 8 experts, top 2. The tiny Qwen3-MoE's first layer keeps a dense MLP (`mlp_only_layers`).
-MOE_ARCHITECTURES = ("Qwen3MoeForCausalLM", "MixtralForCausalLM")
+# Mixture of experts: 8 experts, top 2. The tiny Qwen3-MoE's first layer keeps a dense MLP (`mlp_only_layers`), the
+# tiny Qwen2-MoE's last; Qwen2-MoE adds a gated shared expert and keeps its routing weights unnormalised.
+MOE_ARCHITECTURES = ("Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM")
 MOE_SIZES = {"num_experts_per_tok": 2, "num_hidden_layers": 3}
 
 
@@ -32,7 +33,7 @@ ROPE_VARIANTS = {
 
 def tiny_config(architecture: str, rope_parameters: dict | None = None, **overrides):
     """The architecture's tiny config; `overrides` replace its sizes (heads, vocabulary, ...)."""
-    from transformers import LlamaConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
+    from transformers import LlamaConfig, MixtralConfig, Qwen2Config, Qwen2MoeConfig, Qwen3Config, Qwen3MoeConfig
 
     common = dict(
         vocab_size=VOCAB_SIZE,
@@ -56,6 +57,10 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None, **overri
         common.update(intermediate_size=64)  # each expert's
         return MixtralConfig(**common, num_local_experts=8, tie_word_embeddings=False, rope_parameters=rope)
     rope = rope_parameters or {"rope_type": "default", "rope_theta": 1000000.0}
+    if architecture == "Qwen2MoeForCausalLM":
+        experts = dict(num_experts=8, moe_intermediate_size=64, shared_expert_intermediate_size=96)
+        experts.update(norm_topk_prob=False, mlp_only_layers=[2])
+        return Qwen2MoeConfig(**common, **experts, tie_word_embeddings=False, rope_parameters=rope)
     if architecture == "Qwen2ForCausalLM":
         return Qwen2Config(**common, tie_word_embeddings=True, rope_parameters=rope)
     if architecture == "Qwen3MoeForCausalLM":

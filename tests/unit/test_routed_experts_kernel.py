@@ -1,4 +1,5 @@
-"""The CPU mixture-of-experts kernel (cpu_kernels.cc's RoutedExperts) against a numpy reference.
+"""The CPU mixture-of-experts kernel (cpu_kernels.cc's RoutedExperts) against a numpy reference, with and
+without a gated shared expert (Qwen2-MoE's).
 
 Routing is a discrete choice, so the reference computes the router's logits from the same rounded values the
 kernel multiplies (bfloat16 activations where the build's AVX512-BF16 dot products take 16 rows or more) and the
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from test_cpu_kernels import BUILDS, DOT_MIN_ROWS, STORAGE_TYPES, kernel, packed, stored, uses_bf16_dot_products
 
-HIDDEN, EXPERTS, INTERMEDIATE, TOP_K = 40, 8, 24, 2
+HIDDEN, EXPERTS, INTERMEDIATE, TOP_K, SHARED_INTERMEDIATE = 40, 8, 24, 2, 20
 
 
 def product(x: np.ndarray, weight: np.ndarray, dtype: str, build: str) -> np.ndarray:
@@ -18,6 +19,12 @@ def product(x: np.ndarray, weight: np.ndarray, dtype: str, build: str) -> np.nda
     if dtype == "bfloat16" and len(x) >= DOT_MIN_ROWS and uses_bf16_dot_products(build):
         x = stored(x, "bfloat16")[0]
     return x @ weight.T
+
+
+def swiglu(x, gate_up, down, dtype: str, build: str) -> np.ndarray:
+    projected = product(x, gate_up, dtype, build)
+    gate, up = np.split(projected, 2, axis=1)
+    return product(gate / (1.0 + np.exp(-gate)) * up, down, dtype, build)
 
 
 def routed_reference(x, router, gate_up, down, top_k, normalize, dtype, build) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +43,7 @@ def routed_reference(x, router, gate_up, down, top_k, normalize, dtype, build) -
         tokens, slot = np.nonzero(chosen == expert)
         if len(tokens) == 0:
             continue
-        projected = product(x[tokens], gate_up[expert], dtype, build)
-        gate, up = projected[:, :INTERMEDIATE], projected[:, INTERMEDIATE:]
-        activation = gate / (1.0 + np.exp(-gate)) * up
-        out[tokens] += weights[tokens, slot, None] * product(activation, down[expert], dtype, build)
+        out[tokens] += weights[tokens, slot, None] * swiglu(x[tokens], gate_up[expert], down[expert], dtype, build)
     return out, chosen
 
 
@@ -55,26 +59,45 @@ def stacked(weights: np.ndarray, dtype: str):
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize("tokens", [1, 5, 37])
-@pytest.mark.parametrize("normalize", [True, False], ids=["normalized", "softmax-weights"])
-def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens: int, dtype: str, build: str, normalize) -> None:
+@pytest.mark.parametrize(
+    ("normalize", "shared"), [(True, False), (False, True)], ids=["normalized", "softmax-weights-shared-expert"]
+)
+def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens, dtype: str, build: str, normalize, shared) -> None:
     """1 token (a decode step: only its 2 experts run), 5, and 37 (routing, grouping and the weighted sum shared
-    between threads; the busiest expert gets 16 rows or more, the bfloat16 dot products' threshold)."""
+    between threads; the busiest expert gets 16 rows or more, the bfloat16 dot products' threshold). The shared
+    expert, when there is one, runs on every token and is scaled by the sigmoid of its one-output gate."""
     from mindspore import Tensor
 
     rng = np.random.default_rng(11)
-    shared = rng.standard_normal(HIDDEN).astype(np.float32)  # a direction every token has
-    x = (rng.standard_normal((tokens, HIDDEN)) + shared).astype(np.float32)
+    common = rng.standard_normal(HIDDEN).astype(np.float32)  # a direction every token has
+    x = (rng.standard_normal((tokens, HIDDEN)) + common).astype(np.float32)
     router_weight = rng.standard_normal((EXPERTS, HIDDEN)).astype(np.float32) * 0.3
-    router_weight[2] += 0.1 * shared  # expert 2 is everyone's favourite
-    router_weight[5] -= 0.3 * shared  # and expert 5 nobody's
+    router_weight[2] += 0.1 * common  # expert 2 is everyone's favourite
+    router_weight[5] -= 0.3 * common  # and expert 5 nobody's
     router, router_parameter = packed(router_weight, dtype)
     gate_up, gate_up_parameter = stacked(rng.standard_normal((EXPERTS, 2 * INTERMEDIATE, HIDDEN)) * 0.2, dtype)
     down, down_parameter = stacked(rng.standard_normal((EXPERTS, HIDDEN, INTERMEDIATE)) * 0.2, dtype)
-    settings = Tensor(np.array([TOP_K, float(normalize), INTERMEDIATE, 0.0], np.float32))
+    size = SHARED_INTERMEDIATE
+    shared_gate_up, shared_gate_up_parameter = packed(rng.standard_normal((2 * size, HIDDEN)) * 0.2, dtype)
+    shared_down, shared_down_parameter = packed(rng.standard_normal((HIDDEN, size)) * 0.2, dtype)
+    shared_gate, shared_gate_parameter = packed(rng.standard_normal((1, HIDDEN)) * 0.3, dtype)
+    settings = Tensor(np.array([TOP_K, normalize, INTERMEDIATE, 0, size if shared else 0, shared], np.float32))
 
-    out = kernel("RoutedExperts", build)(Tensor(x), router_parameter, gate_up_parameter, down_parameter, settings)
+    out = kernel("RoutedExperts", build)(
+        Tensor(x),
+        router_parameter,
+        gate_up_parameter,
+        down_parameter,
+        settings,
+        shared_gate_up_parameter,
+        shared_down_parameter,
+        shared_gate_parameter,
+    )
 
     expected, chosen = routed_reference(x, router, gate_up, down, TOP_K, normalize, dtype, build)
+    if shared:
+        scale = 1.0 / (1.0 + np.exp(-product(x, shared_gate, dtype, build)))
+        expected += scale * swiglu(x, shared_gate_up, shared_down, dtype, build)
     loads = np.bincount(chosen.ravel(), minlength=EXPERTS)
     if tokens == 37:
         assert loads[5] == 0 and loads.max() >= DOT_MIN_ROWS and len(set(loads)) > 2, loads

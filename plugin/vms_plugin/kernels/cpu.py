@@ -125,9 +125,15 @@ def copy_slots(k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.T
 
 
 def routed_experts(
-    x: ms.Tensor, router: Parameter, gate_up: Parameter, down: Parameter, settings: ms.Tensor
+    x: ms.Tensor,
+    router: Parameter,
+    gate_up: Parameter,
+    down: Parameter,
+    settings: ms.Tensor,
+    shared: tuple[Parameter, Parameter, Parameter],
 ) -> ms.Tensor:
     """A mixture-of-experts MLP: x [T, E] -> [T, E]; the router packed for `linear` (N = X), each expert's packed
-    gate_up and down weights stacked on a first axis of X, settings [4] float32: top k, normalize, I, int8
-    activations (cpu_kernels.cc's RoutedExperts)."""
-    return _operator("RoutedExperts")(x, router, gate_up, down, settings)
+    gate_up and down weights stacked on a first axis of X, settings [6] float32: top k, normalize, I, int8
+    activations, the shared expert's I (0: none), gated; `shared`: its gate_up, down and gate weights packed for
+    `linear` (any weights when there is none). See cpu_kernels.cc's RoutedExperts."""
+    return _operator("RoutedExperts")(x, router, gate_up, down, settings, *shared)

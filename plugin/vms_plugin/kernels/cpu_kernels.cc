@@ -1180,12 +1180,13 @@ int WithLayerTypes(const char **dtypes, int first_weight, int cache_index, Body 
 
 // A routed layer's settings (RoutedExperts' input 4).
 struct ExpertSettings {
-  int64_t top_k, intermediate;
-  bool normalize, int8_activations;
+  int64_t top_k, intermediate, shared_intermediate;
+  bool normalize, int8_activations, shared_gate;
 
   explicit ExpertSettings(const float *c)
-      : top_k(static_cast<int64_t>(c[0])), intermediate(static_cast<int64_t>(c[2])), normalize(c[1] != 0.0f),
-        int8_activations(c[3] != 0.0f) {}
+      : top_k(static_cast<int64_t>(c[0])), intermediate(static_cast<int64_t>(c[2])),
+        shared_intermediate(static_cast<int64_t>(c[4])), normalize(c[1] != 0.0f), int8_activations(c[3] != 0.0f),
+        shared_gate(c[5] != 0.0f) {}
 };
 
 // Each token's top-k experts [T, k] and routing weights: the softmax over the router's logits [T, X], its k largest
@@ -1264,6 +1265,31 @@ void RunRoutedExperts(const float *x, int64_t tokens, int64_t hidden, const int3
       for (int64_t d = 0; d < hidden; ++d) o[d] += weights[i] * result[d];
     }
   }
+}
+
+// The shared expert of RoutedExperts' inputs 5-7 on x [T, E] -> out [T, E]: SwiGLU(x), times sigmoid(gate(x)) when
+// settings say it is gated; 1 when a weight does not fit its shape.
+int RunSharedExpert(const float *x, int64_t tokens, int64_t hidden, void **params, int *ndims, int64_t **shapes,
+                    const char **dtypes, const ExpertSettings &settings, float *out) {
+  const int64_t intermediate = settings.shared_intermediate;
+  thread_local std::vector<float> gate_up, act, gate;
+  gate_up.resize(tokens * 2 * intermediate);
+  act.resize(tokens * intermediate);
+  gate.resize(tokens);
+  auto linear = [&](int index, const float *in, int64_t k_size, int64_t n, float *result) {
+    return LinearOnLaunchWeight(in, tokens, k_size, params[index], dtypes[index], Elements(ndims[index], shapes[index]),
+                                n, nullptr, result, settings.int8_activations && index != 7);
+  };
+  if (linear(5, x, hidden, 2 * intermediate, gate_up.data()) != 0) return 1;
+  SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
+  if (linear(6, act.data(), intermediate, hidden, out) != 0) return 1;
+  if (!settings.shared_gate) return 0;
+  if (linear(7, x, hidden, 1, gate.data()) != 0) return 1;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float scale = 1.0f / (1.0f + std::exp(-gate[t]));
+    for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] *= scale;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -1461,11 +1487,15 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
 
 // A mixture-of-experts MLP. Inputs: 0 x [T, E] (the post-attention norm's output), 1 the router's packed weight
 // (N = X experts, K = E), 2 gate_up [X, ...]: each expert's packed gate and up projections stacked (N = 2I, K = E),
-// 3 down [X, ...] (N = E, K = I), both of one storage type, 4 settings float32 [4]: top k, normalize the top k's
-// weights (1) or keep their softmax probabilities (0), I, int8 activations (W8A8, as DecoderLayer's).
-// Output: 5 [T, E], the sum over each token's top-k experts of routing weight x SwiGLU expert(x).
+// 3 down [X, ...] (N = E, K = I), both of one storage type, 4 settings float32 [6]: top k, normalize the top k's
+// weights (1) or keep their softmax probabilities (0), I, int8 activations (W8A8, as DecoderLayer's), the shared
+// expert's I (0: none), whether a gate scales it (1); 5 the shared expert's gate_up (N = 2 Is), 6 its down, 7 its
+// gate (N = 1), packed, each any weight when the model lacks it.
+// Output: 8 [T, E], the sum over each token's top-k experts of routing weight x SwiGLU expert(x), plus the shared
+// expert's SwiGLU(x), times sigmoid(gate(x)) when gated.
 int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                   void *extra) {
+  if (nparam != 9) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const ExpertSettings settings(static_cast<const float *>(params[4]));
   const int64_t tokens = shapes[0][0], hidden = shapes[0][1], experts = shapes[2][0];
@@ -1473,7 +1503,7 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
       settings.top_k > experts) {
     return 1;
   }
-  thread_local std::vector<float> logits, weights;
+  thread_local std::vector<float> logits, weights, shared;
   thread_local std::vector<int32_t> chosen;
   logits.resize(tokens * experts);
   if (LinearOnLaunchWeight(x, tokens, hidden, params[1], dtypes[1], Elements(ndims[1], shapes[1]), experts, nullptr,
@@ -1483,7 +1513,7 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
   chosen.resize(tokens * settings.top_k);
   weights.resize(tokens * settings.top_k);
   RouteTokens(logits.data(), tokens, experts, settings, chosen.data(), weights.data());
-  return WithWeightType(dtypes[2], [&](auto tag) {
+  const int status = WithWeightType(dtypes[2], [&](auto tag) {
     using W = decltype(tag);
     const int64_t gate_up_elements = Elements(ndims[2] - 1, shapes[2] + 1);
     const int64_t down_elements = Elements(ndims[3] - 1, shapes[3] + 1);
@@ -1494,9 +1524,15 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
     }
     RunRoutedExperts(x, tokens, hidden, chosen.data(), weights.data(), static_cast<const W *>(params[2]),
                      static_cast<const W *>(params[3]), experts, gate_up_elements, down_elements, settings,
-                     static_cast<float *>(params[5]));
+                     static_cast<float *>(params[8]));
     return 0;
   });
+  if (status != 0 || settings.shared_intermediate == 0) return status;
+  shared.resize(tokens * hidden);
+  if (RunSharedExpert(x, tokens, hidden, params, ndims, shapes, dtypes, settings, shared.data()) != 0) return 1;
+  float *out = static_cast<float *>(params[8]);
+  for (int64_t i = 0; i < tokens * hidden; ++i) out[i] += shared[i];
+  return 0;
 }
 
 // k_cache/v_cache [K, S, D], src [N], dst [N] -> done [1]: copies slot src[i] to dst[i] for every KV head

@@ -28,6 +28,7 @@ class ExpertArgs:
     intermediate_size: int  # I of each expert
     normalize: bool  # the top k's weights divided by their sum
     sparse_layers: frozenset[int]  # the layers whose MLP is routed experts; the others are dense
+    shared_intermediate_size: int = 0  # a shared expert's I (Qwen2-MoE), gated by sigmoid(shared_expert_gate(x))
 
     @staticmethod
     def experts_count(config: dict[str, Any]) -> int:
@@ -36,7 +37,8 @@ class ExpertArgs:
 
     @classmethod
     def qwen(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
-        """Qwen2-MoE / Qwen3-MoE: routed layers by `mlp_only_layers` and `decoder_sparse_step`, `norm_topk_prob`."""
+        """Qwen2-MoE / Qwen3-MoE: routed layers by `mlp_only_layers` and `decoder_sparse_step`, `norm_topk_prob`;
+        Qwen2-MoE's gated shared expert by `shared_expert_intermediate_size`."""
         experts = cls.experts_count(config)
         dense, step = set(config.get("mlp_only_layers") or ()), config.get("decoder_sparse_step", 1)
         sparse = {i for i in range(num_layers) if i not in dense and experts > 0 and (i + 1) % step == 0}
@@ -46,6 +48,7 @@ class ExpertArgs:
             intermediate_size=config["moe_intermediate_size"],
             normalize=config.get("norm_topk_prob", False),
             sparse_layers=frozenset(sparse),
+            shared_intermediate_size=config.get("shared_expert_intermediate_size", 0),
         )
 
     @classmethod
@@ -75,9 +78,19 @@ class ExpertsWeights(nn.Cell):
         self.expert_weights = expert_weights(num_experts, in_features, out_features, dtype)
 
 
+class SharedExpert(nn.Cell):
+    """Qwen2-MoE's shared expert: a SwiGLU MLP every token runs (gate and up stacked, as a dense layer's)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, dtype: str) -> None:
+        super().__init__()
+        self.gate_up_proj = Linear(hidden_size, 2 * intermediate_size, dtype=dtype)
+        self.down_proj = Linear(intermediate_size, hidden_size, dtype=dtype)
+
+
 class RoutedExperts(nn.Cell):
     """The router (`gate`, kept in the model's 16- or 32-bit type even when the experts are int8: it decides
-    discrete choices) and the experts; the device's ops compute with them."""
+    discrete choices), the experts and any shared expert with its gate (float like the router); the device's ops
+    compute with them."""
 
     def __init__(
         self, hidden_size: int, args: ExpertArgs, dtype: str, router_dtype: str, int8_activations: bool
@@ -86,6 +99,9 @@ class RoutedExperts(nn.Cell):
         self.gate = Linear(hidden_size, args.num_experts, dtype=router_dtype)
         self.gate_up_proj = ExpertsWeights(args.num_experts, hidden_size, 2 * args.intermediate_size, dtype)
         self.down_proj = ExpertsWeights(args.num_experts, args.intermediate_size, hidden_size, dtype)
+        shared = args.shared_intermediate_size
+        self.shared_expert = SharedExpert(hidden_size, shared, dtype) if shared else None
+        self.shared_expert_gate = Linear(hidden_size, 1, dtype=router_dtype) if shared else None
         self.args, self.int8_activations = args, int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (ExpertWeights.prepared)
         self.ops = layer_ops()
@@ -93,7 +109,7 @@ class RoutedExperts(nn.Cell):
     def weights(self) -> ExpertWeights:
         """The weights as the device's ops take them; made per call (a NamedTuple of Parameters kept on a Cell
         becomes a parameter tuple of its own)."""
-        args = self.args
+        args, shared, shared_gate = self.args, self.shared_expert, self.shared_expert_gate
         return ExpertWeights(
             router=self.gate.device_weight,
             gate_up=self.gate_up_proj.expert_weights,
@@ -102,6 +118,10 @@ class RoutedExperts(nn.Cell):
             normalize=args.normalize,
             intermediate_size=args.intermediate_size,
             int8_activations=self.int8_activations,
+            shared_gate_up=None if shared is None else shared.gate_up_proj.device_weight,
+            shared_down=None if shared is None else shared.down_proj.device_weight,
+            shared_gate=None if shared_gate is None else shared_gate.device_weight,
+            shared_intermediate_size=args.shared_intermediate_size,
             prepared=self.prepared,
         )
 

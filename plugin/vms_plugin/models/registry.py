@@ -16,6 +16,7 @@ ARCHITECTURES: dict[str, str] = {
     "LlamaForCausalLM": "vms_plugin.models.llama:LlamaForCausalLM",
     "Qwen2ForCausalLM": "vms_plugin.models.qwen2:Qwen2ForCausalLM",
     "Qwen3ForCausalLM": "vms_plugin.models.qwen3:Qwen3ForCausalLM",
+    "Qwen2MoeForCausalLM": "vms_plugin.models.qwen2_moe:Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM": "vms_plugin.models.qwen3_moe:Qwen3MoeForCausalLM",
     "MixtralForCausalLM": "vms_plugin.models.mixtral:MixtralForCausalLM",
 }

@@ -14,6 +14,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, nn
+from tqdm import tqdm
 
 from vms_plugin.layers.experts import EXPERT, EXPERT_WEIGHTS
 from vms_plugin.layers.int8 import quantize_per_channel
@@ -84,7 +85,9 @@ def load_weights(
     those named `expert_weights` (layers/experts.py) one such weight per expert, stacked.
     """
     with open_checkpoint(model_dir) as tensors:
-        for name, param in model.parameters_and_names():
+        parameters = list(model.parameters_and_names())
+        # A bar on a terminal (a 30B mixture of experts is thousands of tensors); logs get none (disable=None).
+        for name, param in tqdm(parameters, desc="vms_plugin: loading weights", unit="parameter", disable=None):
             if name.endswith(("k_cache", "v_cache")):
                 continue
             sources = _source_names(name, stacked)

@@ -14,7 +14,8 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   k's weights normalised if the model asks, MoeInitRoutingV2 (each token's rows copied out and grouped by expert,
   with each expert's count), GroupedMatmulV4 over the stacked experts' gate_up weights, Swiglu, GroupedMatmulV4
   over their down weights, and MoeTokenUnpermute (each token's rows gathered back and summed with its weights) —
-  the composition vllm-mindspore's fused MoE runs on one rank. Expert weights are stacked [X, in, out];
+  the composition vllm-mindspore's fused MoE runs on one rank — plus a shared expert (Qwen2-MoE) as a dense MLP
+  scaled by the sigmoid of its gate. Expert weights are stacked [X, in, out];
 - int8 linear layers (layers/int8.py): W8A16 through WeightQuantBatchMatmul (x in bfloat16 times q scaled per
   output channel), W8A8 through DynamicQuantExt (each token's input to int8 with its own scale) and
   QuantBatchMatmul (int8 products, scaled by the channel and token scales). An int8 weight is one tensor
@@ -258,7 +259,14 @@ class AscendOps:
         counts = counts.astype(ms.int64)
         gate_up = self._grouped_experts(rows, experts.gate_up, counts)
         down = self._grouped_experts(self._swiglu(gate_up, -1), experts.down, counts)
-        return self._token_unpermute(down, where, weights, padded_mode=False, restore_shape=None)
+        out = self._token_unpermute(down, where, weights, padded_mode=False, restore_shape=None)
+        if experts.shared_gate_up is None:
+            return out
+        shared_gate_up = self._matmul(x, experts.shared_gate_up, None, experts.int8_activations)
+        shared = self._matmul(self._swiglu(shared_gate_up, -1), experts.shared_down, None, experts.int8_activations)
+        if experts.shared_gate is not None:
+            shared = shared * mint.sigmoid(self._matmul(x, experts.shared_gate, None))
+        return out + shared
 
     def _grouped_experts(self, rows, stacked, counts):
         """Each expert's rows (consecutive, `counts` of them per expert) times its weight [in, out] of `stacked`."""

@@ -123,10 +123,14 @@ class CpuOps:
         )
 
     def routed_experts(self, x, experts: ExpertWeights):
-        if "settings" not in experts.prepared:
-            values = (experts.top_k, experts.normalize, experts.intermediate_size, experts.int8_activations)
-            experts.prepared["settings"] = Tensor(np.array(values, dtype=np.float32))
-        return kernels.routed_experts(x, experts.router, experts.gate_up, experts.down, experts.prepared["settings"])
+        e = experts
+        if "settings" not in e.prepared:
+            gated = e.shared_gate is not None
+            values = (e.top_k, e.normalize, e.intermediate_size, e.int8_activations, e.shared_intermediate_size, gated)
+            e.prepared["settings"] = Tensor(np.array(values, dtype=np.float32))
+        # The kernel takes every input: without a shared expert (or its gate) the router stands in, unread.
+        shared = tuple(e.router if w is None else w for w in (e.shared_gate_up, e.shared_down, e.shared_gate))
+        return kernels.routed_experts(x, e.router, e.gate_up, e.down, e.prepared["settings"], shared)
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         kernels.copy_slots(k_cache, v_cache, src, dst)

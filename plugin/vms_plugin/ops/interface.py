@@ -57,6 +57,12 @@ class ExpertWeights(NamedTuple):
     normalize: bool  # the top k's softmax probabilities divided by their sum (Qwen's norm_topk_prob, Mixtral)
     intermediate_size: int  # I
     int8_activations: bool  # int8 expert weights: quantize each one's input per token (W8A8)
+    # A shared expert every token runs besides its routed ones (Qwen2-MoE), a SwiGLU MLP of its own size, its
+    # output scaled by sigmoid(shared_gate(x)) when the model has that gate; None when the model has none.
+    shared_gate_up: Parameter | None
+    shared_down: Parameter | None
+    shared_gate: Parameter | None  # a linear weight of one output
+    shared_intermediate_size: int
     prepared: dict[Any, Any]  # as DecoderWeights.prepared
 
 
@@ -159,7 +165,8 @@ class LayerOps(Protocol):
     def routed_experts(self, x: ms.Tensor, experts: ExpertWeights) -> ms.Tensor:
         """x [T, E] (the post-attention norm's output) -> [T, E]: for each token, the softmax over the router's
         logits, its top k experts (normalised to sum 1 if asked), and the sum of each chosen expert's
-        down(SiLU(gate(x)) * up(x)) times its weight."""
+        down(SiLU(gate(x)) * up(x)) times its weight; plus the shared expert's output if there is one (times
+        sigmoid(shared_gate(x)) if the model gates it)."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""
