@@ -29,27 +29,35 @@ from vms_bench.backends import (
 from vms_bench.memory import PeakRss
 from vms_bench.report import bound_gaps, comparisons, summarise, write_reports
 from vms_bench.roofline import ceilings, measure_machine
-from vms_bench.weights import gguf_weight_bytes, safetensors_size
+from vms_bench.weights import active_parameters, gguf_weight_bytes
 from vms_bench.workload import SMOKE, Workload
 
 RUN_TIMEOUT_S = 3600
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.random_moe and (args.model or args.gguf):
+        parser.error("--random-moe makes its own model: give it without --model and --gguf")
     from vms_supervisor.default_model import embedded_gguf_path, prepare_default_model
 
-    model_dir = args.model or prepare_default_model()
-    gguf_path = args.gguf or embedded_gguf_path()
+    if args.random_moe:
+        from vms_bench.random_moe import prepare_random_moe
+
+        model_dir, gguf_path = prepare_random_moe(), None
+    else:
+        model_dir, gguf_path = args.model or prepare_default_model(), args.gguf or embedded_gguf_path()
     workload = SMOKE if args.smoke else Workload(repeats=args.repeats)
     workload = workload.with_prompts(model_dir)
-    backends, skipped = _available(args.backends)
+    backends, skipped = _available(args.backends, gguf_path is not None)
 
     print("measuring the machine's memory bandwidth and matmul FLOP/s ...", file=sys.stderr)
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), **measure_machine(args.smoke)}
-    parameters, _ = safetensors_size(model_dir)
+    parameters = active_parameters(model_dir)  # what a decoded token multiplies by: a MoE's chosen experts only
     weight_bytes = {backend: BYTES_PER_WEIGHT[dtype] * parameters for backend, dtype in BACKEND_DTYPE.items()}
-    weight_bytes["llama-cpp"] = gguf_weight_bytes(gguf_path)
+    if gguf_path is not None:
+        weight_bytes["llama-cpp"] = gguf_weight_bytes(gguf_path)
     weight_bytes["vms-int8"] = parameters  # one byte each, the output projection included (norms: 0.03%)
 
     runs: dict[str, list[dict]] = {backend: [] for backend in backends}
@@ -82,10 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _available(requested: list[str]) -> tuple[list[str], dict[str, str]]:
+def _available(requested: list[str], has_gguf: bool) -> tuple[list[str], dict[str, str]]:
     skipped = {}
-    if "llama-cpp" in requested and not llama_cpp_installed():
+    if "llama-cpp" in requested and not has_gguf:
+        skipped["llama-cpp"] = "no GGUF of this checkpoint (the random MoE has none)"
+    elif "llama-cpp" in requested and not llama_cpp_installed():
         skipped["llama-cpp"] = "llama-cpp-python is not installed (`make bench` installs it)"
+    if "llama-cpp" in skipped:
         print(f"vms bench: SKIPPING llama-cpp: {skipped['llama-cpp']}", file=sys.stderr)
     return [backend for backend in requested if backend not in skipped], skipped
 
@@ -133,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", type=Path, default=None, help="HF model directory (default: the embedded model)")
     parser.add_argument("--gguf", type=Path, default=None, help="GGUF for llama-cpp (default: the embedded one)")
+    parser.add_argument(
+        "--random-moe",
+        action="store_true",
+        help="a random ~260M Qwen3-MoE made on first use instead of the model (no llama-cpp: it has no GGUF)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("bench/results"), help="where the report goes")
     return parser
 

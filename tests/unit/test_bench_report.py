@@ -65,3 +65,27 @@ def test_markdown_names_skipped_peers() -> None:
     assert "### Equal precision" in table
     assert "| single-stream decode (tokens/s, higher is better) | 20 (20) | 10 (10) | 2.00 |" in table
     assert "**llama-cpp not run:** not installed" in table
+
+
+def test_a_mixture_of_experts_roofline_counts_the_chosen_experts_only(tiny_moe_dirs, tiny_model_dirs) -> None:
+    """The tiny Qwen3-MoE: 2 of its 3 layers route to 2 of 8 experts; a dense model counts every parameter."""
+    import json
+    import math
+
+    from vms_bench.weights import active_parameters
+    from vms_plugin.models.safetensors_header import read_header
+
+    def sizes(model_dir) -> dict[str, int]:
+        entries = {}
+        for path in model_dir.glob("*.safetensors"):
+            entries.update(read_header(path)[0])
+        return {name: math.prod(entry["shape"]) for name, entry in entries.items()}
+
+    model_dir = tiny_moe_dirs["Qwen3MoeForCausalLM"]
+    config = json.loads((model_dir / "config.json").read_text())
+    every = sizes(model_dir)
+    experts = sum(size for name, size in every.items() if ".experts." in name)
+    assert experts == 2 * 8 * 3 * config["hidden_size"] * config["moe_intermediate_size"]
+    assert active_parameters(model_dir) == sum(every.values()) - experts + experts * 2 // 8
+    dense = tiny_model_dirs["LlamaForCausalLM"]
+    assert active_parameters(dense) == sum(sizes(dense).values())
