@@ -22,9 +22,9 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
     gives its product rounded to bfloat16, bias added after, and W8A16 scales its channels by bfloat16 scales, as
     Ascend's quantized matmuls do (ops/ascend.py).
 
-    A mixture of experts' expert weights are put on the int8 grid for W8A16 on float32 matmuls only (the hooks
-    above see Linear modules; transformers runs the experts as batched products of 3D tensors); the router stays
-    in float, as in vms."""
+    A mixture of experts' expert weights (3D tensors in transformers, not Linear modules) are put on the int8 grid
+    too, and for W8A8 their inputs, on float32 matmuls only; the router and a shared expert's gate stay in float,
+    as in vms."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -38,11 +38,14 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
         bias = 0 if module.bias is None else module.bias
         return (output - bias).to(torch.bfloat16).to(torch.float32) + bias
 
-    def quantize_per_token(module, inputs):
-        (x,) = inputs
+    def on_token_grid(x):
         scales = x.abs().amax(dim=-1, keepdim=True) / 127
         scales = torch.where(scales > 0, scales, torch.ones_like(scales))
-        return (torch.clamp(torch.round(x / scales), -127, 127) * scales,)
+        return torch.clamp(torch.round(x / scales), -127, 127) * scales
+
+    def quantize_per_token(module, inputs):
+        (x,) = inputs
+        return (on_token_grid(x),)
 
     def on_int8_grid(module, bfloat16_scales: bool) -> None:
         quantized, scales = quantize_per_channel(module.weight.numpy())
@@ -56,6 +59,22 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
             for expert in weights:
                 quantized, scales = quantize_per_channel(expert.numpy())
                 expert.copy_(torch.from_numpy(quantized.astype(np.float32) * scales[:, None]))
+
+    def experts_with_int8_inputs(experts) -> None:
+        """W8A8: each expert's inputs (a token's row, then its SwiGLU activation) on the per-token grid, the loop
+        otherwise transformers' own (each expert on its tokens, results added in expert order)."""
+        linear = torch.nn.functional.linear
+
+        def forward(hidden_states, top_k_index, top_k_weights):
+            out = torch.zeros_like(hidden_states)
+            for expert in range(experts.num_experts):
+                tokens, choice = torch.where(top_k_index == expert)
+                gate, up = linear(on_token_grid(hidden_states[tokens]), experts.gate_up_proj[expert]).chunk(2, dim=-1)
+                down = linear(on_token_grid(experts.act_fn(gate) * up), experts.down_proj[expert])
+                out.index_add_(0, tokens, down * top_k_weights[tokens, choice, None])
+            return out
+
+        experts.forward = forward
 
     def computed_as_vms_does(module) -> None:
         on_int8_grid(module, bfloat16_matmuls and name == "W8A16")
@@ -72,8 +91,10 @@ def int8_reference(model_dir, name: str, bfloat16_matmuls: bool = False, lm_head
                 continue  # one output per token, kept in float like the router
             if isinstance(module, torch.nn.Linear) and ".layers." in module_name:
                 computed_as_vms_does(module)
-            elif module_name.endswith(".experts") and name == "W8A16" and not bfloat16_matmuls:
+            elif module_name.endswith(".experts") and not bfloat16_matmuls:
                 experts_on_int8_grid(module)
+                if name == "W8A8":
+                    experts_with_int8_inputs(module)
         if lm_head:
             output = model.get_output_embeddings()
             output.weight = torch.nn.Parameter(output.weight.clone())  # untied: Ascend's scales may differ

@@ -32,10 +32,11 @@ def test_unreadable_config_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_unimplemented_architecture_names_it_and_what_is_supported(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["DeepseekV3ForCausalLM"]}))
     result = run_vms("serve", "--model", str(tmp_path), cache=tmp_path)
+    supported = "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM"
     assert_one_line_error(
-        result, "GPT2LMHeadModel", "not implemented", "supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+        result, "DeepseekV3ForCausalLM", "not implemented", f"supported: {supported}, MixtralForCausalLM"
     )
 
 

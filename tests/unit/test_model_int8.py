@@ -38,6 +38,16 @@ def reference_logits(model, prompt: list[int]) -> np.ndarray:
         return model(torch.tensor([prompt])).logits[0].numpy()
 
 
+def assert_matches_int8_reference(ours: np.ndarray, reference: np.ndarray, scale: float, name: str) -> None:
+    """W8A16 to float32 rounding at every position; W8A8 at the median, within a flipped rounding everywhere."""
+    per_position = np.abs(ours - reference).max(axis=1) / scale
+    if name == "W8A16":
+        assert per_position.max() < MATCH_TOLERANCE
+    else:
+        assert np.median(per_position) < MATCH_TOLERANCE
+        assert per_position.max() < FLIPPED_ROUNDING_TOLERANCE
+
+
 @pytest.mark.parametrize("lm_head", [False, True], ids=["", "int8-lm_head"])
 @pytest.mark.parametrize("name", SCHEMES)
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -51,12 +61,7 @@ def test_int8_logits_match_float32_arithmetic_on_the_same_int8_values(
     ours = logits_of(model_dir, "float32", prompt, scheme(name, lm_head))
     scale = np.abs(reference_logits(int8_reference(model_dir, "float32"), prompt)).max()
     reference = reference_logits(int8_reference(model_dir, name, lm_head=lm_head), prompt)
-    per_position = np.abs(ours - reference).max(axis=1) / scale
-    if name == "W8A16":
-        assert per_position.max() < MATCH_TOLERANCE
-    else:
-        assert np.median(per_position) < MATCH_TOLERANCE
-        assert per_position.max() < FLIPPED_ROUNDING_TOLERANCE
+    assert_matches_int8_reference(ours, reference, scale, name)
     exact = logits_of(model_dir, "float32", prompt)
     measurement(
         f"{architecture} {scheme(name, lm_head).name}: max |logit - float32| = "
@@ -64,17 +69,19 @@ def test_int8_logits_match_float32_arithmetic_on_the_same_int8_values(
     )
 
 
+@pytest.mark.parametrize("name", SCHEMES)
 @pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
-def test_int8_experts_match_float32_arithmetic_on_the_same_int8_values(architecture, tiny_moe_dirs, measurement):
-    """W8A16: every expert's gate, up and down weights int8 per output channel, the router in float32."""
+def test_int8_experts_match_float32_arithmetic_on_the_same_int8_values(architecture, name, tiny_moe_dirs, measurement):
+    """Every expert's gate, up and down weights int8 per output channel (and a shared expert's), for W8A8 their
+    inputs per token too; the router (and the shared expert's gate) in float32. Held as the dense models are."""
     model_dir = tiny_moe_dirs[architecture]
     prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
-    ours = logits_of(model_dir, "float32", prompt, scheme("W8A16"))
-    reference = reference_logits(int8_reference(model_dir, "W8A16"), prompt)
+    ours = logits_of(model_dir, "float32", prompt, scheme(name))
+    reference = reference_logits(int8_reference(model_dir, name), prompt)
     exact = logits_of(model_dir, "float32", prompt)
     scale = np.abs(exact).max()
-    assert np.abs(ours - reference).max() / scale < MATCH_TOLERANCE
-    measurement(f"{architecture} W8A16: max |logit - float32| = {np.abs(ours - exact).max() / scale:.1%} of max")
+    assert_matches_int8_reference(ours, reference, scale, name)
+    measurement(f"{architecture} {name}: max |logit - float32| = {np.abs(ours - exact).max() / scale:.1%} of max")
 
 
 def test_a_compressed_tensors_w8a8_checkpoint_loads_the_values_it_holds(w8a8_model_dir, tiny_model_dirs) -> None:

@@ -69,7 +69,7 @@ def expert_weights(num_experts: int, in_features: int, out_features: int, dtype:
     return Parameter(initializer("zeros", shape, linear_dtype(dtype)), name=EXPERT_WEIGHTS)
 
 
-class ExpertsWeights(nn.Cell):
+class StackedExpertWeight(nn.Cell):
     """One stacked weight of a layer's experts, under the name its checkpoint tensors share (gate_up_proj,
     down_proj)."""
 
@@ -97,8 +97,8 @@ class RoutedExperts(nn.Cell):
     ) -> None:
         super().__init__()
         self.gate = Linear(hidden_size, args.num_experts, dtype=router_dtype)
-        self.gate_up_proj = ExpertsWeights(args.num_experts, hidden_size, 2 * args.intermediate_size, dtype)
-        self.down_proj = ExpertsWeights(args.num_experts, args.intermediate_size, hidden_size, dtype)
+        self.gate_up_proj = StackedExpertWeight(args.num_experts, hidden_size, 2 * args.intermediate_size, dtype)
+        self.down_proj = StackedExpertWeight(args.num_experts, args.intermediate_size, hidden_size, dtype)
         shared = args.shared_intermediate_size
         self.shared_expert = SharedExpert(hidden_size, shared, dtype) if shared else None
         self.shared_expert_gate = Linear(hidden_size, 1, dtype=router_dtype) if shared else None
