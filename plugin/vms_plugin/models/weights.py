@@ -97,10 +97,7 @@ def load_weights(
             _check_present(tensors, sources, model_dir, name)
             source_parts = parts(name) or (None,) * len(sources)
             shape, dtype = tuple(param.shape), dtype_name(param.dtype)
-            value, fitted = _filled(tensors, sources, source_parts, shape, dtype, name.endswith(DEVICE_WEIGHT))
-            if fitted is None:
-                raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
-            param.set_data(fitted)
+            param.set_data(_filled(tensors, name, sources, source_parts, shape, dtype, name.endswith(DEVICE_WEIGHT)))
 
 
 def _check_present(
@@ -113,24 +110,31 @@ def _check_present(
 
 def _filled(
     tensors: Mapping[str, SafetensorsFile],
+    name: str,
     sources: tuple[str, ...],
     source_parts: tuple[Part | None, ...],
     shape: tuple[int, ...],
     dtype: str,
     device_weight: bool,
-) -> tuple[np.ndarray, ms.Tensor | None]:
-    """(the checkpoint's value, it as a parameter of `shape` and `dtype` holds it or None when it does not fit):
-    the sources concatenated (dim 0), a device weight laid out for the device (int8: quantized unless stored so)."""
+) -> ms.Tensor:
+    """Parameter `name` of `shape` and `dtype` from its checkpoint sources concatenated (dim 0), a device weight
+    laid out for the device (int8: quantized unless stored so); CheckpointError when they do not fit it."""
     if device_weight and dtype == "int8":
         quantized, scales = zip(
             *(_int8_weight(tensors, source, part) for source, part in zip(sources, source_parts, strict=True)),
             strict=True,
         )
         value = np.concatenate(quantized, axis=0)
-        return value, _laid_out(value, shape, dtype, device_weight=True, scales=np.concatenate(scales))
-    pieces = [tensors[source].read_float32(source, part) for source, part in zip(sources, source_parts, strict=True)]
-    value = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
-    return value, _laid_out(value, shape, dtype, device_weight)
+        fitted = _laid_out(value, shape, dtype, device_weight=True, scales=np.concatenate(scales))
+    else:
+        pieces = [
+            tensors[source].read_float32(source, part) for source, part in zip(sources, source_parts, strict=True)
+        ]
+        value = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+        fitted = _laid_out(value, shape, dtype, device_weight)
+    if fitted is None:
+        raise CheckpointError(f"tensor {sources[0]} has shape {tuple(value.shape)}, which does not fit {name}")
+    return fitted
 
 
 def _stacked_experts(
@@ -138,17 +142,16 @@ def _stacked_experts(
 ) -> ms.Tensor:
     """An `expert_weights` parameter [X, ...]: expert e's checkpoint weights (`sources` with e for {expert}) as one
     device weight each, stacked. Read one expert at a time, as a dense layer's weights are."""
-    experts, shape, dtype = param.shape[0], tuple(param.shape[1:]), dtype_name(param.dtype)
-    stacked = np.empty(tuple(param.shape), dtype=ms.dtype_to_nptype(param.dtype))
-    for expert in range(experts):
+    shape, dtype = tuple(param.shape[1:]), dtype_name(param.dtype)
+    stacked = None  # made with the first expert's numpy type (bfloat16's is MindSpore's own)
+    for expert in range(param.shape[0]):
         expert_sources = tuple(source.replace(EXPERT, str(expert)) for source in sources)
         _check_present(tensors, expert_sources, model_dir, name)
-        value, fitted = _filled(tensors, expert_sources, (None,) * len(sources), shape, dtype, device_weight=True)
-        if fitted is None:
-            raise CheckpointError(
-                f"tensor {expert_sources[0]} has shape {tuple(value.shape)}, which does not fit {name}"
-            )
-        stacked[expert] = fitted.asnumpy()
+        fitted = _filled(tensors, name, expert_sources, (None,) * len(sources), shape, dtype, device_weight=True)
+        values = fitted.asnumpy()
+        if stacked is None:
+            stacked = np.empty(tuple(param.shape), dtype=values.dtype)
+        stacked[expert] = values
     return ms.Tensor(stacked)
 
 
