@@ -52,13 +52,48 @@ def test_routed_layers_follow_qwen_moe_configs_in_either_naming() -> None:
     qwen = {**BASE, "num_hidden_layers": 6, "moe_intermediate_size": 32, "num_experts_per_tok": 2}
     sparse = {**qwen, "num_experts": 8, "mlp_only_layers": [0], "decoder_sparse_step": 2, "norm_topk_prob": True}
     args = ExpertArgs.qwen(sparse, 6)
-    assert (args.num_experts, args.top_k, args.intermediate_size, args.normalize) == (8, 2, 32, True)
+    assert (args.num_experts, args.routing.top_k, args.intermediate_size, args.routing.normalize) == (8, 2, 32, True)
     assert args.sparse_layers == {1, 3, 5}
     saved_by_transformers = ExpertArgs.qwen({**qwen, "num_local_experts": 4}, 6)
-    assert saved_by_transformers.num_experts == 4 and not saved_by_transformers.normalize
+    assert saved_by_transformers.num_experts == 4 and not saved_by_transformers.routing.normalize
     assert saved_by_transformers.sparse_layers == set(range(6))
     mixtral = ExpertArgs.mixtral({**BASE, "num_local_experts": 8, "num_experts_per_tok": 2}, 2)
-    assert (mixtral.intermediate_size, mixtral.normalize, mixtral.sparse_layers) == (256, True, {0, 1})
+    assert (mixtral.intermediate_size, mixtral.routing.normalize, mixtral.sparse_layers) == (256, True, {0, 1})
+
+
+DEEPSEEK = {
+    **BASE,
+    "num_hidden_layers": 4,
+    "n_routed_experts": 16,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 24,
+    "n_shared_experts": 2,
+    "first_k_dense_replace": 2,
+    "n_group": 4,
+    "topk_group": 2,
+    "routed_scaling_factor": 2.5,
+    "norm_topk_prob": True,
+}
+
+
+def test_deepseek_routing_follows_topk_method_and_scoring_func() -> None:
+    """V3 (noaux_tc): sigmoid, correction bias, groups worth their two best, normalised and scaled; V2's
+    group-limited greedy: softmax, groups worth their best, never normalised; greedy: no groups."""
+    from vms_plugin.layers.experts import ExpertArgs
+    from vms_plugin.ops.interface import Routing
+
+    v3 = ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "noaux_tc", "scoring_func": "sigmoid"}, 4)
+    assert v3.routing == Routing(2, True, sigmoid=True, groups=4, top_groups=2, group_by_top_two=True, scaling=2.5)
+    assert (v3.num_experts, v3.sparse_layers, v3.shared_intermediate_size) == (16, {2, 3}, 48)
+    assert v3.correction_bias and not v3.shared_gate
+    v2 = ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "group_limited_greedy"}, 4)
+    assert v2.routing == Routing(2, False, groups=4, top_groups=2, scaling=2.5) and not v2.correction_bias
+    greedy = ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "greedy", "first_k_dense_replace": 0}, 4)
+    assert greedy.routing.groups == 1 and greedy.sparse_layers == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="topk_method 'random' is not supported; supported: greedy, group_limited"):
+        ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "random"}, 4)
+    with pytest.raises(ValueError, match="scoring_func 'tanh' is not supported; supported: softmax, sigmoid"):
+        ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "noaux_tc", "scoring_func": "tanh"}, 4)
 
 
 def test_a_mixture_of_experts_model_over_several_ranks_is_refused_by_name() -> None:

@@ -1,5 +1,6 @@
 """The CPU mixture-of-experts kernel (cpu_kernels.cc's RoutedExperts) against a numpy reference, with and
-without a gated shared expert (Qwen2-MoE's).
+without a gated shared expert (Qwen2-MoE's), and with DeepSeek's routings (V3's sigmoid scores, correction bias and
+groups worth their two best; V2's group-limited softmax), written after transformers' routers.
 
 Routing is a discrete choice, so the reference computes the router's logits from the same rounded values the
 kernel multiplies (bfloat16 activations where the build's AVX512-BF16 dot products take 16 rows or more) and the
@@ -27,17 +28,36 @@ def swiglu(x, gate_up, down, dtype: str, build: str) -> np.ndarray:
     return product(gate / (1.0 + np.exp(-gate)) * up, down, dtype, build)
 
 
-def routed_reference(x, router, gate_up, down, top_k, normalize, dtype, build) -> tuple[np.ndarray, np.ndarray]:
-    """(the layer's output [T, E], each token's chosen experts [T, k]): softmax, top k, weighted SwiGLU experts."""
-    logits = product(x, router, dtype, build)
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    chosen = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    ranked = np.sort(logits, axis=1)[:, ::-1]
-    assert np.all(ranked[:, top_k - 1] - ranked[:, top_k] > 1e-3), "a near tie would make the choice arbitrary"
-    weights = np.take_along_axis(probabilities, chosen, axis=1)
-    if normalize:
-        weights /= weights.sum(axis=1, keepdims=True)
+def choose(logits: np.ndarray, routing, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(each token's chosen experts [T, k], the scores they are weighed by [T, X]) as transformers' Qwen-MoE,
+    DeepseekV2 and DeepseekV3 routers choose."""
+    if routing.sigmoid:
+        scores = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+    choice = scores if bias is None else scores + bias
+    if routing.groups > 1:
+        grouped = choice.reshape(len(choice), routing.groups, -1)
+        best = np.sort(grouped, axis=2)[:, :, ::-1]
+        worth = best[:, :, :2].sum(axis=2) if routing.group_by_top_two else best[:, :, 0]
+        kept = np.argsort(-worth, axis=1, kind="stable")[:, : routing.top_groups]
+        mask = np.zeros_like(worth, dtype=bool)
+        np.put_along_axis(mask, kept, True, axis=1)
+        choice = np.where(np.repeat(mask, grouped.shape[2], axis=1), choice, -np.inf)
+    chosen = np.argsort(-choice, axis=1, kind="stable")[:, : routing.top_k]
+    ranked = np.sort(choice, axis=1)[:, ::-1]
+    assert np.all(ranked[:, routing.top_k - 1] - ranked[:, routing.top_k] > 1e-5), "a near tie: arbitrary choice"
+    return chosen, scores
+
+
+def routed_reference(x, router, gate_up, down, routing, bias, dtype, build) -> tuple[np.ndarray, np.ndarray]:
+    """(the layer's output [T, E], each token's chosen experts [T, k]): routing, weighted SwiGLU experts."""
+    chosen, scores = choose(product(x, router, dtype, build), routing, bias)
+    weights = np.take_along_axis(scores, chosen, axis=1)
+    if routing.normalize:
+        weights /= weights.sum(axis=1, keepdims=True) + 1e-20
+    weights *= routing.scaling
     out = np.zeros_like(x)
     for expert in range(len(gate_up)):
         tokens, slot = np.nonzero(chosen == expert)
@@ -56,24 +76,59 @@ def stacked(weights: np.ndarray, dtype: str):
     return values, Parameter(Tensor(np.stack([parameter.asnumpy() for _, parameter in pieces])), name="experts")
 
 
+def settings_of(routing, shared_size: int, gated: bool, bias: np.ndarray | None):
+    """ExpertSettings as ops/cpu.py's expert_settings writes them."""
+    from mindspore import Tensor
+
+    r = routing
+    header = [r.top_k, r.normalize, INTERMEDIATE, 0, shared_size, gated, r.sigmoid, r.groups, r.top_groups]
+    header += [r.group_by_top_two, r.scaling, bias is not None]
+    return Tensor(np.concatenate([np.array(header, np.float32), *(() if bias is None else (bias,))]))
+
+
+def routings():
+    from vms_plugin.ops.interface import Routing
+
+    return {
+        "normalized": (Routing(TOP_K, normalize=True), None),
+        "softmax-weights-shared-expert": (Routing(TOP_K, normalize=False), None),
+        "deepseek-v3-noaux-tc": (
+            Routing(TOP_K, True, sigmoid=True, groups=4, top_groups=2, group_by_top_two=True, scaling=2.5),
+            "bias",
+        ),
+        "deepseek-v2-group-limited": (Routing(TOP_K, False, groups=4, top_groups=2, scaling=16.0), None),
+    }
+
+
+SHARED = {  # (shared expert, gated)
+    "normalized": (False, False),
+    "softmax-weights-shared-expert": (True, True),
+    "deepseek-v3-noaux-tc": (True, False),
+    "deepseek-v2-group-limited": (True, False),
+}
+
+
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize("tokens", [1, 5, 37])
-@pytest.mark.parametrize(
-    ("normalize", "shared"), [(True, False), (False, True)], ids=["normalized", "softmax-weights-shared-expert"]
-)
-def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens, dtype: str, build: str, normalize, shared) -> None:
+@pytest.mark.parametrize("case", list(SHARED))
+def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens, dtype: str, build: str, case: str) -> None:
     """1 token (a decode step: only its 2 experts run), 5, and 37 (routing, grouping and the weighted sum shared
     between threads; the busiest expert gets 16 rows or more, the bfloat16 dot products' threshold). The shared
-    expert, when there is one, runs on every token and is scaled by the sigmoid of its one-output gate."""
+    expert, when there is one, runs on every token, scaled by the sigmoid of its one-output gate when gated
+    (Qwen2-MoE) and as it is (DeepSeek). DeepSeek's routings: 8 experts in 4 groups, 2 groups kept."""
     from mindspore import Tensor
 
+    routing, bias_kind = routings()[case]
+    shared, gated = SHARED[case]
     rng = np.random.default_rng(11)
     common = rng.standard_normal(HIDDEN).astype(np.float32)  # a direction every token has
     x = (rng.standard_normal((tokens, HIDDEN)) + common).astype(np.float32)
     router_weight = rng.standard_normal((EXPERTS, HIDDEN)).astype(np.float32) * 0.3
     router_weight[2] += 0.1 * common  # expert 2 is everyone's favourite
     router_weight[5] -= 0.3 * common  # and expert 5 nobody's
+    # Choosing by score + bias while weighing by score alone: a bias that reorders experts 6 and 7 ahead.
+    bias = np.array([0, 0, 0, 0, 0, 0, 0.3, 0.2], np.float32) if bias_kind else None
     router, router_parameter = packed(router_weight, dtype)
     gate_up, gate_up_parameter = stacked(rng.standard_normal((EXPERTS, 2 * INTERMEDIATE, HIDDEN)) * 0.2, dtype)
     down, down_parameter = stacked(rng.standard_normal((EXPERTS, HIDDEN, INTERMEDIATE)) * 0.2, dtype)
@@ -81,7 +136,7 @@ def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens, dtype: str,
     shared_gate_up, shared_gate_up_parameter = packed(rng.standard_normal((2 * size, HIDDEN)) * 0.2, dtype)
     shared_down, shared_down_parameter = packed(rng.standard_normal((HIDDEN, size)) * 0.2, dtype)
     shared_gate, shared_gate_parameter = packed(rng.standard_normal((1, HIDDEN)) * 0.3, dtype)
-    settings = Tensor(np.array([TOP_K, normalize, INTERMEDIATE, 0, size if shared else 0, shared], np.float32))
+    settings = settings_of(routing, size if shared else 0, gated, bias)
 
     out = kernel("RoutedExperts", build)(
         Tensor(x),
@@ -94,11 +149,38 @@ def test_routed_experts_match_numpy_with_uneven_expert_loads(tokens, dtype: str,
         shared_gate_parameter,
     )
 
-    expected, chosen = routed_reference(x, router, gate_up, down, TOP_K, normalize, dtype, build)
+    expected, chosen = routed_reference(x, router, gate_up, down, routing, bias, dtype, build)
     if shared:
-        scale = 1.0 / (1.0 + np.exp(-product(x, shared_gate, dtype, build)))
+        scale = 1.0 / (1.0 + np.exp(-product(x, shared_gate, dtype, build))) if gated else 1.0
         expected += scale * swiglu(x, shared_gate_up, shared_down, dtype, build)
     loads = np.bincount(chosen.ravel(), minlength=EXPERTS)
     if tokens == 37:
-        assert loads[5] == 0 and loads.max() >= DOT_MIN_ROWS and len(set(loads)) > 2, loads
-    np.testing.assert_allclose(out.asnumpy(), expected, atol=2e-4 if dtype == "float32" else 2e-3)
+        assert loads.max() >= DOT_MIN_ROWS and len(set(loads)) > 2, loads
+        assert loads[5] == 0 or routing.groups > 1, loads
+    if bias is not None and tokens > 1:
+        assert loads[6] + loads[7] > 0, "the bias should bring experts 6 and 7 in"
+    scale = max(1.0, routing.scaling)
+    np.testing.assert_allclose(out.asnumpy(), expected, atol=scale * (2e-4 if dtype == "float32" else 2e-3))
+
+
+def test_routing_settings_that_do_not_fit_the_experts_fail_the_launch() -> None:
+    """Groups that do not divide the experts, or more experts asked for than the kept groups hold, or a bias
+    announced but missing: the kernel refuses (MindSpore raises) rather than reading past its inputs."""
+    from mindspore import Tensor
+
+    from vms_plugin.ops.interface import Routing
+
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((2, HIDDEN)).astype(np.float32))
+    _, router = packed(rng.standard_normal((EXPERTS, HIDDEN)).astype(np.float32), "float32")
+    _, gate_up = stacked(rng.standard_normal((EXPERTS, 2 * INTERMEDIATE, HIDDEN)), "float32")
+    _, down = stacked(rng.standard_normal((EXPERTS, HIDDEN, INTERMEDIATE)), "float32")
+    bad = [
+        settings_of(Routing(TOP_K, True, groups=3, top_groups=1), 0, False, None),
+        settings_of(Routing(5, True, groups=4, top_groups=2), 0, False, None),
+        settings_of(Routing(TOP_K, True), 0, False, None)[:11],
+        Tensor(np.concatenate([settings_of(Routing(TOP_K, True), 0, False, None).asnumpy()[:11], [1.0]])),
+    ]
+    for settings in bad:
+        with pytest.raises(RuntimeError):
+            kernel("RoutedExperts", "native")(x, router, gate_up, down, settings, router, router, router).asnumpy()

@@ -133,7 +133,8 @@ def routed_experts(
     shared: tuple[Parameter, Parameter, Parameter],
 ) -> ms.Tensor:
     """A mixture-of-experts MLP: x [T, E] -> [T, E]; the router packed for `linear` (N = X), each expert's packed
-    gate_up and down weights stacked on a first axis of X, settings [6] float32: top k, normalize, I, int8
-    activations, the shared expert's I (0: none), gated; `shared`: its gate_up, down and gate weights packed for
-    `linear` (any weights when there is none). See cpu_kernels.cc's RoutedExperts."""
+    gate_up and down weights stacked on a first axis of X, settings float32 (ops/cpu.py's expert_settings: the
+    routing, I, int8 activations, the shared expert's I (0: none) and whether it is gated, then any correction
+    bias [X]); `shared`: its gate_up, down and gate weights packed for `linear` (any weights when there is none).
+    See cpu_kernels.cc's RoutedExperts."""
     return _operator("RoutedExperts")(x, router, gate_up, down, settings, *shared)

@@ -1178,42 +1178,87 @@ int WithLayerTypes(const char **dtypes, int first_weight, int cache_index, Body 
 // Mixture of experts: each token's top-k experts by the router's softmax, the experts' SwiGLU MLPs run on the
 // tokens routed to them, grouped by expert, and each token's results added with its routing weights.
 
-// A routed layer's settings (RoutedExperts' input 4).
+// A routed layer's settings (RoutedExperts' input 4): a header of kHeaderFloats, then, when `has_bias`, the
+// correction bias [X] that DeepSeek-V3 adds to the scores for choosing only.
 struct ExpertSettings {
-  int64_t top_k, intermediate, shared_intermediate;
-  bool normalize, int8_activations, shared_gate;
+  int64_t top_k, intermediate, shared_intermediate, groups, top_groups;
+  bool normalize, int8_activations, shared_gate, sigmoid, group_by_top_two, has_bias;
+  float scaling;
+  const float *bias;
+
+  static constexpr int64_t kHeaderFloats = 12;
 
   explicit ExpertSettings(const float *c)
       : top_k(static_cast<int64_t>(c[0])), intermediate(static_cast<int64_t>(c[2])),
-        shared_intermediate(static_cast<int64_t>(c[4])), normalize(c[1] != 0.0f), int8_activations(c[3] != 0.0f),
-        shared_gate(c[5] != 0.0f) {}
+        shared_intermediate(static_cast<int64_t>(c[4])), groups(static_cast<int64_t>(c[7])),
+        top_groups(static_cast<int64_t>(c[8])), normalize(c[1] != 0.0f), int8_activations(c[3] != 0.0f),
+        shared_gate(c[5] != 0.0f), sigmoid(c[6] != 0.0f), group_by_top_two(c[9] != 0.0f), has_bias(c[11] != 0.0f),
+        scaling(c[10]), bias(c + kHeaderFloats) {}
+
+  // The settings fit `experts` and a settings tensor of `floats`.
+  bool Fit(int64_t experts, int64_t floats) const {
+    return top_k >= 1 && groups >= 1 && experts % groups == 0 && top_groups >= 1 && top_groups <= groups &&
+           top_k <= top_groups * (experts / groups) && floats >= kHeaderFloats + (has_bias ? experts : 0);
+  }
 };
 
-// Each token's top-k experts [T, k] and routing weights: the softmax over the router's logits [T, X], its k largest
-// (ties to the lower expert), divided by their sum when `normalize`. Listed in expert order: the sum of a token's
-// results then follows expert order, as the references' per-expert loops do.
+// The k indices of the largest `values` (ties to the lower index), in index order.
+void TopIndices(const float *values, int64_t n, int64_t k, int32_t *top) {
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+    return values[a] > values[b] || (values[a] == values[b] && a < b);
+  });
+  std::sort(order.begin(), order.begin() + k);
+  std::copy(order.begin(), order.begin() + k, top);
+}
+
+// Each token's top-k experts [T, k] and routing weights from the router's logits [T, X], as the references route:
+// scores by softmax (Qwen, Mixtral, DeepSeek-V2) or sigmoid (DeepSeek-V3); the choice by the scores plus the
+// correction bias if any, among the experts of the `top_groups` best of `groups` equal groups (a group's worth: its
+// best choice score, or its two best summed); the weights the chosen scores (without the bias), divided by their sum
+// when `normalize`, times `scaling`. Listed in expert order: the sum of a token's results then follows expert order,
+// as the references' per-expert loops do.
 void RouteTokens(const float *logits, int64_t tokens, int64_t experts, const ExpertSettings &settings,
                  int32_t *chosen, float *weights) {
-  const int64_t k = settings.top_k;
+  const int64_t k = settings.top_k, per_group = experts / settings.groups;
 #pragma omp parallel for schedule(static) if (tokens >= kParallelLayerRowsMin)
   for (int64_t t = 0; t < tokens; ++t) {
     const float *row = logits + t * experts;
-    const float peak = *std::max_element(row, row + experts);
-    std::vector<float> probabilities(experts);
-    float total = 0.0f;
-    for (int64_t e = 0; e < experts; ++e) total += probabilities[e] = std::exp(row[e] - peak);
-    std::vector<int32_t> order(experts);
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
-      return probabilities[a] > probabilities[b] || (probabilities[a] == probabilities[b] && a < b);
-    });
-    std::sort(order.begin(), order.begin() + k);
+    std::vector<float> scores(experts), choice(experts), group_worth(settings.groups);
+    if (settings.sigmoid) {
+      for (int64_t e = 0; e < experts; ++e) scores[e] = 1.0f / (1.0f + std::exp(-row[e]));
+    } else {
+      const float peak = *std::max_element(row, row + experts);
+      float total = 0.0f;
+      for (int64_t e = 0; e < experts; ++e) total += scores[e] = std::exp(row[e] - peak);
+      for (int64_t e = 0; e < experts; ++e) scores[e] /= total;
+    }
+    for (int64_t e = 0; e < experts; ++e) choice[e] = scores[e] + (settings.has_bias ? settings.bias[e] : 0.0f);
+    if (settings.top_groups < settings.groups) {
+      for (int64_t g = 0; g < settings.groups; ++g) {
+        const float *members = choice.data() + g * per_group;
+        int32_t best[2];
+        const int64_t counted = settings.group_by_top_two ? std::min<int64_t>(2, per_group) : 1;
+        TopIndices(members, per_group, counted, best);
+        group_worth[g] = 0.0f;
+        for (int64_t i = 0; i < counted; ++i) group_worth[g] += members[best[i]];
+      }
+      std::vector<int32_t> kept(settings.top_groups);
+      TopIndices(group_worth.data(), settings.groups, settings.top_groups, kept.data());
+      std::vector<bool> open(settings.groups, false);
+      for (const int32_t g : kept) open[g] = true;
+      for (int64_t e = 0; e < experts; ++e) {
+        if (!open[e / per_group]) choice[e] = -INFINITY;
+      }
+    }
+    int32_t *top = chosen + t * k;
+    TopIndices(choice.data(), experts, k, top);
     float kept = 0.0f;
-    for (int64_t i = 0; i < k; ++i) kept += probabilities[order[i]] / total;
+    for (int64_t i = 0; i < k; ++i) kept += scores[top[i]];
     for (int64_t i = 0; i < k; ++i) {
-      chosen[t * k + i] = order[i];
-      const float probability = probabilities[order[i]] / total;
-      weights[t * k + i] = settings.normalize ? probability / kept : probability;
+      const float weight = settings.normalize ? scores[top[i]] / (kept + 1e-20f) : scores[top[i]];
+      weights[t * k + i] = weight * settings.scaling;
     }
   }
 }
@@ -1499,8 +1544,8 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
   const float *x = static_cast<const float *>(params[0]);
   const ExpertSettings settings(static_cast<const float *>(params[4]));
   const int64_t tokens = shapes[0][0], hidden = shapes[0][1], experts = shapes[2][0];
-  if (std::strcmp(dtypes[2], dtypes[3]) != 0 || shapes[3][0] != experts || settings.top_k < 1 ||
-      settings.top_k > experts) {
+  if (std::strcmp(dtypes[2], dtypes[3]) != 0 || shapes[3][0] != experts ||
+      !settings.Fit(experts, Elements(ndims[4], shapes[4]))) {
     return 1;
   }
   thread_local std::vector<float> logits, weights, shared;

@@ -15,7 +15,7 @@ from mindspore.common.initializer import initializer
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.precision import linear_dtype
 from vms_plugin.ops import layer_ops
-from vms_plugin.ops.interface import ExpertWeights
+from vms_plugin.ops.interface import ExpertWeights, Routing
 
 EXPERT_WEIGHTS = "expert_weights"  # parameter name: X checkpoint weights, one per expert, laid out and stacked
 EXPERT = "{expert}"  # where a checkpoint name of an expert's weight holds the expert's index
@@ -24,16 +24,21 @@ EXPERT = "{expert}"  # where a checkpoint name of an expert's weight holds the e
 @dataclass(frozen=True)
 class ExpertArgs:
     num_experts: int  # X
-    top_k: int
+    routing: Routing
     intermediate_size: int  # I of each expert
-    normalize: bool  # the top k's weights divided by their sum
     sparse_layers: frozenset[int]  # the layers whose MLP is routed experts; the others are dense
-    shared_intermediate_size: int = 0  # a shared expert's I (Qwen2-MoE), gated by sigmoid(shared_expert_gate(x))
+    shared_intermediate_size: int = 0  # a shared expert's I (Qwen2-MoE, DeepSeek), 0: none
+    shared_gate: bool = False  # the shared expert's output scaled by sigmoid(shared_expert_gate(x)) (Qwen2-MoE)
+    correction_bias: bool = False  # DeepSeek-V3's e_score_correction_bias (topk_method noaux_tc)
 
     @staticmethod
     def experts_count(config: dict[str, Any]) -> int:
-        # Qwen's checkpoints say num_experts; transformers 5 saves it as num_local_experts, Mixtral's name.
-        return config["num_experts"] if "num_experts" in config else config["num_local_experts"]
+        # Qwen's checkpoints say num_experts, DeepSeek's n_routed_experts; transformers 5 saves either as
+        # num_local_experts, Mixtral's name.
+        for key in ("num_experts", "n_routed_experts", "num_local_experts"):
+            if config.get(key) is not None:
+                return config[key]
+        raise ValueError("a mixture-of-experts config needs num_experts, n_routed_experts or num_local_experts")
 
     @classmethod
     def qwen(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
@@ -42,13 +47,14 @@ class ExpertArgs:
         experts = cls.experts_count(config)
         dense, step = set(config.get("mlp_only_layers") or ()), config.get("decoder_sparse_step", 1)
         sparse = {i for i in range(num_layers) if i not in dense and experts > 0 and (i + 1) % step == 0}
+        shared = config.get("shared_expert_intermediate_size", 0)
         return cls(
             num_experts=experts,
-            top_k=config["num_experts_per_tok"],
+            routing=Routing(config["num_experts_per_tok"], normalize=config.get("norm_topk_prob", False)),
             intermediate_size=config["moe_intermediate_size"],
-            normalize=config.get("norm_topk_prob", False),
             sparse_layers=frozenset(sparse),
-            shared_intermediate_size=config.get("shared_expert_intermediate_size", 0),
+            shared_intermediate_size=shared,
+            shared_gate=shared > 0,
         )
 
     @classmethod
@@ -56,11 +62,47 @@ class ExpertArgs:
         """Mixtral: every layer routed, the top k's weights always normalised, `intermediate_size` each expert's."""
         return cls(
             num_experts=cls.experts_count(config),
-            top_k=config["num_experts_per_tok"],
+            routing=Routing(config["num_experts_per_tok"], normalize=True),
             intermediate_size=config["intermediate_size"],
-            normalize=True,
             sparse_layers=frozenset(range(num_layers)),
         )
+
+    @classmethod
+    def deepseek(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
+        """DeepSeek-V2/V3: layers from `first_k_dense_replace` on routed (every `moe_layer_freq`-th), by `topk_method`:
+        greedy (softmax top k), group_limited_greedy (softmax, groups worth their best score) or noaux_tc (sigmoid
+        plus the correction bias for choosing, groups worth their two best); `n_shared_experts` ungated shared
+        experts as one MLP; the weights times `routed_scaling_factor`."""
+        method = config.get("topk_method", "greedy")
+        if method not in DEEPSEEK_TOPK_METHODS:
+            raise ValueError(f"topk_method '{method}' is not supported; supported: {', '.join(DEEPSEEK_TOPK_METHODS)}")
+        scoring = config.get("scoring_func", "sigmoid" if method == "noaux_tc" else "softmax")
+        if scoring not in ("softmax", "sigmoid"):
+            raise ValueError(f"scoring_func '{scoring}' is not supported; supported: softmax, sigmoid")
+        grouped = method != "greedy"
+        first, frequency = config.get("first_k_dense_replace", 0), config.get("moe_layer_freq", 1)
+        sparse = {i for i in range(first, num_layers) if i % frequency == 0}
+        routing = Routing(
+            config["num_experts_per_tok"],
+            # DeepSeek-V2's router never normalises; V3's config says (its reference divides by the sum + 1e-20).
+            normalize=method == "noaux_tc" and config.get("norm_topk_prob", False),
+            sigmoid=scoring == "sigmoid",
+            groups=(config.get("n_group") or 1) if grouped else 1,
+            top_groups=(config.get("topk_group") or 1) if grouped else 1,
+            group_by_top_two=method == "noaux_tc",
+            scaling=float(config.get("routed_scaling_factor", 1.0)),
+        )
+        return cls(
+            num_experts=cls.experts_count(config),
+            routing=routing,
+            intermediate_size=config["moe_intermediate_size"],
+            sparse_layers=frozenset(sparse),
+            shared_intermediate_size=config["moe_intermediate_size"] * (config.get("n_shared_experts") or 0),
+            correction_bias=method == "noaux_tc",
+        )
+
+
+DEEPSEEK_TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 
 
 def expert_weights(num_experts: int, in_features: int, out_features: int, dtype: str) -> Parameter:
@@ -79,7 +121,8 @@ class StackedExpertWeight(nn.Cell):
 
 
 class SharedExpert(nn.Cell):
-    """Qwen2-MoE's shared expert: a SwiGLU MLP every token runs (gate and up stacked, as a dense layer's)."""
+    """A shared expert (Qwen2-MoE's, DeepSeek's): a SwiGLU MLP every token runs (gate and up stacked, as a dense
+    layer's)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, dtype: str) -> None:
         super().__init__()
@@ -89,8 +132,8 @@ class SharedExpert(nn.Cell):
 
 class RoutedExperts(nn.Cell):
     """The router (`gate`, kept in the model's 16- or 32-bit type even when the experts are int8: it decides
-    discrete choices), the experts and any shared expert with its gate (float like the router); the device's ops
-    compute with them."""
+    discrete choices) with any correction bias (float32), the experts and any shared expert with its gate (float
+    like the router); the device's ops compute with them."""
 
     def __init__(
         self, hidden_size: int, args: ExpertArgs, dtype: str, router_dtype: str, int8_activations: bool
@@ -101,7 +144,9 @@ class RoutedExperts(nn.Cell):
         self.down_proj = StackedExpertWeight(args.num_experts, args.intermediate_size, hidden_size, dtype)
         shared = args.shared_intermediate_size
         self.shared_expert = SharedExpert(hidden_size, shared, dtype) if shared else None
-        self.shared_expert_gate = Linear(hidden_size, 1, dtype=router_dtype) if shared else None
+        self.shared_expert_gate = Linear(hidden_size, 1, dtype=router_dtype) if args.shared_gate else None
+        bias = Parameter(initializer("zeros", (args.num_experts,), ms.float32), name="correction_bias")
+        self.correction_bias = bias if args.correction_bias else None
         self.args, self.int8_activations = args, int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (ExpertWeights.prepared)
         self.ops = layer_ops()
@@ -114,8 +159,8 @@ class RoutedExperts(nn.Cell):
             router=self.gate.device_weight,
             gate_up=self.gate_up_proj.expert_weights,
             down=self.down_proj.expert_weights,
-            top_k=args.top_k,
-            normalize=args.normalize,
+            routing=args.routing,
+            correction_bias=self.correction_bias,
             intermediate_size=args.intermediate_size,
             int8_activations=self.int8_activations,
             shared_gate_up=None if shared is None else shared.gate_up_proj.device_weight,

@@ -248,10 +248,18 @@ class AscendOps:
     def routed_experts(self, x, experts: ExpertWeights):
         if experts.gate_up.dtype == ms.int8:
             raise ValueError("vms_plugin on Ascend serves mixture-of-experts weights as float16 or bfloat16; not int8")
+        routing = experts.routing
+        if routing.sigmoid or routing.groups > 1 or experts.correction_bias is not None:
+            raise ValueError(
+                "vms_plugin on Ascend routes experts by softmax top-k only for now; DeepSeek's sigmoid, "
+                "group-limited or bias-corrected routing is not implemented there"
+            )
         logits = self._matmul(x, experts.router, None).astype(ms.float32)  # softmax in float32, as the references
-        weights, chosen, _ = self._gating_top_k(logits, None, experts.top_k)  # (top k, their experts, row index)
-        if experts.normalize:
+        weights, chosen, _ = self._gating_top_k(logits, None, routing.top_k)  # (top k, their experts, row index)
+        if routing.normalize:
             weights = weights / weights.sum(-1, keepdims=True)
+        if routing.scaling != 1.0:
+            weights = weights * routing.scaling
         num_experts = experts.gate_up.shape[0]
         # Dropless routing (no capacity): rows [T * k, E] grouped by expert, where each (token, choice) went, and
         # each expert's row count (flag 2: counts, not their running sum).

@@ -125,9 +125,7 @@ class CpuOps:
     def routed_experts(self, x, experts: ExpertWeights):
         e = experts
         if "settings" not in e.prepared:
-            gated = e.shared_gate is not None
-            values = (e.top_k, e.normalize, e.intermediate_size, e.int8_activations, e.shared_intermediate_size, gated)
-            e.prepared["settings"] = Tensor(np.array(values, dtype=np.float32))
+            e.prepared["settings"] = Tensor(expert_settings(e))
         # The kernel takes every input: without a shared expert (or its gate) the router stands in, unread.
         shared = tuple(e.router if w is None else w for w in (e.shared_gate_up, e.shared_down, e.shared_gate))
         return kernels.routed_experts(x, e.router, e.gate_up, e.down, e.prepared["settings"], shared)
@@ -176,6 +174,28 @@ def layer_constants(weights: DecoderWeights, has_residual: bool, part: LayerPart
         values(weights.k_norm, head_dim),
     ]
     return np.concatenate([np.array(header, np.float32), *vectors])
+
+
+def expert_settings(experts: ExpertWeights) -> np.ndarray:
+    """A routed layer's settings as cpu_kernels.cc's ExpertSettings reads them: a header, then the correction bias
+    if any; made on the layer's first step (the bias is loaded by then)."""
+    e, r = experts, experts.routing
+    header = [
+        r.top_k,
+        r.normalize,
+        e.intermediate_size,
+        e.int8_activations,
+        e.shared_intermediate_size,
+        e.shared_gate is not None,
+        r.sigmoid,
+        r.groups,
+        r.top_groups,
+        r.group_by_top_two,
+        r.scaling,
+        e.correction_bias is not None,
+    ]
+    bias = () if e.correction_bias is None else (e.correction_bias.asnumpy().astype(np.float32),)
+    return np.concatenate([np.array(header, np.float32), *bias])
 
 
 def causal_lm_inputs(

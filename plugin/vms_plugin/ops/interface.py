@@ -46,6 +46,20 @@ class DecoderWeights(NamedTuple):
     prepared: dict[Any, Any]
 
 
+class Routing(NamedTuple):
+    """How a router's logits [X] choose a token's experts and weigh them."""
+
+    top_k: int  # experts per token
+    normalize: bool  # the top k's weights divided by their sum (Qwen's norm_topk_prob, Mixtral, DeepSeek-V3)
+    sigmoid: bool = False  # scores by sigmoid (DeepSeek-V3's scoring_func), else by softmax
+    # Group-limited routing (DeepSeek): the experts in `groups` equal groups, the choice only among the experts of
+    # the `top_groups` groups worth most, a group's worth its best score or (`group_by_top_two`) its two best summed.
+    groups: int = 1
+    top_groups: int = 1
+    group_by_top_two: bool = False
+    scaling: float = 1.0  # the weights' factor (DeepSeek's routed_scaling_factor)
+
+
 class ExpertWeights(NamedTuple):
     """A mixture-of-experts MLP: a router over X experts, each a SwiGLU MLP of I features; every expert's linear
     weight is the implementation's layout of one [out, in] weight, the X of them stacked on a new first axis."""
@@ -53,8 +67,9 @@ class ExpertWeights(NamedTuple):
     router: Parameter  # the router's linear weight: X outputs
     gate_up: Parameter  # [X, ...]: each expert's gate and up projections stacked, 2I outputs
     down: Parameter  # [X, ...]: each expert's down projection, I inputs
-    top_k: int  # experts per token
-    normalize: bool  # the top k's softmax probabilities divided by their sum (Qwen's norm_topk_prob, Mixtral)
+    routing: Routing
+    # [X] float32 added to the scores for choosing only (DeepSeek-V3's noaux_tc e_score_correction_bias), or None
+    correction_bias: Parameter | None
     intermediate_size: int  # I
     int8_activations: bool  # int8 expert weights: quantize each one's input per token (W8A8)
     # A shared expert every token runs besides its routed ones (Qwen2-MoE), a SwiGLU MLP of its own size, its
@@ -163,10 +178,10 @@ class LayerOps(Protocol):
         SiLU(gate) * up, down -> (down's output, a rank's partial sum; residual stream)."""
 
     def routed_experts(self, x: ms.Tensor, experts: ExpertWeights) -> ms.Tensor:
-        """x [T, E] (the post-attention norm's output) -> [T, E]: for each token, the softmax over the router's
-        logits, its top k experts (normalised to sum 1 if asked), and the sum of each chosen expert's
-        down(SiLU(gate(x)) * up(x)) times its weight; plus the shared expert's output if there is one (times
-        sigmoid(shared_gate(x)) if the model gates it)."""
+        """x [T, E] (the post-attention norm's output) -> [T, E]: for each token, its experts and their weights by
+        the router's logits as `experts.routing` says, and the sum of each chosen expert's down(SiLU(gate(x)) *
+        up(x)) times its weight; plus the shared expert's output if there is one (times sigmoid(shared_gate(x)) if
+        the model gates it)."""
 
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""
