@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tiny_models import (
     ARCHITECTURES,
+    DEEPSEEK_ARCHITECTURES,
     MOE_ARCHITECTURES,
     MOE_SIZES,
     save_compressed_tensors_w8a8,
@@ -54,6 +55,13 @@ def tiny_moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_deepseek_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny random checkpoint per DeepSeek architecture (tiny_models.DEEPSEEK_ARCHITECTURES)."""
+    root = tmp_path_factory.mktemp("tiny-deepseek-models")
+    return {name: save_tiny_model(name, root / name) for name in DEEPSEEK_ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
 def default_prompts(default_model_dir) -> list[list[int]]:
     """The serving tests' prompts, tokenized for the default model."""
     from integration.conftest import PROMPTS
@@ -91,6 +99,14 @@ def served_tiny_moe_model_dir(default_model_dir: Path, tmp_path_factory: pytest.
     """A tiny Qwen3-MoE (8 experts, top 2) that `vms serve` can serve: the default model's tokenizer and vocabulary."""
     target = tmp_path_factory.mktemp("served-tiny-moe") / "Qwen3-MoE-tiny"
     model_dir = save_tiny_model("Qwen3MoeForCausalLM", target, **SERVED_TINY_SIZES, **MOE_SIZES)
+    return with_default_tokenizer(model_dir, default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def served_tiny_deepseek_model_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DeepSeek-V3 (latent attention, 8 experts top 2 in 4 groups) that `vms serve` can serve."""
+    target = tmp_path_factory.mktemp("served-tiny-deepseek") / "DeepSeek-V3-tiny"
+    model_dir = save_tiny_model("DeepseekV3ForCausalLM", target, **SERVED_TINY_SIZES)
     return with_default_tokenizer(model_dir, default_model_dir)
 
 

@@ -14,6 +14,13 @@ ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 # tiny Qwen2-MoE's last; Qwen2-MoE adds a gated shared expert and keeps its routing weights unnormalised.
 MOE_ARCHITECTURES = ("Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM")
 MOE_SIZES = {"num_experts_per_tok": 2, "num_hidden_layers": 3}
+# DeepSeek: multi-head latent attention with DeepSeek's real latent size (kv_lora_rank 512 + rope 64, the only one
+# vLLM's CPU MLA kernel takes), 8 experts top 2 in 4 groups with the 2 best kept, shared experts, YaRN with DeepSeek's
+# mscale as their checkpoints have it (vLLM's CPU path rotates a query of several heads wrongly with plain RoPE and
+# interleaved pairs: its rotary_embedding op on a [T, H, 64] query; its YaRN path is its own, in torch). V3 (noaux_tc:
+# sigmoid, correction bias) with a query rank and 2 dense layers before its 2 routed ones; V2 (group-limited greedy
+# softmax) without a query rank, 1 dense layer then 2 routed.
+DEEPSEEK_ARCHITECTURES = ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM")
 
 
 # RoPE variants with small original context lengths, so that scaling moves logits at the tests' short positions.
@@ -29,6 +36,48 @@ ROPE_VARIANTS = {
     },
     "yarn": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 64},
 }
+
+
+def deepseek_config(architecture: str, common: dict):
+    from transformers import DeepseekV2Config, DeepseekV3Config
+
+    common = {key: value for key, value in common.items() if key != "head_dim"}
+    common.update(num_attention_heads=4, num_key_value_heads=4)  # MLA expands the latent to every head
+    latent = dict(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32)
+    experts = dict(n_routed_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, n_group=4, topk_group=2)
+    if architecture == "DeepseekV3ForCausalLM":
+        yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 128}
+        yarn.update(mscale=1.0, mscale_all_dim=1.0, beta_fast=32, beta_slow=1)  # DeepSeek-V3's mscales
+        return DeepseekV3Config(
+            **{**common, "num_hidden_layers": 4},
+            **latent,
+            **experts,
+            q_lora_rank=48,
+            n_shared_experts=1,
+            first_k_dense_replace=2,
+            routed_scaling_factor=2.5,
+            norm_topk_prob=True,
+            topk_method="noaux_tc",
+            scoring_func="sigmoid",
+            rope_parameters=yarn,
+            tie_word_embeddings=False,
+        )
+    return DeepseekV2Config(
+        **{**common, "num_hidden_layers": 3},
+        **latent,
+        **experts,
+        q_lora_rank=None,
+        n_shared_experts=2,
+        first_k_dense_replace=1,
+        routed_scaling_factor=1.5,
+        topk_method="group_limited_greedy",
+        scoring_func="softmax",
+        rope_parameters={
+            **{"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0, "original_max_position_embeddings": 64},
+            **{"mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32, "beta_slow": 1},  # DeepSeek-V2's mscales
+        },
+        tie_word_embeddings=False,
+    )
 
 
 def tiny_config(architecture: str, rope_parameters: dict | None = None, **overrides):
@@ -49,6 +98,8 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None, **overri
         dtype="float32",
     )
     common.update(overrides)
+    if architecture in DEEPSEEK_ARCHITECTURES:
+        return deepseek_config(architecture, common)
     if architecture == "LlamaForCausalLM":
         rope = rope_parameters or {"rope_type": "default", "rope_theta": 10000.0}
         return LlamaConfig(**common, tie_word_embeddings=False, rope_parameters=rope)
@@ -90,6 +141,9 @@ def save_tiny_model(
                 param.copy_(1.0 + 0.2 * torch.randn_like(param))
             else:
                 param.copy_(0.15 * torch.randn_like(param))
+        for name, buffer in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3 chooses by score + bias: make it matter
+                buffer.copy_(0.1 * torch.randn_like(buffer))
     model.save_pretrained(target, safe_serialization=True, max_shard_size=max_shard_size)
     return target
 

@@ -85,7 +85,11 @@ class MindSporePlatform(CpuPlatform):
         start_method = os.environ.get(START_METHOD_VARIABLE)
         if executor_backend != "ray":  # Ray's ranks are not started by vLLM's core binding, nor all on this host
             bind_ranks_to_cores(parallel_config.local_world_size, len(get_visible_memory_node()))
+        scheduling = _chunking_and_prefix_caching(vllm_config)
         super().check_and_update_config(vllm_config)
+        # vLLM's CPU platform turns chunked prefill and prefix caching off for latent attention (its own CPU MLA
+        # kernels lack them); vms's latent attention reads any cached context, so the user's choices stand.
+        _restore_chunking_and_prefix_caching(vllm_config, scheduling)
         if start_method is not None:
             # vLLM's CPU platform forces `spawn` for torch's sake; a method chosen before (by the user, vLLM's CLI
             # or `vms serve`, which forks the engine core: see vms_supervisor/engine_command.py) stands.
@@ -97,3 +101,18 @@ class MindSporePlatform(CpuPlatform):
             parallel_config.distributed_executor_backend = "uni"
         if not chosen_by_user:
             parallel_config.worker_cls = WORKER_CLASS
+
+
+def _chunking_and_prefix_caching(vllm_config: "VllmConfig") -> tuple[bool, bool, int]:
+    scheduler = vllm_config.scheduler_config
+    return (
+        scheduler.enable_chunked_prefill,
+        vllm_config.cache_config.enable_prefix_caching,
+        scheduler.max_num_batched_tokens,
+    )
+
+
+def _restore_chunking_and_prefix_caching(vllm_config: "VllmConfig", choices: tuple[bool, bool, int]) -> None:
+    scheduler = vllm_config.scheduler_config
+    scheduler.enable_chunked_prefill, vllm_config.cache_config.enable_prefix_caching, batched = choices
+    scheduler.max_num_batched_tokens = batched

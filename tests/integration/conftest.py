@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray_cluster import RayCluster, start_head
-from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES)
+MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES)
 
 # Eight prompts of different lengths (chat-formatted, plain prose, code, lists) for the default model.
 PROMPTS = [
@@ -82,8 +82,10 @@ STRUCTURED_SETS = ("json-schema", "choice")
 # vLLM's scheduler features, exercised on the tiny Llama through vms_plugin only (see test_scheduler_features.py).
 CHUNK_TOKENS = 32
 SCHEDULER_JOBS = ("chunked-prefill", "prefix-caching", "preemption")
-# The three together on the tiny Qwen3-MoE: shared prefixes longer than a chunk, in too few blocks for all.
+# The three together on the tiny Qwen3-MoE and DeepSeek-V3: shared prefixes longer than a chunk, in too few blocks
+# for all.
 MOE_SCHEDULER_JOB = "moe-scheduler"
+DEEPSEEK_SCHEDULER_JOB = "deepseek-scheduler"
 INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-per-channel-lm-head", "int8-weight-only")
 LOGPROBS = SAMPLING_SETS["logprobs"]
 # Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
@@ -104,7 +106,9 @@ def default_prompt_ids(default_model_dir: Path) -> list[list[int]]:
 
 
 @pytest.fixture(scope="session")
-def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs, tiny_moe_dirs) -> dict[str, dict]:
+def greedy_jobs(
+    default_model_dir, default_prompt_ids, tiny_model_dirs, tiny_moe_dirs, tiny_deepseek_dirs
+) -> dict[str, dict]:
     """What every engine generates: model directory, prompt token ids and number of new tokens, per model."""
     rng = np.random.default_rng(1)
     jobs = {
@@ -124,7 +128,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs, tiny_moe
             "report_workers": True,
         }
     }
-    for architecture, model_dir in {**tiny_model_dirs, **tiny_moe_dirs}.items():
+    for architecture, model_dir in {**tiny_model_dirs, **tiny_moe_dirs, **tiny_deepseek_dirs}.items():
         lengths = rng.integers(3, 60, size=TINY_PROMPTS)
         jobs[architecture] = {
             "model": str(model_dir),
@@ -137,7 +141,7 @@ def greedy_jobs(default_model_dir, default_prompt_ids, tiny_model_dirs, tiny_moe
 
 
 @pytest.fixture(scope="session")
-def scheduler_jobs(tiny_model_dirs, tiny_moe_dirs) -> dict[str, dict]:
+def scheduler_jobs(tiny_model_dirs, tiny_moe_dirs, tiny_deepseek_dirs) -> dict[str, dict]:
     """Runs that make vLLM chunk prompts, reuse cached prefixes and preempt requests under KV pressure."""
     rng = np.random.default_rng(2)
 
@@ -175,17 +179,20 @@ def scheduler_jobs(tiny_model_dirs, tiny_moe_dirs) -> dict[str, dict]:
         },
     }
     cached = jobs["prefix-caching"]
-    jobs[MOE_SCHEDULER_JOB] = {
+    together = {
         **cached,
-        "model": str(tiny_moe_dirs["Qwen3MoeForCausalLM"]),
         "engine_args": {
             **cached["engine_args"],
+            # vLLM turns both off for latent attention on CPU (its own MLA backend lacks them); vms serves them.
+            "enable_chunked_prefill": True,
             "max_num_batched_tokens": CHUNK_TOKENS,
             "max_num_seqs": 8,
             "num_gpu_blocks_override": 12,
             "max_model_len": 128,
         },
     }
+    jobs[MOE_SCHEDULER_JOB] = {**together, "model": str(tiny_moe_dirs["Qwen3MoeForCausalLM"])}
+    jobs[DEEPSEEK_SCHEDULER_JOB] = {**together, "model": str(tiny_deepseek_dirs["DeepseekV3ForCausalLM"])}
     return jobs
 
 

@@ -60,9 +60,8 @@ def _worker_memory(worker) -> dict:
 
     import ray
 
-    parameters = [
-        param for name, param in worker.get_model().parameters_and_names() if not name.endswith(("k_cache", "v_cache"))
-    ]
+    caches = ("k_cache", "v_cache", "latent_cache")
+    parameters = [param for name, param in worker.get_model().parameters_and_names() if not name.endswith(caches)]
     return {
         "rank": worker.rank,
         "pid": os.getpid(),

@@ -1,8 +1,8 @@
-"""A mixture-of-experts model served by `vms serve` as a user runs it: a chat request, then 16 concurrent streams."""
+"""Mixture-of-experts models served by `vms serve` as a user runs them: a chat request, then 16 concurrent streams;
+a tiny Qwen3-MoE and a tiny DeepSeek-V3 (latent attention, group-limited sigmoid routing, shared experts)."""
 
 import asyncio
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -35,10 +35,12 @@ async def concurrent_streams(base_url: str, model: str) -> list[tuple[int, int]]
         return await asyncio.gather(*(streamed_completion(client, base_url, model, p) for p in prompts))
 
 
-def test_a_mixture_of_experts_model_answers_a_chat_and_concurrent_streams(
-    served_tiny_moe_model_dir: Path, tmp_path, measurement
-) -> None:
-    model = str(served_tiny_moe_model_dir)
+SERVED = {"Qwen3-MoE": "served_tiny_moe_model_dir", "DeepSeek-V3": "served_tiny_deepseek_model_dir"}
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_a_mixture_of_experts_model_answers_a_chat_and_concurrent_streams(name, request, tmp_path, measurement) -> None:
+    model = str(request.getfixturevalue(SERVED[name]))
     with serving(tmp_path, ENV, "--model", model) as served:
         chat = httpx.post(
             served.base_url + "/v1/chat/completions",
@@ -52,4 +54,4 @@ def test_a_mixture_of_experts_model_answers_a_chat_and_concurrent_streams(
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"]
     assert streams == [(200, TOKENS)] * STREAMS
-    measurement(f"tiny Qwen3-MoE served: 1 chat request, then {STREAMS} concurrent streams of {TOKENS} tokens")
+    measurement(f"tiny {name} served: 1 chat request, then {STREAMS} concurrent streams of {TOKENS} tokens")

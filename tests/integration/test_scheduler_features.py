@@ -6,12 +6,12 @@ independent implementation. vLLM's own counters show that each mechanism really 
 
 import pytest
 
-from .conftest import CHUNK_TOKENS, MOE_SCHEDULER_JOB, SCHEDULER_JOBS
+from .conftest import CHUNK_TOKENS, DEEPSEEK_SCHEDULER_JOB, MOE_SCHEDULER_JOB, SCHEDULER_JOBS
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("job", [*SCHEDULER_JOBS, MOE_SCHEDULER_JOB])
+@pytest.mark.parametrize("job", [*SCHEDULER_JOBS, MOE_SCHEDULER_JOB, DEEPSEEK_SCHEDULER_JOB])
 def test_output_is_token_identical_to_an_unchunked_uncached_unpreempted_run(job, plugin_greedy, transformers_greedy):
     assert plugin_greedy[job]["platform"] == "MindSporePlatform"
     for index, (ours, reference) in enumerate(
@@ -36,10 +36,13 @@ def test_requests_were_preempted_and_resumed(plugin_greedy) -> None:
     assert plugin_greedy["preemption"]["counters"]["vllm:num_preemptions"] > 0
 
 
-def test_a_mixture_of_experts_model_was_chunked_cached_and_preempted(plugin_greedy, scheduler_jobs) -> None:
-    job = scheduler_jobs[MOE_SCHEDULER_JOB]
+@pytest.mark.parametrize("name", [MOE_SCHEDULER_JOB, DEEPSEEK_SCHEDULER_JOB])
+def test_mixture_of_experts_and_latent_attention_models_were_chunked_cached_and_preempted(
+    name, plugin_greedy, scheduler_jobs
+) -> None:
+    job = scheduler_jobs[name]
     assert min(len(prompt) for prompt in job["prompts"]) > job["engine_args"]["max_num_batched_tokens"]
-    counters = plugin_greedy[MOE_SCHEDULER_JOB]["counters"]
+    counters = plugin_greedy[name]["counters"]
     assert counters["vllm:prefix_cache_hits"] >= 7 * 48
     assert counters["vllm:num_preemptions"] > 0
 

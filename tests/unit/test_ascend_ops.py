@@ -289,6 +289,25 @@ def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny
     assert {"RmsNorm", "AddRmsNorm"} <= used
 
 
+def test_latent_attention_and_deepseek_routing_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
+    """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and
+    DeepSeek's routing in the experts op likewise (a chip, not this machine, must show those compositions)."""
+    from vms_plugin.models.registry import build_model
+    from vms_plugin.ops import layer_ops
+    from vms_plugin.ops.interface import ExpertWeights, Routing
+
+    model = build_model(tiny_deepseek_dirs["DeepseekV3ForCausalLM"])
+    with pytest.raises(ValueError, match=r"Ascend does not serve multi-head latent attention \(DeepSeek-V2/V3\) yet"):
+        model.attention_layers()[0].allocate_kv_cache(4, BLOCK_SIZE)
+    experts = model.model.layers[2].mlp.weights()
+    assert experts.routing.sigmoid and experts.correction_bias is not None
+    with pytest.raises(ValueError, match="routes experts by softmax top-k only for now; DeepSeek's sigmoid"):
+        layer_ops().routed_experts(None, experts)
+    grouped = ExpertWeights(**{**experts._asdict(), "routing": Routing(2, False, groups=4, top_groups=2)})
+    with pytest.raises(ValueError, match="group-limited or bias-corrected routing is not implemented there"):
+        layer_ops().routed_experts(None, grouped._replace(correction_bias=None))
+
+
 @pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
 def test_mixture_of_experts_through_the_ascend_moe_kernels_match_transformers(
     architecture, tiny_moe_dirs, ascend_stand_ins

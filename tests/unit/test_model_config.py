@@ -103,5 +103,17 @@ def test_a_mixture_of_experts_model_over_several_ranks_is_refused_by_name() -> N
 
     config = {**BASE, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
     two_ranks = SimpleNamespace(rank=0, world_size=2)
-    with pytest.raises(ValueError, match=r"mixture-of-experts models on one rank only.*tensor_parallel_size=1"):
+    with pytest.raises(ValueError, match=r"latent-attention models on one rank only.*tensor_parallel_size=1"):
         Qwen3MoeForCausalLM.from_hf_config(config, group=two_ranks)
+
+
+def test_latent_attention_reads_deepseek_configs_and_refuses_biases() -> None:
+    from vms_plugin.layers.latent_attention import LatentArgs
+
+    latent = {"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128}
+    v2_lite = LatentArgs.from_hf_config({**latent, "q_lora_rank": None})  # V2 configs have no rope_interleave
+    assert (v2_lite.query_rank, v2_lite.width, v2_lite.interleaved) == (0, 576, True)
+    v3 = LatentArgs.from_hf_config({**latent, "q_lora_rank": 1536, "rope_interleave": False})
+    assert (v3.query_rank, v3.interleaved) == (1536, False)
+    with pytest.raises(ValueError, match="latent attention without biases; this config sets attention_bias"):
+        LatentArgs.from_hf_config({**latent, "attention_bias": True})

@@ -5,10 +5,19 @@ The batch mixes requests of different lengths, then decodes through the paged KV
 addressing and rotary positions are all on the path being compared.
 """
 
+import json
+
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
-from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, ROPE_VARIANTS, VOCAB_SIZE, save_tiny_model
+from tiny_models import (
+    ARCHITECTURES,
+    DEEPSEEK_ARCHITECTURES,
+    MOE_ARCHITECTURES,
+    ROPE_VARIANTS,
+    VOCAB_SIZE,
+    save_tiny_model,
+)
 
 TOLERANCE = 1e-3
 
@@ -24,6 +33,26 @@ def test_mixture_of_experts_logits_match_transformers_through_prefill_and_paged_
 ) -> None:
     """8 experts, top 2, unevenly loaded (random routers); the tiny Qwen3-MoE's first layer is dense."""
     assert_logits_match_transformers(tiny_moe_dirs[architecture])
+
+
+@pytest.mark.parametrize("architecture", DEEPSEEK_ARCHITECTURES)
+def test_deepseek_logits_match_transformers_through_prefill_and_paged_decode(architecture, tiny_deepseek_dirs) -> None:
+    """Latent attention with (V3) and without (V2) a query rank, YaRN with DeepSeek's mscale, 8 experts in 4 groups
+    top 2 (V3: sigmoid with the correction bias; V2: softmax), shared experts, dense layers first."""
+    assert_logits_match_transformers(tiny_deepseek_dirs[architecture])
+
+
+@pytest.mark.parametrize("rope", ["plain-interleaved", "plain-rotate-half"])
+def test_deepseek_with_plain_rope_matches_transformers(rope: str, tmp_path) -> None:
+    """RoPE without YaRN, on interleaved pairs (DeepSeek's) and, with rope_interleave false, as rotate-half (a
+    case vLLM's CPU path gets wrong, so only transformers is the reference here)."""
+    overrides = {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}
+    if rope == "plain-rotate-half":
+        overrides["rope_interleave"] = False
+    model_dir = save_tiny_model("DeepseekV3ForCausalLM", tmp_path / rope)
+    config_path = model_dir / "config.json"  # neither change alters a weight's shape
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **overrides}))
+    assert_logits_match_transformers(model_dir)
 
 
 @pytest.mark.parametrize("variant", ROPE_VARIANTS)

@@ -11,7 +11,7 @@ Tolerance, max |logit difference| against transformers at the same dtype as a fr
 import numpy as np
 import pytest
 from offline_model import GREEDY_PROMPTS, GREEDY_TOKENS, first_differences, greedy, logits_of
-from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
 TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
@@ -43,18 +43,18 @@ def test_16_bit_logits_match_transformers_at_the_same_dtype(architecture, dtype,
 
 
 @pytest.mark.parametrize("dtype", TOLERANCE)
-@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+@pytest.mark.parametrize("architecture", [*MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES])
 def test_16_bit_mixture_of_experts_stays_closer_to_float32_than_transformers(
-    architecture, dtype, tiny_moe_dirs, measurement
+    architecture, dtype, tiny_moe_dirs, tiny_deepseek_dirs, measurement
 ):
     """Routing is a discrete choice: where a token's k-th and (k+1)-th experts are near a tie, any rounding can
     swap them, and that token's logits then move by up to a third of the largest logit, in transformers' 16-bit
     run as in ours (measured on these models: up to 71% / 32% in bfloat16 for transformers / vms). So the per-token
     distance to float32 is held at the median position: within the dense models' tolerance and no larger than
     transformers' own at the same dtype (measured: bfloat16 0.8-1.6% against 1.2-2.6%, float16 0.08-0.23% against
-    0.19-0.31%)."""
+    0.19-0.31%). DeepSeek's 16-bit latent cache included."""
     prompt = np.random.default_rng(0).integers(0, VOCAB_SIZE, size=21).tolist()
-    model_dir = tiny_moe_dirs[architecture]
+    model_dir = {**tiny_moe_dirs, **tiny_deepseek_dirs}[architecture]
     exact = transformers_logits(model_dir, "float32", prompt)
     scale = np.abs(exact).max()
     ours = np.abs(logits_of(model_dir, dtype, prompt) - exact).max(axis=1) / scale

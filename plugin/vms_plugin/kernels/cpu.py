@@ -39,6 +39,8 @@ _SIGNATURES: dict[str, tuple[Callable, Callable]] = {
     "CausalLm": (lambda ids, *rest: [rest[-2][0], rest[-1][0]], lambda *_: ms.float32),
     "CopySlots": (lambda *_: [1], lambda *_: ms.float32),
     "RoutedExperts": (_same_as_first, _same_as_first),
+    "LatentAttention": (lambda q, kv, settings, w_uk, w_uv, *_: [q[0], w_uv[0] * w_uv[1]], _same_as_first),
+    "CopyRows": (lambda *_: [1], lambda *_: ms.float32),
 }
 
 
@@ -138,3 +140,25 @@ def routed_experts(
     bias [X]); `shared`: its gate_up, down and gate weights packed for `linear` (any weights when there is none).
     See cpu_kernels.cc's RoutedExperts."""
     return _operator("RoutedExperts")(x, router, gate_up, down, settings, *shared)
+
+
+def latent_attention(
+    q: ms.Tensor,
+    kv: ms.Tensor,
+    settings: ms.Tensor,
+    w_uk: ms.Tensor,
+    w_uv: ms.Tensor,
+    rotary: ms.Tensor,
+    indices: ms.Tensor,
+    cache: Parameter,
+) -> ms.Tensor:
+    """Multi-head latent attention: q [T, H * (Dn + R)], kv [T, L + R] (kv_a's output) -> [T, H * Dv], each token's
+    latent row written to cache [S, L + R] first; settings float32 (ops/cpu.py's latent_settings), w_uk [H, Dn, L]
+    and w_uv [H, Dv, L] float32, rotary [2, P, R], the step's indices (attention/paged.py). See cpu_kernels.cc's
+    LatentAttention."""
+    return _operator("LatentAttention")(q, kv, settings, w_uk, w_uv, rotary, indices, cache)
+
+
+def copy_rows(cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
+    """Copy rows src[i] -> dst[i] of a latent cache [S, W], in place."""
+    _operator("CopyRows")(cache, src, dst)

@@ -7,7 +7,7 @@
 // On one rank the whole model is one launch (CausalLm: embedding, every layer, final norm, output projection).
 // The pieces are exported too (PackedRows, RmsNorm, AddRmsNorm, RopeCache, PagedAttention, Linear) for tensor
 // parallelism, whose ranks meet between layers, and for tests. RoutedExperts is a mixture-of-experts MLP, which
-// a MoE model launches after each layer's attention half.
+// a MoE model launches after each layer's attention half; LatentAttention is DeepSeek's multi-head latent attention.
 //
 // Calling convention (MindSpore's aot ABI): params holds the inputs, then the outputs; shapes[i] and ndims[i]
 // describe params[i] and dtypes[i] names its type. All tensors are contiguous; indices are int32.
@@ -1337,6 +1337,102 @@ int RunSharedExpert(const float *x, int64_t tokens, int64_t hidden, void **param
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Multi-head latent attention (DeepSeek's MLA): every token caches one latent row, its compressed KV (L, RMS
+// normalised) then its rotated positional key (R), shared by all H heads. Attention runs on the latents with the
+// absorbed projections: head h's query q_nope [Dn] becomes q_nope @ W_UK[h] [L] (W_UK, W_UV: kv_b_proj's rows
+// for h's keys [Dn, L] and values [Dv, L]), so that its score against a context row is
+// q_latent . latent + q_rope . k_rope, its output the weighted sum of the context's latents [L], and h's value
+// output that sum times W_UV[h]^T [Dv]: the context is never decompressed into per-head keys and values.
+
+// A layer's settings (LatentAttention's input 2): a header of kHeaderFloats, then the latent's norm weight [L].
+struct LatentSettings {
+  int64_t heads, nope, rope, latent, value;
+  float scale, eps;
+  bool interleaved;
+  const float *latent_norm;
+
+  static constexpr int64_t kHeaderFloats = 8;
+
+  explicit LatentSettings(const float *c)
+      : heads(static_cast<int64_t>(c[0])), nope(static_cast<int64_t>(c[1])), rope(static_cast<int64_t>(c[2])),
+        latent(static_cast<int64_t>(c[3])), value(static_cast<int64_t>(c[4])), scale(c[5]), eps(c[6]),
+        interleaved(c[7] != 0.0f), latent_norm(c + kHeaderFloats) {}
+
+  int64_t QueryWidth() const { return heads * (nope + rope); }
+  int64_t RowWidth() const { return latent + rope; }
+};
+
+// The rotary embedding of one rope part [R]: rotate-half, or DeepSeek's interleaved pairs (x[2i], x[2i + 1]) each
+// rotated by frequency i, written de-interleaved (first the pairs' first halves, then their seconds) as
+// transformers' apply_rotary_pos_emb_interleave does; queries and keys share the permutation, so scores do not
+// change.
+inline void RotateRope(const float *x, const float *cos, const float *sin, int64_t dim, bool interleaved, float *out) {
+  if (!interleaved) {
+    RotateHalf(x, cos, sin, dim, out);
+    return;
+  }
+  const int64_t half = dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float first = x[2 * i], second = x[2 * i + 1];
+    out[i] = first * cos[i] - second * sin[i];
+    out[i + half] = second * cos[i + half] + first * sin[i + half];
+  }
+}
+
+template <typename C>
+inline void RowToFloat(const C *row, int64_t n, float *out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = ToFloat(row[i]);
+}
+
+// Each token's latent row, normalised and rotated, into cache [S, L + R] at its slot (slot < 0 or past the cache:
+// not written).
+template <typename C>
+void WriteLatents(const float *kv, int64_t tokens, const LatentSettings &settings, const float *cos_table,
+                  const float *sin_table, const int32_t *positions, const int32_t *slots, C *cache, int64_t num_slots) {
+  const int64_t width = settings.RowWidth(), latent = settings.latent, rope = settings.rope;
+#pragma omp parallel for schedule(static) if (tokens >= kParallelLayerRowsMin)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t slot = slots[t];
+    if (slot < 0 || slot >= num_slots) continue;
+    std::vector<float> row(width);
+    const float *in = kv + t * width;
+    RmsNormRow(in, settings.latent_norm, settings.eps, latent, row.data());
+    const int64_t position = positions[t];
+    RotateRope(in + latent, cos_table + position * rope, sin_table + position * rope, rope, settings.interleaved,
+               row.data() + latent);
+    StoreRow(row.data(), width, cache + slot * width);
+  }
+}
+
+// One (token, head): its absorbed query against the `visible` context rows at `slots` -> out [Dv].
+template <typename C>
+void AttendLatents(const float *q_head, const float *w_uk, const float *w_uv, const float *cos, const float *sin,
+                   const C *cache, const int32_t *slots, int64_t visible, const LatentSettings &settings, float *out) {
+  const int64_t latent = settings.latent, rope = settings.rope, width = settings.RowWidth();
+  std::vector<float> query(width, 0.0f), row(width), scores(visible), summed(latent, 0.0f);
+  for (int64_t n = 0; n < settings.nope; ++n) {  // q_nope @ W_UK[h]
+    const float weight = q_head[n];
+    const float *w = w_uk + n * latent;
+    for (int64_t l = 0; l < latent; ++l) query[l] += weight * w[l];
+  }
+  RotateRope(q_head + settings.nope, cos, sin, rope, settings.interleaved, query.data() + latent);
+  float peak = -INFINITY;
+  for (int64_t j = 0; j < visible; ++j) {
+    RowToFloat(cache + static_cast<int64_t>(slots[j]) * width, width, row.data());
+    scores[j] = Dot(query.data(), row.data(), width) * settings.scale;
+    peak = std::max(peak, scores[j]);
+  }
+  float total = 0.0f;
+  for (int64_t j = 0; j < visible; ++j) total += scores[j] = std::exp(scores[j] - peak);
+  for (int64_t j = 0; j < visible; ++j) {
+    RowToFloat(cache + static_cast<int64_t>(slots[j]) * width, latent, row.data());
+    const float weight = scores[j] / total;
+    for (int64_t l = 0; l < latent; ++l) summed[l] += weight * row[l];
+  }
+  for (int64_t d = 0; d < settings.value; ++d) out[d] = Dot(w_uv + d * latent, summed.data(), latent);
+}
+
 }  // namespace
 
 extern "C" {
@@ -1601,6 +1697,62 @@ int CopySlots(int nparam, void **params, int *ndims, int64_t **shapes, const cha
       }
     }
     *static_cast<float *>(params[4]) = 0.0f;
+    return 0;
+  });
+}
+
+// q [T, H * (Dn + R)] (the query projection's output), kv [T, L + R] (kv_a_proj_with_mqa's), settings (LatentSettings),
+// w_uk [H, Dn, L], w_uv [H, Dv, L] (float32), rotary [2, P, R], indices (StepIndices' layout), cache [S, L + R]
+// -> out [T, H * Dv], each head's attention output before o_proj. The step's latents are written first: a prompt's
+// tokens attend to each other's.
+int LatentAttention(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                    void *extra) {
+  if (nparam != 9) return 1;
+  const LatentSettings settings(static_cast<const float *>(params[2]));
+  const int64_t tokens = shapes[0][0], heads = settings.heads, width = settings.RowWidth();
+  if (shapes[0][1] != settings.QueryWidth() || shapes[1][1] != width || shapes[7][1] != width ||
+      Elements(ndims[2], shapes[2]) < LatentSettings::kHeaderFloats + settings.latent ||
+      Elements(ndims[3], shapes[3]) != heads * settings.nope * settings.latent ||
+      Elements(ndims[4], shapes[4]) != heads * settings.value * settings.latent || shapes[5][2] != settings.rope) {
+    return 1;
+  }
+  const float *q = static_cast<const float *>(params[0]);
+  const float *w_uk = static_cast<const float *>(params[3]);
+  const float *w_uv = static_cast<const float *>(params[4]);
+  const float *cos_table = static_cast<const float *>(params[5]);
+  const float *sin_table = cos_table + shapes[5][1] * settings.rope;
+  const StepIndices step(static_cast<const int32_t *>(params[6]), tokens);
+  float *out = static_cast<float *>(params[8]);
+  return WithStorageType(dtypes[7], [&](auto tag) {
+    using C = decltype(tag);
+    C *cache = static_cast<C *>(params[7]);
+    WriteLatents(static_cast<const float *>(params[1]), tokens, settings, cos_table, sin_table, step.positions,
+                 step.slots, cache, shapes[7][0]);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t item = 0; item < tokens * heads; ++item) {
+      const int64_t t = item / heads, h = item % heads, position = step.positions[t];
+      const int64_t visible = std::min<int64_t>(position + 1, step.context);
+      const int32_t *slots = step.context_slots + static_cast<int64_t>(step.token_requests[t]) * step.context;
+      AttendLatents(q + item * (settings.nope + settings.rope), w_uk + h * settings.nope * settings.latent,
+                    w_uv + h * settings.value * settings.latent, cos_table + position * settings.rope,
+                    sin_table + position * settings.rope, cache, slots, visible, settings,
+                    out + item * settings.value);
+    }
+    return 0;
+  });
+}
+
+// cache [S, W], src [N], dst [N] -> done [1]: copies row src[i] to dst[i] of a latent cache, in place.
+int CopyRows(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+             void *extra) {
+  const int32_t *src = static_cast<const int32_t *>(params[1]);
+  const int32_t *dst = static_cast<const int32_t *>(params[2]);
+  const int64_t count = shapes[1][0], width = shapes[0][1];
+  return WithStorageType(dtypes[0], [&](auto tag) {
+    using C = decltype(tag);
+    C *cache = static_cast<C *>(params[0]);
+    for (int64_t i = 0; i < count; ++i) std::memcpy(cache + dst[i] * width, cache + src[i] * width, width * sizeof(C));
+    *static_cast<float *>(params[3]) = 0.0f;
     return 0;
   });
 }

@@ -73,10 +73,10 @@ class ExpertArgs:
         greedy (softmax top k), group_limited_greedy (softmax, groups worth their best score) or noaux_tc (sigmoid
         plus the correction bias for choosing, groups worth their two best); `n_shared_experts` ungated shared
         experts as one MLP; the weights times `routed_scaling_factor`."""
-        method = config.get("topk_method", "greedy")
+        method = config.get("topk_method") or "greedy"
         if method not in DEEPSEEK_TOPK_METHODS:
             raise ValueError(f"topk_method '{method}' is not supported; supported: {', '.join(DEEPSEEK_TOPK_METHODS)}")
-        scoring = config.get("scoring_func", "sigmoid" if method == "noaux_tc" else "softmax")
+        scoring = config.get("scoring_func") or ("sigmoid" if method == "noaux_tc" else "softmax")
         if scoring not in ("softmax", "sigmoid"):
             raise ValueError(f"scoring_func '{scoring}' is not supported; supported: softmax, sigmoid")
         grouped = method != "greedy"

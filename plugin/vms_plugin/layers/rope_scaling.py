@@ -104,13 +104,21 @@ def _yarn(base: np.ndarray, head_dim: int, rope: RopeParameters) -> np.ndarray:
     return (interpolated * (1 - extrapolation_weight) + extrapolated * extrapolation_weight).astype(np.float32)
 
 
+def _mscale(scale: float, weight: float = 1.0) -> float:
+    return 1.0 if scale <= 1 else 0.1 * weight * math.log(scale) + 1.0
+
+
 def _yarn_attention_factor(rope: RopeParameters) -> float:
     if rope.attention_factor is not None:
         return float(rope.attention_factor)
-
-    def mscale(scale: float, weight: float = 1.0) -> float:
-        return 1.0 if scale <= 1 else 0.1 * weight * math.log(scale) + 1.0
-
     if rope.mscale and rope.mscale_all_dim:
-        return mscale(rope.factor, rope.mscale) / mscale(rope.factor, rope.mscale_all_dim)
-    return mscale(rope.factor)
+        return _mscale(rope.factor, rope.mscale) / _mscale(rope.factor, rope.mscale_all_dim)
+    return _mscale(rope.factor)
+
+
+def attention_scale_factor(rope: RopeParameters) -> float:
+    """DeepSeek's correction of the softmax scale under scaled RoPE: mscale(factor, mscale_all_dim) squared, 1
+    without mscale_all_dim (transformers' yarn_apply_mscale)."""
+    if rope.rope_type == "default" or not rope.mscale_all_dim:
+        return 1.0
+    return _mscale(rope.factor, rope.mscale_all_dim) ** 2

@@ -15,6 +15,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from vms_plugin.layers.embedding import Embedding
 from vms_plugin.layers.experts import ExpertArgs, RoutedExperts
 from vms_plugin.layers.int8 import Int8Scheme
+from vms_plugin.layers.latent_attention import LatentArgs, LatentAttention
 from vms_plugin.layers.linear import Linear
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.parallel import Part, Partition, SingleRank, TensorParallelGroup
@@ -44,6 +45,7 @@ class LlamaArgs:
     dtype: str = "float32"  # storage type of linear weights, embeddings and KV cache (layers/precision.py)
     int8: Int8Scheme | None = None  # int8 decoder-layer weights; embeddings and lm_head stay `dtype` unless lm_head
     experts: ExpertArgs | None = None  # mixture of experts: which layers' MLPs are routed experts, and their sizes
+    latent: LatentArgs | None = None  # multi-head latent attention (DeepSeek) in place of Llama's; head_dim is its R
 
     @classmethod
     def from_hf_config(
@@ -124,15 +126,20 @@ class Attention(nn.Cell):
 
 
 class MLP(nn.Cell):
-    """SiLU(gate) * up, then down: parameters only (this rank's features); the device's decoder layers compute
-    with them."""
+    """SiLU(gate) * up, then down (this rank's features): the device's decoder layers compute with the parameters;
+    called, it runs on its own (a dense layer beside latent attention, whose layer is not one launch)."""
 
     def __init__(self, args: LlamaArgs, partition: Partition) -> None:
         super().__init__()
         intermediate = partition.local_intermediate
-        self.gate_up_proj = Linear(args.hidden_size, 2 * intermediate, dtype=args.layer_dtype)
-        self.down_proj = Linear(intermediate, args.hidden_size, dtype=args.layer_dtype)
+        int8 = args.int8_activations
+        self.gate_up_proj = Linear(args.hidden_size, 2 * intermediate, dtype=args.layer_dtype, int8_activations=int8)
+        self.down_proj = Linear(intermediate, args.hidden_size, dtype=args.layer_dtype, int8_activations=int8)
         self.intermediate_size = intermediate
+
+    def construct(self, x: ms.Tensor) -> ms.Tensor:
+        gate, up = ops.split(self.gate_up_proj(x), self.intermediate_size, axis=-1)
+        return self.down_proj(ops.silu(gate) * up)
 
 
 class DecoderLayer(nn.Cell):
@@ -147,7 +154,7 @@ class DecoderLayer(nn.Cell):
         super().__init__()
         self.group = group
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.self_attn = Attention(args, layer_index, partition)
+        self.self_attn = self.make_attention(args, layer_index, partition)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.mlp = self.make_mlp(args, layer_index, partition)
         self.eps = args.rms_norm_eps
@@ -157,6 +164,23 @@ class DecoderLayer(nn.Cell):
         # when the KV caches are (re)allocated; loading fills the same Parameters in place.
         self._weights: DecoderWeights | None = None
         self.ops = layer_ops()
+
+    @staticmethod
+    def make_attention(args: LlamaArgs, layer_index: int, partition: Partition) -> nn.Cell:
+        """Llama's attention, or multi-head latent attention where the config has it (DeepSeek)."""
+        if args.latent is None:
+            return Attention(args, layer_index, partition)
+        return LatentAttention(
+            args.hidden_size,
+            args.num_attention_heads,
+            args.latent,
+            args.rope,
+            args.rms_norm_eps,
+            layer_index,
+            args.dtype,
+            args.layer_dtype,
+            args.int8_activations,
+        )
 
     @staticmethod
     def make_mlp(args: LlamaArgs, layer_index: int, partition: Partition) -> nn.Cell:
@@ -197,13 +221,16 @@ class DecoderLayer(nn.Cell):
         self, x: ms.Tensor, residual: ms.Tensor | None, rotary: Any, inputs: StepInputs
     ) -> tuple[ms.Tensor, ms.Tensor]:
         """One tensor-parallel rank's share of the layer, its partial sums all-reduced."""
-        weights = self.weights()
-        attention, residual = self.ops.decoder_attention(weights, x, residual, rotary, inputs)
+        if isinstance(self.self_attn, LatentAttention):
+            normed, residual = (self.input_layernorm(x), x) if residual is None else self.input_layernorm(x, residual)
+            attention = self.self_attn(normed, rotary, inputs)
+        else:
+            attention, residual = self.ops.decoder_attention(self.weights(), x, residual, rotary, inputs)
         attention = self.group.all_reduce(attention)
-        if isinstance(self.mlp, RoutedExperts):
-            normed, residual = self.ops.add_rms_norm(attention, residual, weights.post_norm, self.eps)
+        if isinstance(self.mlp, RoutedExperts) or isinstance(self.self_attn, LatentAttention):
+            normed, residual = self.post_attention_layernorm(attention, residual)
             return self.mlp(normed), residual
-        out, residual = self.ops.decoder_mlp(weights, attention, residual, rotary, inputs)
+        out, residual = self.ops.decoder_mlp(self.weights(), attention, residual, rotary, inputs)
         return self.group.all_reduce(out), residual
 
 
@@ -251,8 +278,10 @@ class LlamaForCausalLM(nn.Cell):
     # What the architecture adds to Llama that its config.json does not say (LlamaArgs' flags).
     architecture_flags: ClassVar[dict[str, bool]] = {}
     # A mixture-of-experts architecture reads which layers route to experts, and how, from its config
-    # (layers/experts.py): ExpertArgs.qwen or ExpertArgs.mixtral.
+    # (layers/experts.py): ExpertArgs.qwen, ExpertArgs.mixtral or ExpertArgs.deepseek.
     experts_from_config: ClassVar[Callable[[dict[str, Any], int], ExpertArgs] | None] = None
+    # An architecture with multi-head latent attention reads its sizes from its config (layers/latent_attention.py).
+    latent_from_config: ClassVar[Callable[[dict[str, Any]], LatentArgs] | None] = None
 
     @classmethod
     def from_hf_config(
@@ -265,13 +294,16 @@ class LlamaForCausalLM(nn.Cell):
         args = LlamaArgs.from_hf_config(config, dtype, int8, **cls.architecture_flags)
         if cls.experts_from_config is not None:
             args = replace(args, experts=cls.experts_from_config(config, args.num_hidden_layers))
+        if cls.latent_from_config is not None:
+            latent = cls.latent_from_config(config)
+            args = replace(args, latent=latent, head_dim=latent.rope, qkv_bias=False, o_bias=False)
         return cls(args, group or SingleRank())
 
     def __init__(self, args: LlamaArgs, group: TensorParallelGroup) -> None:
         super().__init__()
-        if args.experts is not None and group.world_size > 1:
+        if (args.experts is not None or args.latent is not None) and group.world_size > 1:
             raise ValueError(
-                "vms_plugin serves mixture-of-experts models on one rank only for now; "
+                "vms_plugin serves mixture-of-experts and latent-attention models on one rank only for now; "
                 f"run with tensor_parallel_size=1 (asked: {group.world_size})"
             )
         self.args, self.group = args, group
@@ -310,7 +342,7 @@ class LlamaForCausalLM(nn.Cell):
             )
         return self._ends
 
-    def attention_layers(self) -> list[Attention]:
+    def attention_layers(self) -> list[Attention | LatentAttention]:
         return [layer.self_attn for layer in self.model.layers]
 
     def modules(self) -> Iterator[nn.Cell]:
@@ -341,7 +373,7 @@ class LlamaForCausalLM(nn.Cell):
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for
         every token in order (a step of decodes), without gathers."""
-        if self.group.world_size == 1 and self.args.experts is None:  # a dense model in one launch
+        if self.group.world_size == 1 and self.args.experts is None and self.args.latent is None:  # one launch
             stack = self.model.decoder_stack()
             return self.ops.causal_lm(stack, self.ends(), input_ids, self.model.rotary, inputs, logits_index)
         h, residual = self.model(input_ids, inputs)

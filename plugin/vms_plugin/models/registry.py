@@ -19,6 +19,8 @@ ARCHITECTURES: dict[str, str] = {
     "Qwen2MoeForCausalLM": "vms_plugin.models.qwen2_moe:Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM": "vms_plugin.models.qwen3_moe:Qwen3MoeForCausalLM",
     "MixtralForCausalLM": "vms_plugin.models.mixtral:MixtralForCausalLM",
+    "DeepseekV2ForCausalLM": "vms_plugin.models.deepseek_v2:DeepseekV2ForCausalLM",
+    "DeepseekV3ForCausalLM": "vms_plugin.models.deepseek_v2:DeepseekV3ForCausalLM",
 }
 
 

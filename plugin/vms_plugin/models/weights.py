@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from vms_plugin.layers.experts import EXPERT, EXPERT_WEIGHTS
 from vms_plugin.layers.int8 import quantize_per_channel
+from vms_plugin.layers.latent_attention import LATENT_CACHE
 from vms_plugin.layers.linear import DEVICE_WEIGHT
 from vms_plugin.layers.parallel import Part
 from vms_plugin.layers.precision import dtype_name
@@ -88,7 +89,7 @@ def load_weights(
         parameters = list(model.parameters_and_names())
         # A bar on a terminal (a 30B mixture of experts is thousands of tensors); logs get none (disable=None).
         for name, param in tqdm(parameters, desc="vms_plugin: loading weights", unit="parameter", disable=None):
-            if name.endswith(("k_cache", "v_cache")):
+            if name.endswith(("k_cache", "v_cache", LATENT_CACHE)):
                 continue
             sources = _source_names(name, stacked)
             if name.endswith(EXPERT_WEIGHTS):

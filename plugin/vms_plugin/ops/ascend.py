@@ -21,6 +21,8 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   QuantBatchMatmul (int8 products, scaled by the channel and token scales). An int8 weight is one tensor
   [in + 4, out]: q^T, then its float32 channel scales as four rows of bytes, so that it loads like any linear
   weight; the scales are read out once, on the layer's first step.
+Multi-head latent attention (DeepSeek's MLA) is not implemented here yet: a latent model is refused by name when
+its cache would be allocated (MindSpore's PagedAttention with mla_v_dim and its Mla primitive are the way there).
 No NPU is reachable where this was written: tests/unit/test_ascend_ops.py checks every call against the
 primitives' real signatures and runs whole models through numpy stand-ins of their documented semantics.
 """
@@ -96,6 +98,12 @@ class Primitives:
         )
 
 
+LATENT_ATTENTION_NOT_IMPLEMENTED = (
+    "vms_plugin on Ascend does not serve multi-head latent attention (DeepSeek-V2/V3) yet; "
+    "it runs on the CPU implementation (VMS_DEVICE=cpu)"
+)
+
+
 def int8_device_weight(quantized: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """q [out, in] int8 and its channel scales [out] -> [in + 4, out] int8: q^T, then row in + j holding byte j
     of each column's float32 scale."""
@@ -158,6 +166,15 @@ class AscendOps:
 
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (num_slots // block_size, block_size, kv_heads, head_dim)
+
+    def latent_cache_shape(self, num_slots: int, block_size: int, width: int) -> tuple[int, ...]:
+        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
+
+    def latent_attention(self, weights, x, rotary, inputs):
+        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
+
+    def copy_latent_slots(self, cache, src, dst) -> None:
+        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return (in_features + INT8_SCALE_ROWS if dtype == "int8" else in_features, out_features)

@@ -18,7 +18,7 @@ from mindspore import Parameter, Tensor, ops
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, ModelEnds
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, LatentWeights, ModelEnds
 
 KEY_TILE_ROWS = 16  # kKeyTileRows in cpu_kernels.cc
 
@@ -53,6 +53,9 @@ class CpuOps:
 
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         return (kv_heads, -(-num_slots // KEY_TILE_ROWS) * KEY_TILE_ROWS, head_dim)
+
+    def latent_cache_shape(self, num_slots: int, block_size: int, width: int) -> tuple[int, ...]:
+        return (num_slots, width)  # a row per slot
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return packed_shape(in_features, out_features, dtype)
@@ -130,8 +133,26 @@ class CpuOps:
         shared = tuple(e.router if w is None else w for w in (e.shared_gate_up, e.shared_down, e.shared_gate))
         return kernels.routed_experts(x, e.router, e.gate_up, e.down, e.prepared["settings"], shared)
 
+    def latent_attention(self, weights: LatentWeights, x, rotary, inputs: AttentionInputs):
+        w, shape, int8 = weights, weights.shape, weights.int8_activations
+        query_width = shape.heads * (shape.nope + shape.rope)
+        if w.q_a is None:
+            q = self.linear(x, w.q, None, query_width, int8)
+        else:
+            q_a = self.rms_norm(self.linear(x, w.q_a, None, shape.query_rank, int8), w.q_a_norm, w.eps)
+            q = self.linear(q_a, w.q, None, query_width, int8)
+        kv = self.linear(x, w.kv_a, None, shape.latent + shape.rope, int8)
+        if "latent" not in w.prepared:
+            w.prepared["latent"] = latent_settings(w)
+        settings, w_uk, w_uv = w.prepared["latent"]
+        out = kernels.latent_attention(q, kv, settings, w_uk, w_uv, rotary, inputs.indices, w.cache)
+        return self.linear(out, w.o, None, x.shape[1], int8)
+
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src, dst) -> None:
         kernels.copy_slots(k_cache, v_cache, src, dst)
+
+    def copy_latent_slots(self, cache: Parameter, src, dst) -> None:
+        kernels.copy_rows(cache, src, dst)
 
 
 class LayerPart(IntEnum):
@@ -196,6 +217,18 @@ def expert_settings(experts: ExpertWeights) -> np.ndarray:
     ]
     bias = () if e.correction_bias is None else (e.correction_bias.asnumpy().astype(np.float32),)
     return np.concatenate([np.array(header, np.float32), *bias])
+
+
+def latent_settings(weights: LatentWeights) -> tuple[Tensor, Tensor, Tensor]:
+    """(settings as cpu_kernels.cc's LatentSettings reads them, W_UK [H, Dn, L], W_UV [H, Dv, L]): the absorbed
+    projections are kv_b's rows per head, made once on the layer's first step (float32, as the checkpoint's)."""
+    w, shape = weights, weights.shape
+    header = [shape.heads, shape.nope, shape.rope, shape.latent, shape.value, w.scale, w.eps, w.interleaved]
+    norm = w.kv_a_norm.asnumpy().astype(np.float32)
+    kv_b = w.kv_b.asnumpy().astype(np.float32).reshape(shape.heads, shape.nope + shape.value, shape.latent)
+    settings = Tensor(np.concatenate([np.array(header, np.float32), norm]))
+    w_uk, w_uv = np.ascontiguousarray(kv_b[:, : shape.nope]), np.ascontiguousarray(kv_b[:, shape.nope :])
+    return settings, Tensor(w_uk), Tensor(w_uv)
 
 
 def causal_lm_inputs(

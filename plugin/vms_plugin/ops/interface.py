@@ -81,6 +81,37 @@ class ExpertWeights(NamedTuple):
     prepared: dict[Any, Any]  # as DecoderWeights.prepared
 
 
+class LatentShape(NamedTuple):
+    """The sizes of a multi-head latent attention layer (DeepSeek's MLA)."""
+
+    heads: int  # H, this rank's
+    nope: int  # Dn: each head's query/key features without position (qk_nope_head_dim)
+    rope: int  # R: the rotated features, one key part shared by every head (qk_rope_head_dim)
+    latent: int  # L: the compressed KV every token caches (kv_lora_rank)
+    value: int  # Dv: each head's value features (v_head_dim)
+    query_rank: int  # the query's low rank (q_lora_rank); 0: the query is one projection
+
+
+class LatentWeights(NamedTuple):
+    """One multi-head latent attention layer: each token caches one row [L + R] (its compressed KV normalised, then
+    its rotated key part), which every head reads; linear weights in the implementation's layout."""
+
+    q: Parameter  # q_proj, or with a query rank q_b_proj: H * (Dn + R) outputs
+    q_a: Parameter | None  # q_a_proj: `query_rank` outputs; None without a query rank
+    q_a_norm: Parameter | None  # [query_rank]
+    kv_a: Parameter  # kv_a_proj_with_mqa: L + R outputs
+    kv_a_norm: Parameter  # [L]
+    kv_b: Parameter  # kv_b_proj [H * (Dn + Dv), L] float32 as the checkpoint holds it: each head's key and value
+    o: Parameter  # o_proj: H * Dv inputs
+    cache: Parameter  # the latent cache, `LayerOps.latent_cache_shape`
+    shape: LatentShape
+    eps: float  # the q_a and kv_a norms' epsilon
+    scale: float  # attention scale
+    interleaved: bool  # the rotated features are pairs (x[2i], x[2i + 1]) (DeepSeek), else halves (rotate-half)
+    int8_activations: bool
+    prepared: dict[Any, Any]  # as DecoderWeights.prepared
+
+
 class DecoderStack(NamedTuple):
     """A rank's decoder layers in order. The model makes it again whenever a layer's DecoderWeights are made again
     (its KV caches reallocated), so what the implementation derives from it may name the caches."""
@@ -109,6 +140,9 @@ class LayerOps(Protocol):
 
     def kv_cache_shape(self, num_slots: int, block_size: int, kv_heads: int, head_dim: int) -> tuple[int, ...]:
         """Shape of one layer's K (and V) cache holding `num_slots` = num_blocks * block_size tokens."""
+
+    def latent_cache_shape(self, num_slots: int, block_size: int, width: int) -> tuple[int, ...]:
+        """Shape of one latent attention layer's cache holding `num_slots` rows of `width` (L + R)."""
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         """Shape of a linear layer's weight parameter stored as `dtype`."""
@@ -183,5 +217,15 @@ class LayerOps(Protocol):
         up(x)) times its weight; plus the shared expert's output if there is one (times sigmoid(shared_gate(x)) if
         the model gates it)."""
 
+    def latent_attention(self, weights: LatentWeights, x: ms.Tensor, rotary: Any, inputs: StepInputs) -> ms.Tensor:
+        """x [T, E] (the input norm's output) -> the o projection's output [T, E] of multi-head latent attention:
+        the query (through its low rank and norm if any); the latent (kv_a's first L, RMS-normalised) and the key's
+        rotated part (kv_a's last R) written to the cache at the step's slots; for each head, causal attention of
+        [q_nope @ W_UK, rotated q_rope] over each request's cached rows (W_UK, W_UV: kv_b's rows of the head's
+        keys and values), the weighted latents times W_UV^T; o. `rotary` is what `rotary` made of tables of R."""
+
     def copy_slots(self, k_cache: Parameter, v_cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
         """Copy token slots src[i] -> dst[i] of every KV head in both caches (vLLM's copy-on-write)."""
+
+    def copy_latent_slots(self, cache: Parameter, src: ms.Tensor, dst: ms.Tensor) -> None:
+        """Copy rows src[i] -> dst[i] of a latent cache (vLLM's copy-on-write)."""

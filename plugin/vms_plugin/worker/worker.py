@@ -19,12 +19,13 @@ from vllm.tasks import SupportedTask
 from vllm.utils.mem_utils import format_gib
 from vllm.utils.torch_utils import set_random_seed
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
-from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheSpec
+from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheSpec, MLAAttentionSpec
 from vllm.v1.kv_cache_layout import KVCacheLayout
 from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
+from vms_plugin.layers.latent_attention import LatentAttention
 from vms_plugin.worker.device import worker_device
 from vms_plugin.worker.kv_budget import check_fits_one_sequence
 from vms_plugin.worker.model_runner import MindSporeModelRunner
@@ -106,13 +107,13 @@ class MindSporeWorker(WorkerBase):
 
     def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
         layers = self.model_runner.model.attention_layers()
-        _, kv_heads, head_size = layers[0].heads  # this rank's KV heads
-        spec = FullAttentionSpec(
-            block_size=self.cache_config.block_size,
-            num_kv_heads=kv_heads,
-            head_size=head_size,
-            dtype=self.model_config.dtype,  # the model's weights and KV cache share its storage type
-        )
+        block_size, dtype = self.cache_config.block_size, self.model_config.dtype  # weights and cache share it
+        if isinstance(layers[0], LatentAttention):  # one latent row per token, which every head reads
+            width = layers[0].latent_width
+            spec = MLAAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=width, dtype=dtype)
+        else:
+            _, kv_heads, head_size = layers[0].heads  # this rank's KV heads
+            spec = FullAttentionSpec(block_size=block_size, num_kv_heads=kv_heads, head_size=head_size, dtype=dtype)
         return {f"model.layers.{index}.self_attn": spec for index in range(len(layers))}
 
     def determine_available_memory(self) -> int:
