@@ -90,8 +90,15 @@ INT8_JOBS = ("int8-compressed-tensors", "int8-per-channel", "int8-per-channel-lm
 LOGPROBS = SAMPLING_SETS["logprobs"]
 # Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
 # over 2 ranks, the default model over 3 (its 9 query and 3 KV heads split no other way), and the tiny Llama over 2
-# ranks with chunked prefill, prefix caching and preemption all at work.
-TENSOR_PARALLEL_SIZES = {**{f"tp2-{architecture}": 2 for architecture in ARCHITECTURES}, f"tp3-{DEFAULT_MODEL}": 3}
+# ranks with chunked prefill, prefix caching and preemption all at work. Mixtures of experts over 2 ranks: the
+# tiny Qwen2-MoE with its experts split by features (shared expert too), the tiny Qwen3-MoE with
+# --enable-expert-parallel ("ep2-": each rank holds 4 of the 8 experts).
+TENSOR_PARALLEL_SIZES = {
+    **{f"tp2-{architecture}": 2 for architecture in ARCHITECTURES},
+    f"tp3-{DEFAULT_MODEL}": 3,
+    "tp2-Qwen2MoeForCausalLM": 2,
+    "ep2-Qwen3MoeForCausalLM": 2,
+}
 TP_SCHEDULER_JOB = "tp2-scheduler"
 # The tiny Qwen2 over 2 ranks through vLLM's Ray executor, one rank on each of two Ray nodes of this machine.
 RAY_JOB = "ray-tp2-Qwen2ForCausalLM"
@@ -230,9 +237,10 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
     jobs = {}
     for name, size in TENSOR_PARALLEL_SIZES.items():
         single = greedy_jobs[name.split("-", 1)[1]]
+        parallel = {"tensor_parallel_size": size, "enable_expert_parallel": name.startswith("ep")}
         jobs[name] = {
             **single,
-            "engine_args": {**single.get("engine_args", {}), "tensor_parallel_size": size},
+            "engine_args": {**single.get("engine_args", {}), **parallel},
             "sampling": {},
             "logprobs": LOGPROBS["logprobs"],  # with the greedy batch itself: one batch less per run
             "report_workers": True,

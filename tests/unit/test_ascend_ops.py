@@ -291,7 +291,8 @@ def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny
 
 def test_latent_attention_and_deepseek_routing_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
     """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and
-    DeepSeek's routing in the experts op likewise (a chip, not this machine, must show those compositions)."""
+    DeepSeek's routing and expert parallelism in the experts op likewise (a chip, not this machine, must show those
+    compositions)."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.ops import layer_ops
     from vms_plugin.ops.interface import ExpertWeights, Routing
@@ -306,6 +307,9 @@ def test_latent_attention_and_deepseek_routing_are_refused_by_name_on_ascend(tin
     grouped = ExpertWeights(**{**experts._asdict(), "routing": Routing(2, False, groups=4, top_groups=2)})
     with pytest.raises(ValueError, match="group-limited or bias-corrected routing is not implemented there"):
         layer_ops().routed_experts(None, grouped._replace(correction_bias=None))
+    half = grouped._replace(num_experts=16)  # an expert-parallel rank's 8 of 16
+    with pytest.raises(ValueError, match="does not split experts between ranks yet; drop --enable-expert-parallel"):
+        layer_ops().routed_experts(None, half)
 
 
 @pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)

@@ -96,15 +96,31 @@ def test_deepseek_routing_follows_topk_method_and_scoring_func() -> None:
         ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "noaux_tc", "scoring_func": "tanh"}, 4)
 
 
-def test_a_mixture_of_experts_model_over_several_ranks_is_refused_by_name() -> None:
+def test_a_latent_attention_model_over_several_ranks_is_refused_by_name() -> None:
     from types import SimpleNamespace
 
-    from vms_plugin.models.qwen3_moe import Qwen3MoeForCausalLM
+    from vms_plugin.models.deepseek_v2 import DeepseekV3ForCausalLM
 
-    config = {**BASE, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+    latent = {"kv_lora_rank": 64, "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "v_head_dim": 16}
+    config = {**DEEPSEEK, **latent, "topk_method": "noaux_tc", "num_attention_heads": 2, "num_key_value_heads": 2}
     two_ranks = SimpleNamespace(rank=0, world_size=2)
-    with pytest.raises(ValueError, match=r"latent-attention models on one rank only.*tensor_parallel_size=1"):
-        Qwen3MoeForCausalLM.from_hf_config(config, group=two_ranks)
+    with pytest.raises(ValueError, match=r"latent-attention models \(DeepSeek\) on one rank only.*tensor_parallel"):
+        DeepseekV3ForCausalLM.from_hf_config(config, group=two_ranks)
+
+
+def test_experts_that_do_not_split_over_the_ranks_are_refused_naming_the_sizes() -> None:
+    from vms_plugin.layers.experts import ExpertArgs, ExpertShare
+
+    args = ExpertArgs.qwen({**BASE, "num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 30}, 2)
+    with pytest.raises(ValueError, match=r"--enable-expert-parallel over 4 ranks needs the expert count \(6\)"):
+        ExpertShare(0, 4, True, args)
+    with pytest.raises(ValueError, match=r"does not divide each expert's 30 features; .*--enable-expert-parallel"):
+        ExpertShare(0, 4, False, args)
+    share = ExpertShare(1, 2, True, args)
+    assert (share.first, share.count, share.intermediate, list(share.experts())) == (3, 3, 30, [3, 4, 5])
+    assert share.feature_rows() is None
+    split = ExpertShare(1, 2, False, args)
+    assert (split.first, split.count, split.intermediate, split.feature_rows()) == (0, 6, 15, (0, 15, 30))
 
 
 def test_latent_attention_reads_deepseek_configs_and_refuses_biases() -> None:

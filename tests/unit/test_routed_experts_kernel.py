@@ -76,13 +76,13 @@ def stacked(weights: np.ndarray, dtype: str):
     return values, Parameter(Tensor(np.stack([parameter.asnumpy() for _, parameter in pieces])), name="experts")
 
 
-def settings_of(routing, shared_size: int, gated: bool, bias: np.ndarray | None):
-    """ExpertSettings as ops/cpu.py's expert_settings writes them."""
+def settings_of(routing, shared_size: int, gated: bool, bias: np.ndarray | None, first: int = 0):
+    """ExpertSettings as ops/cpu.py's expert_settings writes them; `first`: the first of the experts held."""
     from mindspore import Tensor
 
     r = routing
     header = [r.top_k, r.normalize, INTERMEDIATE, 0, shared_size, gated, r.sigmoid, r.groups, r.top_groups]
-    header += [r.group_by_top_two, r.scaling, bias is not None]
+    header += [r.group_by_top_two, r.scaling, bias is not None, first, EXPERTS]
     return Tensor(np.concatenate([np.array(header, np.float32), *(() if bias is None else (bias,))]))
 
 
@@ -178,9 +178,36 @@ def test_routing_settings_that_do_not_fit_the_experts_fail_the_launch() -> None:
     bad = [
         settings_of(Routing(TOP_K, True, groups=3, top_groups=1), 0, False, None),
         settings_of(Routing(5, True, groups=4, top_groups=2), 0, False, None),
-        settings_of(Routing(TOP_K, True), 0, False, None)[:11],
-        Tensor(np.concatenate([settings_of(Routing(TOP_K, True), 0, False, None).asnumpy()[:11], [1.0]])),
+        settings_of(Routing(TOP_K, True), 0, False, None)[:13],
+        Tensor(np.concatenate([settings_of(Routing(TOP_K, True), 0, False, None).asnumpy()[:11], [1.0, 0, EXPERTS]])),
+        settings_of(Routing(TOP_K, True), 0, False, None, first=1),  # experts 1-8 of 8
     ]
     for settings in bad:
         with pytest.raises(RuntimeError):
             kernel("RoutedExperts", "native")(x, router, gate_up, down, settings, router, router, router).asnumpy()
+
+
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_expert_parallel_ranks_each_run_their_experts_and_sum_to_the_whole_layer(dtype: str) -> None:
+    """Two launches holding experts 0-3 and 4-7 (an expert-parallel pair of ranks) route every token over all 8
+    and add only their own experts' results: their sum is the one-rank layer's output, DeepSeek-V3's routing (bias,
+    groups) included."""
+    from mindspore import Parameter, Tensor
+
+    routing, _ = routings()["deepseek-v3-noaux-tc"]
+    rng = np.random.default_rng(17)
+    x = Tensor(rng.standard_normal((23, HIDDEN)).astype(np.float32))
+    _, router = packed((rng.standard_normal((EXPERTS, HIDDEN)) * 0.3).astype(np.float32), dtype)
+    _, gate_up = stacked(rng.standard_normal((EXPERTS, 2 * INTERMEDIATE, HIDDEN)) * 0.2, dtype)
+    _, down = stacked(rng.standard_normal((EXPERTS, HIDDEN, INTERMEDIATE)) * 0.2, dtype)
+    bias = np.array([0, 0.1, 0, 0, 0, 0, 0.3, 0.2], np.float32)
+    launch = kernel("RoutedExperts", "native")
+
+    def run(first: int, count: int):
+        held = [Parameter(Tensor(w.asnumpy()[first : first + count]), name=f"held{first}") for w in (gate_up, down)]
+        settings = settings_of(routing, 0, False, bias, first)
+        return launch(x, router, *held, settings, router, router, router).asnumpy()
+
+    whole, halves = run(0, EXPERTS), [run(0, EXPERTS // 2), run(EXPERTS // 2, EXPERTS // 2)]
+    assert np.abs(halves[0]).max() > 0 and np.abs(halves[1]).max() > 0  # both ranks' experts were chosen
+    np.testing.assert_allclose(halves[0] + halves[1], whole, atol=1e-5, rtol=1e-5)

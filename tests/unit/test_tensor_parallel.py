@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
-from tiny_models import ARCHITECTURES, save_tiny_model
+from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, MOE_SIZES, save_tiny_model
 
 TOLERANCE = 1e-4
 
@@ -77,12 +77,12 @@ def run_ranks(world_size: int, rank_main, make_group=InMemoryGroup) -> list:
     return outputs
 
 
-def prefill_and_decode(model_dir, group=None, vocab: int = 512) -> list[np.ndarray]:
+def prefill_and_decode(model_dir, group=None, vocab: int = 512, expert_parallel: bool = False) -> list[np.ndarray]:
     """Logits of a batched prefill of three prompts, then of three decode steps through the paged KV cache."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.worker.batch import ScheduledRequest
 
-    model = build_model(model_dir, group=group)
+    model = build_model(model_dir, group=group, expert_parallel=expert_parallel)
     for attention in model.attention_layers():
         attention.allocate_kv_cache(16, BLOCK_SIZE)
     rng = np.random.default_rng(0)
@@ -98,9 +98,13 @@ def prefill_and_decode(model_dir, group=None, vocab: int = 512) -> list[np.ndarr
     return outputs
 
 
-def assert_ranks_match_one_rank(model_dir, world_size: int, vocab: int = 512, make_group=InMemoryGroup) -> None:
+def assert_ranks_match_one_rank(
+    model_dir, world_size: int, vocab: int = 512, make_group=InMemoryGroup, expert_parallel: bool = False
+) -> None:
     expected = prefill_and_decode(model_dir, vocab=vocab)
-    outputs = run_ranks(world_size, lambda group: prefill_and_decode(model_dir, group, vocab), make_group)
+    outputs = run_ranks(
+        world_size, lambda group: prefill_and_decode(model_dir, group, vocab, expert_parallel), make_group
+    )
     for rank_outputs in outputs:
         for step, (ours, reference) in enumerate(zip(rank_outputs, expected, strict=True)):
             assert ours.shape == reference.shape, f"step {step}"
@@ -111,6 +115,17 @@ def assert_ranks_match_one_rank(model_dir, world_size: int, vocab: int = 512, ma
 def test_two_ranks_each_with_half_the_heads_match_one_rank(architecture, tmp_path) -> None:
     model_dir = save_tiny_model(architecture, tmp_path / "model", num_attention_heads=4, num_key_value_heads=2)
     assert_ranks_match_one_rank(model_dir, world_size=2)
+
+
+@pytest.mark.parametrize("expert_parallel", [False, True], ids=["experts-split-by-features", "expert-parallel"])
+@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+def test_mixture_of_experts_over_two_ranks_matches_one_rank(architecture, expert_parallel, tmp_path) -> None:
+    """Attention split by heads; the experts split by their features (each rank holds every expert's half) or,
+    with expert parallelism, between the ranks (4 whole experts each of the 8); a shared expert by its features;
+    the router on every rank; the partial sums all-reduced."""
+    sizes = {**MOE_SIZES, "num_attention_heads": 4, "num_key_value_heads": 2}
+    model_dir = save_tiny_model(architecture, tmp_path / "model", **sizes)
+    assert_ranks_match_one_rank(model_dir, world_size=2, expert_parallel=expert_parallel)
 
 
 def test_four_ranks_share_kv_heads_and_pad_a_vocabulary_that_does_not_split(tmp_path) -> None:

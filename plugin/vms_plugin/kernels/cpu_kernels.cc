@@ -1179,26 +1179,30 @@ int WithLayerTypes(const char **dtypes, int first_weight, int cache_index, Body 
 // tokens routed to them, grouped by expert, and each token's results added with its routing weights.
 
 // A routed layer's settings (RoutedExperts' input 4): a header of kHeaderFloats, then, when `has_bias`, the
-// correction bias [X] that DeepSeek-V3 adds to the scores for choosing only.
+// correction bias [X] that DeepSeek-V3 adds to the scores for choosing only. The router scores all X experts; the
+// launch holds `held` of them (its stacked weights' first axis) from `first` on: all of them on one rank, a
+// rank's share under expert parallelism, whose results the ranks then sum.
 struct ExpertSettings {
-  int64_t top_k, intermediate, shared_intermediate, groups, top_groups;
+  int64_t top_k, intermediate, shared_intermediate, groups, top_groups, first, experts;
   bool normalize, int8_activations, shared_gate, sigmoid, group_by_top_two, has_bias;
   float scaling;
   const float *bias;
 
-  static constexpr int64_t kHeaderFloats = 12;
+  static constexpr int64_t kHeaderFloats = 14;
 
   explicit ExpertSettings(const float *c)
       : top_k(static_cast<int64_t>(c[0])), intermediate(static_cast<int64_t>(c[2])),
         shared_intermediate(static_cast<int64_t>(c[4])), groups(static_cast<int64_t>(c[7])),
-        top_groups(static_cast<int64_t>(c[8])), normalize(c[1] != 0.0f), int8_activations(c[3] != 0.0f),
+        top_groups(static_cast<int64_t>(c[8])), first(static_cast<int64_t>(c[12])),
+        experts(static_cast<int64_t>(c[13])), normalize(c[1] != 0.0f), int8_activations(c[3] != 0.0f),
         shared_gate(c[5] != 0.0f), sigmoid(c[6] != 0.0f), group_by_top_two(c[9] != 0.0f), has_bias(c[11] != 0.0f),
         scaling(c[10]), bias(c + kHeaderFloats) {}
 
-  // The settings fit `experts` and a settings tensor of `floats`.
-  bool Fit(int64_t experts, int64_t floats) const {
-    return top_k >= 1 && groups >= 1 && experts % groups == 0 && top_groups >= 1 && top_groups <= groups &&
-           top_k <= top_groups * (experts / groups) && floats >= kHeaderFloats + (has_bias ? experts : 0);
+  // The settings fit `held` stacked experts and a settings tensor of `floats`.
+  bool Fit(int64_t held, int64_t floats) const {
+    return floats >= kHeaderFloats && top_k >= 1 && groups >= 1 && experts % groups == 0 && top_groups >= 1 &&
+           top_groups <= groups && top_k <= top_groups * (experts / groups) && first >= 0 &&
+           first + held <= experts && floats >= kHeaderFloats + (has_bias ? experts : 0);
   }
 };
 
@@ -1263,25 +1267,31 @@ void RouteTokens(const float *logits, int64_t tokens, int64_t experts, const Exp
   }
 }
 
-// x [T, E] -> out [T, E]: the routed experts' weighted sum. gate_up and down hold X experts' packed weights one
-// after another (`expert_elements` W each: gate_up's N = 2I, K = E; down's N = E, K = I). Each expert with tokens
-// runs once on all of them, its rows gathered: a decode step streams only the chosen experts' weights, a prefill
-// multiplies each expert's weights by a block of rows.
+// x [T, E] -> out [T, E]: the held experts' weighted sum. gate_up and down hold their packed weights one after
+// another (`expert_elements` W each: gate_up's N = 2I, K = E; down's N = E, K = I), expert `first` + e at e. Each
+// held expert with tokens runs once on all of them, its rows gathered: a decode step streams only the chosen
+// experts' weights, a prefill multiplies each expert's weights by a block of rows. A choice of an expert not held
+// adds nothing here.
 template <typename W>
 void RunRoutedExperts(const float *x, int64_t tokens, int64_t hidden, const int32_t *chosen, const float *weights,
-                      const W *gate_up, const W *down, int64_t experts, int64_t gate_up_elements,
-                      int64_t down_elements, const ExpertSettings &settings, float *out) {
-  const int64_t k = settings.top_k, intermediate = settings.intermediate;
-  // The (token, choice) pairs of each expert, in token order: a counting sort by expert.
-  std::vector<int64_t> starts(experts + 1, 0), pairs(tokens * k);
-  for (int64_t i = 0; i < tokens * k; ++i) ++starts[chosen[i] + 1];
+                      const W *gate_up, const W *down, int64_t held, int64_t gate_up_elements, int64_t down_elements,
+                      const ExpertSettings &settings, float *out) {
+  const int64_t k = settings.top_k, intermediate = settings.intermediate, first = settings.first;
+  auto held_index = [&](int64_t i) { return chosen[i] >= first && chosen[i] < first + held ? chosen[i] - first : -1; };
+  // The (token, choice) pairs of each held expert, in token order: a counting sort by expert.
+  std::vector<int64_t> starts(held + 1, 0), pairs(tokens * k);
+  for (int64_t i = 0; i < tokens * k; ++i) {
+    if (held_index(i) >= 0) ++starts[held_index(i) + 1];
+  }
   std::partial_sum(starts.begin(), starts.end(), starts.begin());
   std::vector<int64_t> next(starts.begin(), starts.end() - 1);
-  for (int64_t i = 0; i < tokens * k; ++i) pairs[next[chosen[i]]++] = i;
+  for (int64_t i = 0; i < tokens * k; ++i) {
+    if (held_index(i) >= 0) pairs[next[held_index(i)]++] = i;
+  }
 
   thread_local std::vector<float> rows, gate_up_out, act, results;
-  results.resize(tokens * k * hidden);
-  for (int64_t e = 0; e < experts; ++e) {
+  results.assign(tokens * k * hidden, 0.0f);  // a choice not held: zeros
+  for (int64_t e = 0; e < held; ++e) {
     const int64_t count = starts[e + 1] - starts[e];
     if (count == 0) continue;
     const int64_t *mine = pairs.data() + starts[e];
@@ -1638,10 +1648,11 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
                   void *extra) {
   if (nparam != 9) return 1;
   const float *x = static_cast<const float *>(params[0]);
+  const int64_t settings_floats = Elements(ndims[4], shapes[4]);
+  if (settings_floats < ExpertSettings::kHeaderFloats) return 1;
   const ExpertSettings settings(static_cast<const float *>(params[4]));
-  const int64_t tokens = shapes[0][0], hidden = shapes[0][1], experts = shapes[2][0];
-  if (std::strcmp(dtypes[2], dtypes[3]) != 0 || shapes[3][0] != experts ||
-      !settings.Fit(experts, Elements(ndims[4], shapes[4]))) {
+  const int64_t tokens = shapes[0][0], hidden = shapes[0][1], held = shapes[2][0], experts = settings.experts;
+  if (std::strcmp(dtypes[2], dtypes[3]) != 0 || shapes[3][0] != held || !settings.Fit(held, settings_floats)) {
     return 1;
   }
   thread_local std::vector<float> logits, weights, shared;
@@ -1664,7 +1675,7 @@ int RoutedExperts(int nparam, void **params, int *ndims, int64_t **shapes, const
       return 1;
     }
     RunRoutedExperts(x, tokens, hidden, chosen.data(), weights.data(), static_cast<const W *>(params[2]),
-                     static_cast<const W *>(params[3]), experts, gate_up_elements, down_elements, settings,
+                     static_cast<const W *>(params[3]), held, gate_up_elements, down_elements, settings,
                      static_cast<float *>(params[8]));
     return 0;
   });

@@ -13,6 +13,7 @@ from mindspore import Parameter, nn
 from mindspore.common.initializer import initializer
 
 from vms_plugin.layers.linear import Linear
+from vms_plugin.layers.parallel import Part
 from vms_plugin.layers.precision import linear_dtype
 from vms_plugin.ops import layer_ops
 from vms_plugin.ops.interface import ExpertWeights, Routing
@@ -105,6 +106,73 @@ class ExpertArgs:
 DEEPSEEK_TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 
 
+@dataclass(frozen=True)
+class ExpertShare:
+    """A tensor-parallel rank's share of each routed layer's experts. With expert parallelism (vLLM's
+    --enable-expert-parallel) the ranks split the experts, X/N whole ones each; without, every rank holds every
+    expert with I/N of its features, as a dense MLP is split. A shared expert is split by its features either way.
+    Either way each rank's output is a partial sum, which the ranks all-reduce."""
+
+    rank: int
+    world_size: int
+    expert_parallel: bool
+    args: ExpertArgs
+
+    def __post_init__(self) -> None:
+        n, args = self.world_size, self.args
+        if self.expert_parallel and args.num_experts % n:
+            raise ValueError(
+                f"--enable-expert-parallel over {n} ranks needs the expert count ({args.num_experts}) to divide "
+                f"evenly; choose a --tensor-parallel-size that divides {args.num_experts}"
+            )
+        if not self.expert_parallel and args.intermediate_size % n:
+            raise ValueError(
+                f"--tensor-parallel-size {n} does not divide each expert's {args.intermediate_size} features; "
+                "choose one that does, or split the experts with --enable-expert-parallel"
+            )
+        if args.shared_intermediate_size % n:
+            raise ValueError(
+                f"--tensor-parallel-size {n} does not divide the shared expert's {args.shared_intermediate_size} "
+                "features; choose one that does"
+            )
+
+    @classmethod
+    def whole(cls, args: ExpertArgs) -> "ExpertShare":
+        return cls(0, 1, False, args)
+
+    @property
+    def count(self) -> int:
+        """Experts this rank holds."""
+        return self.args.num_experts // self.world_size if self.expert_parallel else self.args.num_experts
+
+    @property
+    def first(self) -> int:
+        return self.rank * self.count if self.expert_parallel else 0
+
+    @property
+    def intermediate(self) -> int:
+        """Features of each held expert."""
+        size = self.args.intermediate_size
+        return size if self.expert_parallel else size // self.world_size
+
+    @property
+    def shared_intermediate(self) -> int:
+        return self.args.shared_intermediate_size // self.world_size
+
+    def experts(self) -> range:
+        """The checkpoint's experts this rank holds, in its stacked order."""
+        return range(self.first, self.first + self.count)
+
+    def feature_rows(self) -> Part | None:
+        """Rows of each held expert's gate and up weights (columns of its down weight); None: all of them."""
+        size = self.intermediate
+        return None if size == self.args.intermediate_size else Part(0, self.rank * size, (self.rank + 1) * size)
+
+    def shared_rows(self) -> Part:
+        size = self.shared_intermediate
+        return Part(0, self.rank * size, (self.rank + 1) * size)
+
+
 def expert_weights(num_experts: int, in_features: int, out_features: int, dtype: str) -> Parameter:
     """X unfilled [out, in] weights in the device's layout, stacked."""
     shape = (num_experts, *layer_ops().linear_weight_shape(in_features, out_features, dtype))
@@ -136,37 +204,40 @@ class RoutedExperts(nn.Cell):
     like the router); the device's ops compute with them."""
 
     def __init__(
-        self, hidden_size: int, args: ExpertArgs, dtype: str, router_dtype: str, int8_activations: bool
+        self, hidden_size: int, share: ExpertShare, dtype: str, router_dtype: str, int8_activations: bool
     ) -> None:
         super().__init__()
+        args = share.args
         self.gate = Linear(hidden_size, args.num_experts, dtype=router_dtype)
-        self.gate_up_proj = StackedExpertWeight(args.num_experts, hidden_size, 2 * args.intermediate_size, dtype)
-        self.down_proj = StackedExpertWeight(args.num_experts, args.intermediate_size, hidden_size, dtype)
-        shared = args.shared_intermediate_size
+        self.gate_up_proj = StackedExpertWeight(share.count, hidden_size, 2 * share.intermediate, dtype)
+        self.down_proj = StackedExpertWeight(share.count, share.intermediate, hidden_size, dtype)
+        shared = share.shared_intermediate
         self.shared_expert = SharedExpert(hidden_size, shared, dtype) if shared else None
         self.shared_expert_gate = Linear(hidden_size, 1, dtype=router_dtype) if args.shared_gate else None
         bias = Parameter(initializer("zeros", (args.num_experts,), ms.float32), name="correction_bias")
         self.correction_bias = bias if args.correction_bias else None
-        self.args, self.int8_activations = args, int8_activations
+        self.share, self.args, self.int8_activations = share, args, int8_activations
         self.prepared: dict = {}  # the device's values derived from the weights (ExpertWeights.prepared)
         self.ops = layer_ops()
 
     def weights(self) -> ExpertWeights:
         """The weights as the device's ops take them; made per call (a NamedTuple of Parameters kept on a Cell
         becomes a parameter tuple of its own)."""
-        args, shared, shared_gate = self.args, self.shared_expert, self.shared_expert_gate
+        args, share, shared, shared_gate = self.args, self.share, self.shared_expert, self.shared_expert_gate
         return ExpertWeights(
             router=self.gate.device_weight,
             gate_up=self.gate_up_proj.expert_weights,
             down=self.down_proj.expert_weights,
+            num_experts=args.num_experts,
+            first_expert=share.first,
             routing=args.routing,
             correction_bias=self.correction_bias,
-            intermediate_size=args.intermediate_size,
+            intermediate_size=share.intermediate,
             int8_activations=self.int8_activations,
             shared_gate_up=None if shared is None else shared.gate_up_proj.device_weight,
             shared_down=None if shared is None else shared.down_proj.device_weight,
             shared_gate=None if shared_gate is None else shared_gate.device_weight,
-            shared_intermediate_size=args.shared_intermediate_size,
+            shared_intermediate_size=share.shared_intermediate,
             prepared=self.prepared,
         )
 

@@ -91,7 +91,7 @@ class Part(NamedTuple):
 @dataclass(frozen=True)
 class Partition:
     """This rank's share of a model with `heads` query heads, `kv_heads` KV heads of `head_dim`, `intermediate`
-    MLP features and `vocab` tokens."""
+    MLP features and `vocab` tokens, and of its routed experts if it has any (layers/experts.py's ExpertShare)."""
 
     rank: int
     world_size: int
@@ -100,6 +100,7 @@ class Partition:
     head_dim: int
     intermediate: int
     vocab: int
+    experts: Any = None
 
     def __post_init__(self) -> None:
         n = self.world_size

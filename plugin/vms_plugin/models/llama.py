@@ -13,7 +13,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from vms_plugin.layers.embedding import Embedding
-from vms_plugin.layers.experts import ExpertArgs, RoutedExperts
+from vms_plugin.layers.experts import EXPERT_WEIGHTS, ExpertArgs, ExpertShare, RoutedExperts
 from vms_plugin.layers.int8 import Int8Scheme
 from vms_plugin.layers.latent_attention import LatentArgs, LatentAttention
 from vms_plugin.layers.linear import Linear
@@ -187,7 +187,8 @@ class DecoderLayer(nn.Cell):
         """The layer's MLP: dense, or routed experts in the layers a mixture-of-experts config names."""
         if args.experts is None or layer_index not in args.experts.sparse_layers:
             return MLP(args, partition)
-        return RoutedExperts(args.hidden_size, args.experts, args.layer_dtype, args.dtype, args.int8_activations)
+        share = partition.experts
+        return RoutedExperts(args.hidden_size, share, args.layer_dtype, args.dtype, args.int8_activations)
 
     def weights(self) -> DecoderWeights:
         """This layer's DecoderWeights, the same object until its KV caches are reallocated."""
@@ -229,7 +230,7 @@ class DecoderLayer(nn.Cell):
         attention = self.group.all_reduce(attention)
         if isinstance(self.mlp, RoutedExperts) or isinstance(self.self_attn, LatentAttention):
             normed, residual = self.post_attention_layernorm(attention, residual)
-            return self.mlp(normed), residual
+            return self.group.all_reduce(self.mlp(normed)), residual
         out, residual = self.ops.decoder_mlp(self.weights(), attention, residual, rotary, inputs)
         return self.group.all_reduce(out), residual
 
@@ -290,23 +291,29 @@ class LlamaForCausalLM(nn.Cell):
         dtype: str = "float32",
         int8: Int8Scheme | None = None,
         group: TensorParallelGroup | None = None,
+        expert_parallel: bool = False,
     ) -> "LlamaForCausalLM":
+        """`expert_parallel`: a mixture of experts over several ranks splits its experts between them (vLLM's
+        --enable-expert-parallel) rather than each expert's features."""
         args = LlamaArgs.from_hf_config(config, dtype, int8, **cls.architecture_flags)
         if cls.experts_from_config is not None:
             args = replace(args, experts=cls.experts_from_config(config, args.num_hidden_layers))
         if cls.latent_from_config is not None:
             latent = cls.latent_from_config(config)
             args = replace(args, latent=latent, head_dim=latent.rope, qkv_bias=False, o_bias=False)
-        return cls(args, group or SingleRank())
+        return cls(args, group or SingleRank(), expert_parallel)
 
-    def __init__(self, args: LlamaArgs, group: TensorParallelGroup) -> None:
+    def __init__(self, args: LlamaArgs, group: TensorParallelGroup, expert_parallel: bool = False) -> None:
         super().__init__()
-        if (args.experts is not None or args.latent is not None) and group.world_size > 1:
+        if args.latent is not None and group.world_size > 1:
             raise ValueError(
-                "vms_plugin serves mixture-of-experts and latent-attention models on one rank only for now; "
+                "vms_plugin serves latent-attention models (DeepSeek) on one rank only for now; "
                 f"run with tensor_parallel_size=1 (asked: {group.world_size})"
             )
         self.args, self.group = args, group
+        experts = (
+            None if args.experts is None else ExpertShare(group.rank, group.world_size, expert_parallel, args.experts)
+        )
         self.partition = Partition(
             group.rank,
             group.world_size,
@@ -315,6 +322,7 @@ class LlamaForCausalLM(nn.Cell):
             head_dim=args.head_dim,
             intermediate=args.intermediate_size,
             vocab=args.vocab_size,
+            experts=experts,
         )
         self.model = LlamaModel(args, group, self.partition)
         # With tied embeddings the output projection is the embedding table itself (one parameter).
@@ -356,6 +364,8 @@ class LlamaForCausalLM(nn.Cell):
         p = self.partition
         if p.world_size == 1:
             return None
+        if p.experts is not None and ".mlp." in name and (parts := self._expert_parts(name)) is not None:
+            return parts or None
         if name.endswith(("qkv_proj.device_weight", "qkv_proj.bias")):
             return p.query_rows(), p.kv_rows(), p.kv_rows()
         if name.endswith("gate_up_proj.device_weight"):
@@ -369,6 +379,26 @@ class LlamaForCausalLM(nn.Cell):
         if name.endswith(("embed_tokens.device_weight", "lm_head.device_weight")):
             return (p.vocab_rows(),)
         return None
+
+    def _expert_parts(self, name: str) -> tuple[Part, ...] | None:
+        """Parts of a routed layer's tensors (an empty tuple: held whole); None for a dense layer's."""
+        p, share = self.partition, self.partition.experts
+        if name.endswith(("shared_expert.gate_up_proj.device_weight", "shared_expert.down_proj.device_weight")):
+            rows = share.shared_rows()
+            return (rows, rows) if "gate_up" in name else (p.columns(rows),)
+        if name.endswith(EXPERT_WEIGHTS):
+            rows = share.feature_rows()
+            if rows is None:
+                return ()
+            return (rows, rows) if "gate_up" in name else (p.columns(rows),)
+        if name.endswith(("mlp.gate.device_weight", "mlp.correction_bias", "shared_expert_gate.device_weight")):
+            return ()
+        return None
+
+    def checkpoint_experts(self, name: str) -> range | None:
+        """The checkpoint's experts that stacked parameter `name` holds, in order; None: all of them."""
+        share = self.partition.experts
+        return None if share is None else share.experts()
 
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for

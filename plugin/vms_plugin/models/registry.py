@@ -52,10 +52,11 @@ def supported_architecture(config: Mapping[str, Any]) -> str:
     )
 
 
-def build_model(model_dir: Path, dtype: str = "float32", int8=None, group=None):
+def build_model(model_dir: Path, dtype: str = "float32", int8=None, group=None, expert_parallel: bool = False):
     """Construct the MindSpore model for `model_dir` and load its weights, stored as `dtype` (layers/precision.py);
     with an `int8` scheme (layers/int8.py) the decoder layers' linear weights are int8. With a tensor-parallel
-    `group` (layers/parallel.py) the model holds and loads this rank's part only."""
+    `group` (layers/parallel.py) the model holds and loads this rank's part only, its experts split between the
+    ranks with `expert_parallel`."""
     from mindspore.nn.utils import no_init_parameters
 
     from vms_plugin.models.weights import load_weights
@@ -64,6 +65,6 @@ def build_model(model_dir: Path, dtype: str = "float32", int8=None, group=None):
     module_name, class_name = ARCHITECTURES[supported_architecture(config)].split(":")
     model_class = getattr(importlib.import_module(module_name), class_name)
     with no_init_parameters():  # the parameters stay unallocated until the checkpoint fills them
-        model = model_class.from_hf_config(config, dtype, int8, group)
-    load_weights(model, model_dir, model.checkpoint_sources, model.checkpoint_parts)
+        model = model_class.from_hf_config(config, dtype, int8, group, expert_parallel)
+    load_weights(model, model_dir, model.checkpoint_sources, model.checkpoint_parts, model.checkpoint_experts)
     return model

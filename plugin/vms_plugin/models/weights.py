@@ -78,12 +78,14 @@ def load_weights(
     model_dir: Path,
     stacked: Mapping[str, tuple[str, ...]],
     parts: Callable[[str], tuple[Part, ...] | None] = lambda name: None,
+    experts: Callable[[str], range | None] = lambda name: None,
 ) -> None:
     """Fill every weight of `model` from the checkpoint; `stacked` names checkpoint tensors concatenated (dim 0),
     `parts` gives the part of each that a tensor-parallel rank holds (layers/parallel.py; None: all of them).
 
     Parameters named `device_weight` (see layers/linear.py) take the checkpoint's `weight` in the device's layout;
-    those named `expert_weights` (layers/experts.py) one such weight per expert, stacked.
+    those named `expert_weights` (layers/experts.py) one such weight per expert, stacked: the experts `experts`
+    names (an expert-parallel rank's), all of them when it says None.
     """
     with open_checkpoint(model_dir) as tensors:
         parameters = list(model.parameters_and_names())
@@ -93,7 +95,9 @@ def load_weights(
                 continue
             sources = _source_names(name, stacked)
             if name.endswith(EXPERT_WEIGHTS):
-                param.set_data(_stacked_experts(tensors, model_dir, name, sources, param))
+                held = experts(name) or range(param.shape[0])
+                source_parts = parts(name) or (None,) * len(sources)
+                param.set_data(_stacked_experts(tensors, model_dir, name, sources, source_parts, held, param))
                 continue
             _check_present(tensors, sources, model_dir, name)
             source_parts = parts(name) or (None,) * len(sources)
@@ -139,20 +143,29 @@ def _filled(
 
 
 def _stacked_experts(
-    tensors: Mapping[str, SafetensorsFile], model_dir: Path, name: str, sources: tuple[str, ...], param: Parameter
+    tensors: Mapping[str, SafetensorsFile],
+    model_dir: Path,
+    name: str,
+    sources: tuple[str, ...],
+    source_parts: tuple[Part | None, ...],
+    held: range,
+    param: Parameter,
 ) -> ms.Tensor:
-    """An `expert_weights` parameter [X, ...]: expert e's checkpoint weights (`sources` with e for {expert}) as one
-    device weight each, stacked. Read one expert at a time, as a dense layer's weights are."""
+    """An `expert_weights` parameter [X', ...]: each held expert e's checkpoint weights (`sources` with e for
+    {expert}, `source_parts` of them) as one device weight, stacked. Read one expert at a time, as a dense layer's
+    weights are."""
     shape, dtype = tuple(param.shape[1:]), dtype_name(param.dtype)
+    if len(held) != param.shape[0]:
+        raise CheckpointError(f"{name} holds {param.shape[0]} experts, not the {len(held)} asked for")
     stacked = None  # made with the first expert's numpy type (bfloat16's is MindSpore's own)
-    for expert in range(param.shape[0]):
+    for index, expert in enumerate(held):
         expert_sources = tuple(source.replace(EXPERT, str(expert)) for source in sources)
         _check_present(tensors, expert_sources, model_dir, name)
-        fitted = _filled(tensors, name, expert_sources, (None,) * len(sources), shape, dtype, device_weight=True)
+        fitted = _filled(tensors, name, expert_sources, source_parts, shape, dtype, device_weight=True)
         values = fitted.asnumpy()
         if stacked is None:
             stacked = np.empty(tuple(param.shape), dtype=values.dtype)
-        stacked[expert] = values
+        stacked[index] = values
     return ms.Tensor(stacked)
 
 

@@ -265,6 +265,10 @@ class AscendOps:
     def routed_experts(self, x, experts: ExpertWeights):
         if experts.gate_up.dtype == ms.int8:
             raise ValueError("vms_plugin on Ascend serves mixture-of-experts weights as float16 or bfloat16; not int8")
+        if experts.gate_up.shape[0] != experts.num_experts:
+            raise ValueError(
+                "vms_plugin on Ascend does not split experts between ranks yet; drop --enable-expert-parallel"
+            )
         routing = experts.routing
         if routing.sigmoid or routing.groups > 1 or experts.correction_bias is not None:
             raise ValueError(

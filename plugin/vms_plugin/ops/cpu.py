@@ -214,6 +214,8 @@ def expert_settings(experts: ExpertWeights) -> np.ndarray:
         r.group_by_top_two,
         r.scaling,
         e.correction_bias is not None,
+        e.first_expert,
+        e.num_experts,
     ]
     bias = () if e.correction_bias is None else (e.correction_bias.asnumpy().astype(np.float32),)
     return np.concatenate([np.array(header, np.float32), *bias])

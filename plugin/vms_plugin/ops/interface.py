@@ -65,8 +65,12 @@ class ExpertWeights(NamedTuple):
     weight is the implementation's layout of one [out, in] weight, the X of them stacked on a new first axis."""
 
     router: Parameter  # the router's linear weight: X outputs
-    gate_up: Parameter  # [X, ...]: each expert's gate and up projections stacked, 2I outputs
-    down: Parameter  # [X, ...]: each expert's down projection, I inputs
+    # The experts this rank holds, X' of them from `first_expert` on (all X on one rank; a share of them under
+    # expert parallelism, whose ranks' results the caller sums); their I may be a tensor-parallel rank's share.
+    gate_up: Parameter  # [X', ...]: each expert's gate and up projections stacked, 2I outputs
+    down: Parameter  # [X', ...]: each expert's down projection, I inputs
+    num_experts: int  # X
+    first_expert: int
     routing: Routing
     # [X] float32 added to the scores for choosing only (DeepSeek-V3's noaux_tc e_score_correction_bias), or None
     correction_bias: Parameter | None

@@ -76,7 +76,8 @@ class MindSporeModelRunner:
         model_config = self.vllm_config.model_config
         int8 = model_int8_scheme(self.vllm_config)
         group = tensor_parallel_group(self.device, self.vllm_config.parallel_config)
-        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group)
+        expert_parallel = self.vllm_config.parallel_config.enable_expert_parallel
+        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group, expert_parallel)
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
 
