@@ -11,6 +11,7 @@ import pytest
 from tiny_models import (
     ARCHITECTURES,
     DEEPSEEK_ARCHITECTURES,
+    GLM_ARCHITECTURE,
     MOE_ARCHITECTURES,
     MOE_SIZES,
     save_compressed_tensors_w8a8,
@@ -56,9 +57,10 @@ def tiny_moe_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_deepseek_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One tiny random checkpoint per DeepSeek architecture (tiny_models.DEEPSEEK_ARCHITECTURES)."""
+    """One tiny random checkpoint per DeepSeek architecture (tiny_models.DEEPSEEK_ARCHITECTURES) and GLM-4.5's,
+    which routes its experts as DeepSeek-V3 does."""
     root = tmp_path_factory.mktemp("tiny-deepseek-models")
-    return {name: save_tiny_model(name, root / name) for name in DEEPSEEK_ARCHITECTURES}
+    return {name: save_tiny_model(name, root / name) for name in (*DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE)}
 
 
 @pytest.fixture(scope="session")

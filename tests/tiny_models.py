@@ -21,6 +21,9 @@ MOE_SIZES = {"num_experts_per_tok": 2, "num_hidden_layers": 3}
 # sigmoid, correction bias) with a query rank and 2 dense layers before its 2 routed ones; V2 (group-limited greedy
 # softmax) without a query rank, 1 dense layer then 2 routed.
 DEEPSEEK_ARCHITECTURES = ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM")
+# GLM-4.5's MoE: q/k/v biases, q/k norms, RoPE on half of each head, DeepSeek-V3's routing (here 8 experts top 2 in
+# 2 groups, 1 kept), a shared expert, 1 dense layer then 2 routed.
+GLM_ARCHITECTURE = "Glm4MoeForCausalLM"
 
 
 # RoPE variants with small original context lengths, so that scaling moves logits at the tests' short positions.
@@ -80,6 +83,27 @@ def deepseek_config(architecture: str, common: dict):
     )
 
 
+def glm_config(common: dict, rope_parameters: dict | None):
+    from transformers import Glm4MoeConfig
+
+    rope = rope_parameters or {"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 0.5}
+    common = dict(common)
+    top_k = common.pop("num_experts_per_tok", 2)
+    experts = dict(n_routed_experts=8, num_experts_per_tok=top_k, moe_intermediate_size=64, n_group=2, topk_group=1)
+    return Glm4MoeConfig(
+        **{**common, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2},
+        **experts,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        attention_bias=True,
+        use_qk_norm=True,
+        rope_parameters=rope,
+        tie_word_embeddings=False,
+    )
+
+
 def tiny_config(architecture: str, rope_parameters: dict | None = None, **overrides):
     """The architecture's tiny config; `overrides` replace its sizes (heads, vocabulary, ...)."""
     from transformers import LlamaConfig, MixtralConfig, Qwen2Config, Qwen2MoeConfig, Qwen3Config, Qwen3MoeConfig
@@ -100,6 +124,8 @@ def tiny_config(architecture: str, rope_parameters: dict | None = None, **overri
     common.update(overrides)
     if architecture in DEEPSEEK_ARCHITECTURES:
         return deepseek_config(architecture, common)
+    if architecture == GLM_ARCHITECTURE:
+        return glm_config(common, rope_parameters)
     if architecture == "LlamaForCausalLM":
         rope = rope_parameters or {"rope_type": "default", "rope_theta": 10000.0}
         return LlamaConfig(**common, tie_word_embeddings=False, rope_parameters=rope)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray_cluster import RayCluster, start_head
-from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES)
+MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE)
 
 # Eight prompts of different lengths (chat-formatted, plain prose, code, lists) for the default model.
 PROMPTS = [

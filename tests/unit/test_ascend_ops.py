@@ -289,6 +289,28 @@ def test_models_through_the_ascend_kernels_match_transformers(architecture, tiny
     assert {"RmsNorm", "AddRmsNorm"} <= used
 
 
+def test_partial_rotary_turns_only_each_heads_first_features_on_ascend(ascend_stand_ins) -> None:
+    """GLM's RoPE on half of each head: ApplyRotaryPosEmb on the heads' first 32 of 64 features, the rest kept."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from vms_plugin.layers.rope_scaling import RopeParameters
+    from vms_plugin.layers.rotary import rotary_tables
+    from vms_plugin.ops import layer_ops
+
+    rng = np.random.default_rng(4)
+    cos, sin = rotary_tables(32, 16, RopeParameters())
+    q, k = rng.standard_normal((3, 4 * 64)).astype(np.float32), rng.standard_normal((3, 2 * 64)).astype(np.float32)
+    positions = np.array([0, 5, 9], np.int32)
+    ops = layer_ops()
+    q_out, k_out = ops._rotate(Tensor(q), Tensor(k), ops.rotary(cos, sin), Tensor(positions, ms.int32), (4, 2, 64))
+    for ours, x, heads in ((q_out, q, 4), (k_out, k, 2)):
+        shaped = x.reshape(3, heads, 64)
+        turned = rotate(np.ascontiguousarray(shaped[..., :32]).reshape(3, -1), cos[positions], sin[positions], heads)
+        expected = np.concatenate([turned.reshape(3, heads, 32), shaped[..., 32:]], axis=-1).reshape(3, -1)
+        np.testing.assert_allclose(ours.asnumpy(), expected, atol=1e-6)
+
+
 def test_latent_attention_and_deepseek_routing_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
     """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and
     DeepSeek's routing and expert parallelism in the experts op likewise (a chip, not this machine, must show those

@@ -32,12 +32,12 @@ def test_unreadable_config_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_unimplemented_architecture_names_it_and_what_is_supported(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Glm4MoeForCausalLM"]}))
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForCausalLM"]}))
     result = run_vms("serve", "--model", str(tmp_path), cache=tmp_path)
     dense = "LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
     experts = "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM"
-    deepseek = "DeepseekV2ForCausalLM, DeepseekV3ForCausalLM"
-    assert_one_line_error(result, "Glm4MoeForCausalLM", "not implemented", f"supported: {dense}, {experts}, {deepseek}")
+    deepseek = "DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, Glm4MoeForCausalLM"
+    assert_one_line_error(result, "Gemma3ForCausalLM", "not implemented", f"supported: {dense}, {experts}, {deepseek}")
 
 
 def test_corrupted_gguf_is_one_clear_line_and_leaves_cache_clean(tmp_path: Path) -> None:

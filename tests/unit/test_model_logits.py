@@ -13,6 +13,7 @@ from offline_model import BLOCK_SIZE, mindspore_step
 from tiny_models import (
     ARCHITECTURES,
     DEEPSEEK_ARCHITECTURES,
+    GLM_ARCHITECTURE,
     MOE_ARCHITECTURES,
     ROPE_VARIANTS,
     VOCAB_SIZE,
@@ -40,6 +41,12 @@ def test_deepseek_logits_match_transformers_through_prefill_and_paged_decode(arc
     """Latent attention with (V3) and without (V2) a query rank, YaRN with DeepSeek's mscale, 8 experts in 4 groups
     top 2 (V3: sigmoid with the correction bias; V2: softmax), shared experts, dense layers first."""
     assert_logits_match_transformers(tiny_deepseek_dirs[architecture])
+
+
+def test_glm_moe_logits_match_transformers_through_prefill_and_paged_decode(tiny_deepseek_dirs) -> None:
+    """GLM-4.5's MoE: q/k/v biases, q/k norms, RoPE on the first half of each head's features, DeepSeek-V3's
+    routing with a shared expert, a dense layer first."""
+    assert_logits_match_transformers(tiny_deepseek_dirs[GLM_ARCHITECTURE])
 
 
 @pytest.mark.parametrize("rope", ["plain-interleaved", "plain-rotate-half"])

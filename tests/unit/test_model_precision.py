@@ -11,7 +11,7 @@ Tolerance, max |logit difference| against transformers at the same dtype as a fr
 import numpy as np
 import pytest
 from offline_model import GREEDY_PROMPTS, GREEDY_TOKENS, first_differences, greedy, logits_of
-from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
 TOLERANCE = {"bfloat16": 0.08, "float16": 0.006}  # of the largest |logit|
@@ -43,7 +43,7 @@ def test_16_bit_logits_match_transformers_at_the_same_dtype(architecture, dtype,
 
 
 @pytest.mark.parametrize("dtype", TOLERANCE)
-@pytest.mark.parametrize("architecture", [*MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES])
+@pytest.mark.parametrize("architecture", [*MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE])
 def test_16_bit_mixture_of_experts_stays_closer_to_float32_than_transformers(
     architecture, dtype, tiny_moe_dirs, tiny_deepseek_dirs, measurement
 ):

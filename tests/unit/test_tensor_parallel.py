@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
-from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, MOE_SIZES, save_tiny_model
+from tiny_models import ARCHITECTURES, GLM_ARCHITECTURE, MOE_ARCHITECTURES, MOE_SIZES, save_tiny_model
 
 TOLERANCE = 1e-4
 
@@ -118,11 +118,11 @@ def test_two_ranks_each_with_half_the_heads_match_one_rank(architecture, tmp_pat
 
 
 @pytest.mark.parametrize("expert_parallel", [False, True], ids=["experts-split-by-features", "expert-parallel"])
-@pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)
+@pytest.mark.parametrize("architecture", [*MOE_ARCHITECTURES, GLM_ARCHITECTURE])
 def test_mixture_of_experts_over_two_ranks_matches_one_rank(architecture, expert_parallel, tmp_path) -> None:
     """Attention split by heads; the experts split by their features (each rank holds every expert's half) or,
     with expert parallelism, between the ranks (4 whole experts each of the 8); a shared expert by its features;
-    the router on every rank; the partial sums all-reduced."""
+    the router (and GLM's correction bias) on every rank; the partial sums all-reduced."""
     sizes = {**MOE_SIZES, "num_attention_heads": 4, "num_key_value_heads": 2}
     model_dir = save_tiny_model(architecture, tmp_path / "model", **sizes)
     assert_ranks_match_one_rank(model_dir, world_size=2, expert_parallel=expert_parallel)

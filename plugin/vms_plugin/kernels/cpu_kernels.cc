@@ -214,14 +214,16 @@ inline void RotateHalf(const float *x, const float *cos, const float *sin, int64
   }
 }
 
-// One head of q or k: optionally RMS-normalised over head_dim (Qwen3's q_norm / k_norm), then rotated.
+// One head of q or k: optionally RMS-normalised over head_dim (Qwen3's q_norm / k_norm), then its first `rotary`
+// features rotated (all of them, or a part: GLM's partial rotary), the rest kept.
 inline void NormRotate(const float *x, const float *norm_weight, float eps, const float *cos, const float *sin,
-                       int64_t dim, float *scratch, float *out) {
+                       int64_t dim, int64_t rotary, float *scratch, float *out) {
   if (norm_weight != nullptr) {
     RmsNormRow(x, norm_weight, eps, dim, scratch);
     x = scratch;
   }
-  RotateHalf(x, cos, sin, dim, out);
+  RotateHalf(x, cos, sin, rotary, out);
+  std::copy(x + rotary, x + dim, out + rotary);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -797,12 +799,13 @@ struct KvCache {
 
 inline bool KeyTilesFit(const int64_t *cache_shape) { return cache_shape[1] % kKeyTileRows == 0; }
 
-// qkv [T, (H + 2K) * D], cos/sin tables [P, D], positions [T], slots [T] -> q [T, H, D] rotated; k rotated and v
-// written into the caches at each token's slot (slot < 0: not written). q_norm/k_norm: Qwen3's per-head RMSNorm.
+// qkv [T, (H + 2K) * D], cos/sin tables [P, R] (R <= D: the first R features of each head rotate), positions [T],
+// slots [T] -> q [T, H, D] rotated; k rotated and v written into the caches at each token's slot (slot < 0: not
+// written). q_norm/k_norm: Qwen3's per-head RMSNorm.
 template <typename C>
 void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *cos_table, const float *sin_table,
-                  const int32_t *positions, const int32_t *slots, const KvCache<C> &cache, const float *q_norm,
-                  const float *k_norm, float eps, float *q_out) {
+                  int64_t rotary, const int32_t *positions, const int32_t *slots, const KvCache<C> &cache,
+                  const float *q_norm, const float *k_norm, float eps, float *q_out) {
   const int64_t dim = cache.dim, kv_heads = cache.kv_heads, width = (heads + 2 * kv_heads) * dim;
 #pragma omp parallel for schedule(static) if (tokens >= kParallelLayerRowsMin)
   for (int64_t t = 0; t < tokens; ++t) {
@@ -810,15 +813,15 @@ void RopeAndCache(const float *qkv, int64_t tokens, int64_t heads, const float *
     scratch.resize(dim);
     rotated.resize(dim);
     const float *row = qkv + t * width;
-    const float *cos = cos_table + static_cast<int64_t>(positions[t]) * dim;
-    const float *sin = sin_table + static_cast<int64_t>(positions[t]) * dim;
+    const float *cos = cos_table + static_cast<int64_t>(positions[t]) * rotary;
+    const float *sin = sin_table + static_cast<int64_t>(positions[t]) * rotary;
     for (int64_t h = 0; h < heads; ++h) {
-      NormRotate(row + h * dim, q_norm, eps, cos, sin, dim, scratch.data(), q_out + (t * heads + h) * dim);
+      NormRotate(row + h * dim, q_norm, eps, cos, sin, dim, rotary, scratch.data(), q_out + (t * heads + h) * dim);
     }
     const int64_t slot = slots[t];
     if (slot < 0 || slot >= cache.num_slots) continue;
     for (int64_t kh = 0; kh < kv_heads; ++kh) {
-      NormRotate(row + (heads + kh) * dim, k_norm, eps, cos, sin, dim, scratch.data(), rotated.data());
+      NormRotate(row + (heads + kh) * dim, k_norm, eps, cos, sin, dim, rotary, scratch.data(), rotated.data());
       C *key_column = cache.KeyTile(kh, slot) + slot % kKeyTileRows;
       for (int64_t d = 0; d < dim; ++d) key_column[d * kKeyTileRows] = FromFloat<C>(rotated[d]);
       StoreRow(row + (heads + kv_heads + kh) * dim, dim, cache.ValueRow(kh, slot));
@@ -1101,15 +1104,15 @@ struct LayerTensors {
 };
 
 // What every layer of a step reads: the rotary tables and the step's indices.
+// The rotary input is [2, P, R]: cos, then sin, of R <= D rotated features per head.
 struct StepTensors {
-  int64_t tokens, hidden;
+  int64_t tokens, hidden, rotary;
   const float *cos, *sin;
   StepIndices step;
 
-  StepTensors(int64_t tokens, int64_t hidden, void **params, int64_t **shapes, int rotary_index, int indices_index,
-              int64_t head_dim)
-      : tokens(tokens), hidden(hidden), cos(static_cast<const float *>(params[rotary_index])),
-        sin(cos + shapes[rotary_index][1] * head_dim),
+  StepTensors(int64_t tokens, int64_t hidden, void **params, int64_t **shapes, int rotary_index, int indices_index)
+      : tokens(tokens), hidden(hidden), rotary(shapes[rotary_index][2]),
+        cos(static_cast<const float *>(params[rotary_index])), sin(cos + shapes[rotary_index][1] * rotary),
         step(static_cast<const int32_t *>(params[indices_index]), tokens) {}
 };
 
@@ -1144,7 +1147,7 @@ void RunDecoderLayer(const LayerTensors<W, C> &tensors, const StepTensors &share
     PackedLinear(normed.data(), tokens, hidden, tensors.qkv, layer.qkv_width, layer.qkv_bias, qkv.data(),
                  layer.int8_activations);
     const bool qk_norm = layer.qk_eps > 0;
-    RopeAndCache(qkv.data(), tokens, heads, shared.cos, shared.sin, step.positions, step.slots, cache,
+    RopeAndCache(qkv.data(), tokens, heads, shared.cos, shared.sin, shared.rotary, step.positions, step.slots, cache,
                  qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
     PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots,
                 step.context, layer.scale, attn.data());
@@ -1500,11 +1503,11 @@ int PackedRows(int nparam, void **params, int *ndims, int64_t **shapes, const ch
                           Elements(ndims[1], shapes[1]), shapes[2][0], static_cast<float *>(params[3]));
 }
 
-// qkv [T, (H + 2K) * D], cos [P, D], sin [P, D], positions [T], slots [T], k_cache, v_cache, q_norm [D],
+// qkv [T, (H + 2K) * D], cos [P, R], sin [P, R], positions [T], slots [T], k_cache, v_cache, q_norm [D],
 // k_norm [D], eps [1] (0: no q/k norm) -> q [T, H, D]; see RopeAndCache.
 int RopeCache(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
               void *extra) {
-  if (!KeyTilesFit(shapes[5])) return 1;
+  if (!KeyTilesFit(shapes[5]) || shapes[1][1] > shapes[5][2]) return 1;
   return WithStorageType(dtypes[5], [&](auto tag) {
     using C = decltype(tag);
     const KvCache<C> cache = CacheParams<C>(params, shapes, 5);
@@ -1513,7 +1516,7 @@ int RopeCache(int nparam, void **params, int *ndims, int64_t **shapes, const cha
     const float *k_norm = eps > 0 ? static_cast<const float *>(params[8]) : nullptr;
     const int64_t heads = shapes[0][1] / cache.dim - 2 * cache.kv_heads;
     RopeAndCache(static_cast<const float *>(params[0]), shapes[0][0], heads, static_cast<const float *>(params[1]),
-                 static_cast<const float *>(params[2]), static_cast<const int32_t *>(params[3]),
+                 static_cast<const float *>(params[2]), shapes[1][1], static_cast<const int32_t *>(params[3]),
                  static_cast<const int32_t *>(params[4]), cache, q_norm, k_norm, eps,
                  static_cast<float *>(params[10]));
     return 0;
@@ -1553,7 +1556,7 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 // returns them (the next layer's norm adds them).
 int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
-  if (!KeyTilesFit(shapes[9])) return 1;
+  if (!KeyTilesFit(shapes[9]) || shapes[7][2] > shapes[9][2]) return 1;  // rotary width <= head_dim
   return WithLayerTypes(dtypes, 3, 9, [&](auto weight_tag, auto cache_tag) {
     using W = decltype(weight_tag);
     using C = decltype(cache_tag);
@@ -1561,7 +1564,7 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
     const LayerTensors<W, C> tensors{static_cast<const W *>(params[3]), static_cast<const W *>(params[4]),
                                      static_cast<const W *>(params[5]), static_cast<const W *>(params[6]), cache,
                                      static_cast<const float *>(params[2])};
-    const StepTensors shared(shapes[0][0], shapes[0][1], params, shapes, 7, 8, cache.dim);
+    const StepTensors shared(shapes[0][0], shapes[0][1], params, shapes, 7, 8);
     RunDecoderLayer(tensors, shared, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
                     static_cast<float *>(params[11]), static_cast<float *>(params[12]));
   });
@@ -1585,7 +1588,7 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
 // The caller keeps the tensors the table names alive and unmoved (ops/cpu.py). Output: 15 logits [S, V].
 int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
              void *extra) {
-  if (!KeyTilesFit(shapes[8])) return 1;
+  if (!KeyTilesFit(shapes[8]) || shapes[6][2] > shapes[8][2]) return 1;  // rotary width <= head_dim
   const int64_t layers = shapes[10][0], constants_width = shapes[1][1];
   if (shapes[1][0] != layers + 1 || shapes[10][1] != 6) return 1;
   const float *constants = static_cast<const float *>(params[1]);
@@ -1607,7 +1610,7 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
     using W = decltype(weight_tag);
     using C = decltype(cache_tag);
     const KvCache<C> first_cache = CacheParams<C>(params, shapes, 8);
-    const StepTensors shared(tokens, hidden, params, shapes, 6, 7, first_cache.dim);
+    const StepTensors shared(tokens, hidden, params, shapes, 6, 7);
     const int64_t *addresses = static_cast<const int64_t *>(params[10]);
     for (int64_t l = 0; l < layers; ++l) {
       const int64_t *row = addresses + l * 6;

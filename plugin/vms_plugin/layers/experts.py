@@ -102,6 +102,12 @@ class ExpertArgs:
             correction_bias=method == "noaux_tc",
         )
 
+    @classmethod
+    def glm(cls, config: dict[str, Any], num_layers: int) -> "ExpertArgs":
+        """GLM-4.5 (Glm4Moe): DeepSeek-V3's routing (sigmoid, correction bias, groups), its configs saying no
+        topk_method."""
+        return cls.deepseek({**config, "topk_method": "noaux_tc", "scoring_func": "sigmoid"}, num_layers)
+
 
 DEEPSEEK_TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 

@@ -27,6 +27,11 @@ class RopeParameters:
     mscale: float | None = None
     mscale_all_dim: float | None = None
     truncate: bool = True
+    partial_rotary_factor: float = 1.0  # the share of each head's features that rotate (GLM), the first ones
+
+    def rotary_dim(self, head_dim: int) -> int:
+        """Features of each head that rotate."""
+        return int(head_dim * self.partial_rotary_factor)
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> "RopeParameters":
@@ -53,6 +58,7 @@ class RopeParameters:
             mscale=rope.get("mscale"),
             mscale_all_dim=rope.get("mscale_all_dim"),
             truncate=bool(rope.get("truncate", True)),
+            partial_rotary_factor=float(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))),
         )
 
 

@@ -10,18 +10,22 @@ from vms_plugin.layers.latent_attention import LatentArgs
 from vms_plugin.models.llama import LlamaForCausalLM
 from vms_plugin.models.qwen3_moe import expert_sources
 
+# Routed experts beside ungated shared experts (`shared_experts`, one MLP) and the router's correction bias, as
+# DeepSeek's checkpoints and those that copy them (GLM-4.5) name them; a dense layer's MLP as Llama's.
+SHARED_EXPERTS_SOURCES: dict[str, tuple[str, ...]] = {
+    "mlp.gate_up_proj.device_weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    **expert_sources("mlp", "gate_proj", "up_proj", "down_proj"),
+    "mlp.shared_expert.gate_up_proj.device_weight": (
+        "mlp.shared_experts.gate_proj.weight",
+        "mlp.shared_experts.up_proj.weight",
+    ),
+    "mlp.shared_expert.down_proj.device_weight": ("mlp.shared_experts.down_proj.weight",),
+    "mlp.correction_bias": ("mlp.gate.e_score_correction_bias",),
+}
+
 
 class DeepseekV2ForCausalLM(LlamaForCausalLM):
-    checkpoint_sources: ClassVar[dict[str, tuple[str, ...]]] = {
-        "mlp.gate_up_proj.device_weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
-        **expert_sources("mlp", "gate_proj", "up_proj", "down_proj"),
-        "mlp.shared_expert.gate_up_proj.device_weight": (
-            "mlp.shared_experts.gate_proj.weight",
-            "mlp.shared_experts.up_proj.weight",
-        ),
-        "mlp.shared_expert.down_proj.device_weight": ("mlp.shared_experts.down_proj.weight",),
-        "mlp.correction_bias": ("mlp.gate.e_score_correction_bias",),
-    }
+    checkpoint_sources: ClassVar[dict[str, tuple[str, ...]]] = SHARED_EXPERTS_SOURCES
     experts_from_config = ExpertArgs.deepseek
     latent_from_config = LatentArgs.from_hf_config
 

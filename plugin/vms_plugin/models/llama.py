@@ -67,6 +67,7 @@ class LlamaArgs:
             tie_word_embeddings=config.get("tie_word_embeddings", False),
             qkv_bias=config.get("attention_bias", False),
             o_bias=config.get("attention_bias", False),
+            qk_norm=config.get("use_qk_norm", False),  # GLM's switch; Qwen3 always has them (its flag)
             dtype=dtype,
             int8=int8,
         ).with_flags(**overrides)
@@ -244,7 +245,8 @@ class LlamaModel(nn.Cell):
             [DecoderLayer(args, index, group, partition) for index in range(args.num_hidden_layers)]
         )
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
-        self.rotary = layer_ops().rotary(*rotary_tables(args.head_dim, args.max_position_embeddings, args.rope))
+        rotary_dim = args.rope.rotary_dim(args.head_dim)
+        self.rotary = layer_ops().rotary(*rotary_tables(rotary_dim, args.max_position_embeddings, args.rope))
         self.ops = layer_ops()
         self._stack: DecoderStack | None = None
 

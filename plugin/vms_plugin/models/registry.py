@@ -21,6 +21,7 @@ ARCHITECTURES: dict[str, str] = {
     "MixtralForCausalLM": "vms_plugin.models.mixtral:MixtralForCausalLM",
     "DeepseekV2ForCausalLM": "vms_plugin.models.deepseek_v2:DeepseekV2ForCausalLM",
     "DeepseekV3ForCausalLM": "vms_plugin.models.deepseek_v2:DeepseekV3ForCausalLM",
+    "Glm4MoeForCausalLM": "vms_plugin.models.glm4_moe:Glm4MoeForCausalLM",
 }
 
 

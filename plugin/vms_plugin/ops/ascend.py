@@ -320,9 +320,27 @@ class AscendOps:
             q_weight, k_weight, eps = qk_norm
             q = self.rms_norm(q.reshape(-1, head_dim), q_weight, eps).reshape(-1, num_heads * head_dim)
             k = self.rms_norm(k.reshape(-1, head_dim), k_weight, eps).reshape(-1, kv_heads * head_dim)
-        q, k = self._rotary(q, k, *rotary, inputs.positions)
+        q, k = self._rotate(q, k, rotary, inputs.positions, heads)
         self._reshape_and_cache(k, v, k_cache, v_cache, inputs.slot_mapping)
         return q
+
+    def _rotate(self, q, k, rotary, positions, heads):
+        """q [T, H * D] and k [T, K * D] rotated; with tables narrower than D (partial rotary) only each head's
+        first features, the rest kept."""
+        num_heads, kv_heads, head_dim = heads
+        width = rotary[0].shape[-1]
+        if width == head_dim:
+            return self._rotary(q, k, *rotary, positions)
+        q, k = q.reshape(-1, num_heads, head_dim), k.reshape(-1, kv_heads, head_dim)
+        q_turned, k_turned = self._rotary(
+            q[..., :width].reshape(-1, num_heads * width),
+            k[..., :width].reshape(-1, kv_heads * width),
+            *rotary,
+            positions,
+        )
+        q = mint.cat([q_turned.reshape(-1, num_heads, width), q[..., width:]], dim=-1)
+        k = mint.cat([k_turned.reshape(-1, kv_heads, width), k[..., width:]], dim=-1)
+        return q.reshape(-1, num_heads * head_dim), k.reshape(-1, kv_heads * head_dim)
 
     def paged_attention(self, q, k_cache, v_cache, inputs: AscendInputs, heads, scale):
         num_heads, kv_heads, head_dim = heads
