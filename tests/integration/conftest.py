@@ -91,13 +91,14 @@ LOGPROBS = SAMPLING_SETS["logprobs"]
 # Tensor parallel through vLLM's multiprocessing executor (see test_tensor_parallel_serving.py): each tiny model
 # over 2 ranks, the default model over 3 (its 9 query and 3 KV heads split no other way), and the tiny Llama over 2
 # ranks with chunked prefill, prefix caching and preemption all at work. Mixtures of experts over 2 ranks: the
-# tiny Qwen2-MoE with its experts split by features (shared expert too), the tiny Qwen3-MoE with
-# --enable-expert-parallel ("ep2-": each rank holds 4 of the 8 experts).
+# tiny Qwen2-MoE with its experts split by features (shared expert too), the tiny Qwen3-MoE and DeepSeek-V3 with
+# --enable-expert-parallel ("ep2-": each rank holds 4 of the 8 experts; DeepSeek's latent attention by heads).
 TENSOR_PARALLEL_SIZES = {
     **{f"tp2-{architecture}": 2 for architecture in ARCHITECTURES},
     f"tp3-{DEFAULT_MODEL}": 3,
     "tp2-Qwen2MoeForCausalLM": 2,
     "ep2-Qwen3MoeForCausalLM": 2,
+    "ep2-DeepseekV3ForCausalLM": 2,
 }
 TP_SCHEDULER_JOB = "tp2-scheduler"
 # The tiny Qwen2 over 2 ranks through vLLM's Ray executor, one rank on each of two Ray nodes of this machine.

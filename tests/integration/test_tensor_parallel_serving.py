@@ -2,9 +2,9 @@
 the checkpoint and reducing through vLLM's tensor-parallel process group.
 
 Greedy output over 2 ranks (tiny Llama, Qwen2 and Qwen3, Qwen2-MoE with its experts split by features, Qwen3-MoE
-with expert parallelism; 16 prompts x 24 tokens in one batch) and over 3 (the default model; 8 prompts x 32 tokens)
-is token-identical to one rank, and the top-5 logprobs of every generated position agree within 1e-4 (measured:
-~6e-6 on the tiny models, ~7e-5 on the default model).
+and DeepSeek-V3 with expert parallelism; 16 prompts x 24 tokens in one batch) and over 3 (the default model; 8
+prompts x 32 tokens) is token-identical to one rank, and the top-5 logprobs of every generated position agree
+within 1e-4 (measured: ~6e-6 on the tiny models, ~7e-5 on the default model).
 """
 
 import pytest

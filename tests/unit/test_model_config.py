@@ -96,16 +96,16 @@ def test_deepseek_routing_follows_topk_method_and_scoring_func() -> None:
         ExpertArgs.deepseek({**DEEPSEEK, "topk_method": "noaux_tc", "scoring_func": "tanh"}, 4)
 
 
-def test_a_latent_attention_model_over_several_ranks_is_refused_by_name() -> None:
+def test_a_latent_attention_model_whose_heads_do_not_split_is_refused_naming_them() -> None:
     from types import SimpleNamespace
 
     from vms_plugin.models.deepseek_v2 import DeepseekV3ForCausalLM
 
     latent = {"kv_lora_rank": 64, "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "v_head_dim": 16}
     config = {**DEEPSEEK, **latent, "topk_method": "noaux_tc", "num_attention_heads": 2, "num_key_value_heads": 2}
-    two_ranks = SimpleNamespace(rank=0, world_size=2)
-    with pytest.raises(ValueError, match=r"latent-attention models \(DeepSeek\) on one rank only.*tensor_parallel"):
-        DeepseekV3ForCausalLM.from_hf_config(config, group=two_ranks)
+    four_ranks = SimpleNamespace(rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"--tensor-parallel-size 4 does not divide the model's 2 attention heads"):
+        DeepseekV3ForCausalLM.from_hf_config(config, group=four_ranks, expert_parallel=True)
 
 
 def test_experts_that_do_not_split_over_the_ranks_are_refused_naming_the_sizes() -> None:

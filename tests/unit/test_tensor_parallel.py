@@ -16,7 +16,14 @@ import threading
 import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
-from tiny_models import ARCHITECTURES, GLM_ARCHITECTURE, MOE_ARCHITECTURES, MOE_SIZES, save_tiny_model
+from tiny_models import (
+    ARCHITECTURES,
+    DEEPSEEK_ARCHITECTURES,
+    GLM_ARCHITECTURE,
+    MOE_ARCHITECTURES,
+    MOE_SIZES,
+    save_tiny_model,
+)
 
 TOLERANCE = 1e-4
 
@@ -126,6 +133,13 @@ def test_mixture_of_experts_over_two_ranks_matches_one_rank(architecture, expert
     sizes = {**MOE_SIZES, "num_attention_heads": 4, "num_key_value_heads": 2}
     model_dir = save_tiny_model(architecture, tmp_path / "model", **sizes)
     assert_ranks_match_one_rank(model_dir, world_size=2, expert_parallel=expert_parallel)
+
+
+@pytest.mark.parametrize("architecture", DEEPSEEK_ARCHITECTURES)
+def test_deepseek_over_two_ranks_matches_one_rank(architecture, tiny_deepseek_dirs) -> None:
+    """Latent attention split by heads (each rank caches the whole latent, which its heads read), the experts
+    split between the ranks."""
+    assert_ranks_match_one_rank(tiny_deepseek_dirs[architecture], world_size=2, expert_parallel=True)
 
 
 def test_four_ranks_share_kv_heads_and_pad_a_vocabulary_that_does_not_split(tmp_path) -> None:

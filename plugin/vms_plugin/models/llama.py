@@ -173,7 +173,7 @@ class DecoderLayer(nn.Cell):
             return Attention(args, layer_index, partition)
         return LatentAttention(
             args.hidden_size,
-            args.num_attention_heads,
+            partition.local_heads,
             args.latent,
             args.rope,
             args.rms_norm_eps,
@@ -307,11 +307,6 @@ class LlamaForCausalLM(nn.Cell):
 
     def __init__(self, args: LlamaArgs, group: TensorParallelGroup, expert_parallel: bool = False) -> None:
         super().__init__()
-        if args.latent is not None and group.world_size > 1:
-            raise ValueError(
-                "vms_plugin serves latent-attention models (DeepSeek) on one rank only for now; "
-                f"run with tensor_parallel_size=1 (asked: {group.world_size})"
-            )
         self.args, self.group = args, group
         experts = (
             None if args.experts is None else ExpertShare(group.rank, group.world_size, expert_parallel, args.experts)
@@ -368,6 +363,8 @@ class LlamaForCausalLM(nn.Cell):
             return None
         if p.experts is not None and ".mlp." in name and (parts := self._expert_parts(name)) is not None:
             return parts or None
+        if self.args.latent is not None and ".self_attn." in name:
+            return self._latent_parts(name)
         if name.endswith(("qkv_proj.device_weight", "qkv_proj.bias")):
             return p.query_rows(), p.kv_rows(), p.kv_rows()
         if name.endswith("gate_up_proj.device_weight"):
@@ -395,6 +392,23 @@ class LlamaForCausalLM(nn.Cell):
             return (rows, rows) if "gate_up" in name else (p.columns(rows),)
         if name.endswith(("mlp.gate.device_weight", "mlp.correction_bias", "shared_expert_gate.device_weight")):
             return ()
+        return None
+
+    def _latent_parts(self, name: str) -> tuple[Part, ...] | None:
+        """Latent attention split by heads: the query's and kv_b's rows of this rank's heads, o's matching columns;
+        the latent's projections and norms (every head reads the one latent) whole."""
+        p, latent = self.partition, self.args.latent
+        heads = p.local_heads
+
+        def rows(per_head: int) -> Part:
+            return Part(0, p.rank * heads * per_head, (p.rank + 1) * heads * per_head)
+
+        if name.endswith(("q_proj.device_weight", "q_b_proj.device_weight")):
+            return (rows(latent.nope + latent.rope),)
+        if name.endswith("kv_b_proj.weight"):
+            return (rows(latent.nope + latent.value),)
+        if name.endswith("o_proj.device_weight"):
+            return (p.columns(rows(latent.value)),)
         return None
 
     def checkpoint_experts(self, name: str) -> range | None:
