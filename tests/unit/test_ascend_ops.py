@@ -311,27 +311,69 @@ def test_partial_rotary_turns_only_each_heads_first_features_on_ascend(ascend_st
         np.testing.assert_allclose(ours.asnumpy(), expected, atol=1e-6)
 
 
-def test_latent_attention_and_deepseek_routing_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
-    """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and
-    DeepSeek's routing and expert parallelism in the experts op likewise (a chip, not this machine, must show those
+def test_latent_attention_and_expert_parallel_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
+    """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and an
+    expert-parallel rank's share of experts in the experts op likewise (a chip, not this machine, must show those
     compositions)."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.ops import layer_ops
-    from vms_plugin.ops.interface import ExpertWeights, Routing
 
     model = build_model(tiny_deepseek_dirs["DeepseekV3ForCausalLM"])
     with pytest.raises(ValueError, match=r"Ascend does not serve multi-head latent attention \(DeepSeek-V2/V3\) yet"):
         model.attention_layers()[0].allocate_kv_cache(4, BLOCK_SIZE)
-    experts = model.model.layers[2].mlp.weights()
-    assert experts.routing.sigmoid and experts.correction_bias is not None
-    with pytest.raises(ValueError, match="routes experts by softmax top-k only for now; DeepSeek's sigmoid"):
-        layer_ops().routed_experts(None, experts)
-    grouped = ExpertWeights(**{**experts._asdict(), "routing": Routing(2, False, groups=4, top_groups=2)})
-    with pytest.raises(ValueError, match="group-limited or bias-corrected routing is not implemented there"):
-        layer_ops().routed_experts(None, grouped._replace(correction_bias=None))
-    half = grouped._replace(num_experts=16)  # an expert-parallel rank's 8 of 16
+    half = model.model.layers[2].mlp.weights()._replace(num_experts=16)  # an expert-parallel rank's 8 of 16
     with pytest.raises(ValueError, match="does not split experts between ranks yet; drop --enable-expert-parallel"):
         layer_ops().routed_experts(None, half)
+
+
+def test_glm_moe_through_the_ascend_kernels_matches_transformers(tiny_deepseek_dirs, ascend_stand_ins) -> None:
+    """GLM-4.5: partial rotary through ApplyRotaryPosEmb, DeepSeek-V3's routing from MindSpore's basic ops
+    (ops/ascend_routing.py, run for real), the experts through the MoE primitives' stand-ins."""
+    assert_logits_match_transformers(tiny_deepseek_dirs["Glm4MoeForCausalLM"])
+    used = set(StandIn.calls)
+    assert {"ApplyRotaryPosEmb", "MoeInitRoutingV2", "GroupedMatmulV4", "MoeTokenUnpermute"} <= used
+    assert "MoeGatingTopKSoftmax" not in used
+
+
+def test_deepseek_routing_on_ascend_matches_transformers_routers() -> None:
+    """V3's noaux_tc (sigmoid, bias, groups worth their two best) and V2's group-limited softmax from MindSpore's
+    basic ops: the same choices, and weights within float32 rounding, as the numpy port of transformers' routers
+    that the CPU kernel is held to (tests/unit/test_routed_experts_kernel.py)."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from vms_plugin.ops.ascend_routing import route
+    from vms_plugin.ops.interface import Routing
+
+    rng = np.random.default_rng(8)
+    logits = rng.standard_normal((37, 8)).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(8)).astype(np.float32)
+    cases = [
+        (Routing(2, True, sigmoid=True, groups=4, top_groups=2, group_by_top_two=True, scaling=2.5), bias),
+        (Routing(2, False, groups=4, top_groups=2, scaling=16.0), None),
+    ]
+    for routing, correction in cases:
+        weights, chosen = route(Tensor(logits), routing, None if correction is None else Tensor(correction))
+        expected_weights, expected_chosen = routing_reference(logits, routing, correction)
+        ours = sorted_by_expert(weights.asnumpy(), chosen.astype(ms.int64).asnumpy())
+        np.testing.assert_array_equal(ours[1], expected_chosen)
+        np.testing.assert_allclose(ours[0], expected_weights, rtol=1e-5)
+
+
+def sorted_by_expert(weights: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(chosen, axis=1)
+    return np.take_along_axis(weights, order, axis=1), np.take_along_axis(chosen, order, axis=1)
+
+
+def routing_reference(logits: np.ndarray, routing, bias) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, chosen) in expert order, from the numpy port of transformers' routers the CPU kernel's tests use."""
+    from test_routed_experts_kernel import choose
+
+    chosen, scores = choose(logits, routing, bias)
+    weights = np.take_along_axis(scores, chosen, axis=1)
+    if routing.normalize:
+        weights = weights / (weights.sum(axis=1, keepdims=True) + 1e-20)
+    return sorted_by_expert(weights * routing.scaling, chosen)
 
 
 @pytest.mark.parametrize("architecture", MOE_ARCHITECTURES)

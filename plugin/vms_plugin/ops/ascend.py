@@ -11,9 +11,11 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   chunk's queries see the cached prefix as well as themselves — the pattern MindSpore's own LLM stack uses;
 - norms: RmsNorm and AddRmsNorm (the residual add fused into the next norm), SwiGLU: Swiglu;
 - routed experts (mixture of experts): the router's matmul, MoeGatingTopKSoftmax (softmax and top k), the top
-  k's weights normalised if the model asks, MoeInitRoutingV2 (each token's rows copied out and grouped by expert,
-  with each expert's count), GroupedMatmulV4 over the stacked experts' gate_up weights, Swiglu, GroupedMatmulV4
-  over their down weights, and MoeTokenUnpermute (each token's rows gathered back and summed with its weights) —
+  k's weights normalised if the model asks (DeepSeek-V3's and GLM-4.5's sigmoid, bias-corrected, group-limited
+  routing from basic ops instead: ops/ascend_routing.py), MoeInitRoutingV2 (each token's rows copied out and
+  grouped by expert, with each expert's count), GroupedMatmulV4 over the stacked experts' gate_up weights, Swiglu,
+  GroupedMatmulV4 over their down weights, and MoeTokenUnpermute (each token's rows gathered back and summed with
+  its weights) —
   the composition vllm-mindspore's fused MoE runs on one rank — plus a shared expert (Qwen2-MoE) as a dense MLP
   scaled by the sigmoid of its gate. Expert weights are stacked [X, in, out];
 - int8 linear layers (layers/int8.py): W8A16 through WeightQuantBatchMatmul (x in bfloat16 times q scaled per
@@ -35,6 +37,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
+from vms_plugin.ops.ascend_routing import route
 from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, ModelEnds
 from vms_plugin.worker.batch import StepBatch
 
@@ -270,16 +273,13 @@ class AscendOps:
                 "vms_plugin on Ascend does not split experts between ranks yet; drop --enable-expert-parallel"
             )
         routing = experts.routing
-        if routing.sigmoid or routing.groups > 1 or experts.correction_bias is not None:
-            raise ValueError(
-                "vms_plugin on Ascend routes experts by softmax top-k only for now; DeepSeek's sigmoid, "
-                "group-limited or bias-corrected routing is not implemented there"
-            )
-        logits = self._matmul(x, experts.router, None).astype(ms.float32)  # softmax in float32, as the references
-        weights, chosen, _ = self._gating_top_k(logits, None, routing.top_k)  # (top k, their experts, row index)
-        if routing.normalize:
-            weights = weights / weights.sum(-1, keepdims=True)
-        if routing.scaling != 1.0:
+        logits = self._matmul(x, experts.router, None).astype(ms.float32)  # scores in float32, as the references
+        if routing.sigmoid or routing.groups > 1 or experts.correction_bias is not None:  # DeepSeek-V3, GLM-4.5
+            weights, chosen = route(logits, routing, experts.correction_bias)
+        else:
+            weights, chosen, _ = self._gating_top_k(logits, None, routing.top_k)  # (top k, experts, row index)
+            if routing.normalize:
+                weights = weights / weights.sum(-1, keepdims=True)
             weights = weights * routing.scaling
         num_experts = experts.gate_up.shape[0]
         # Dropless routing (no capacity): rows [T * k, E] grouped by expert, where each (token, choice) went, and
