@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from offline_model import BLOCK_SIZE, mindspore_step
 from test_model_logits import TOLERANCE, assert_logits_match_transformers
-from tiny_models import ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
+from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, MOE_ARCHITECTURES, VOCAB_SIZE
 
 import vms_plugin.ops as ops_module
 
@@ -66,6 +66,8 @@ def apply_rotary_pos_emb(init, query, key, cos, sin, position_ids):
 def reshape_and_cache(init, key, value=None, key_cache=None, value_cache=None, slot_mapping=None):
     slots = as_np(slot_mapping)
     for cache, new in ((key_cache, key), (value_cache, value)):
+        if cache is None:  # a latent cache has no values (DeepSeek's MLA)
+            continue
         blocks, block_size, kv_heads, head_dim = cache.shape
         data = as_np(cache).reshape(blocks * block_size, kv_heads, head_dim)
         data[slots] = as_np(new).reshape(len(slots), kv_heads, head_dim)
@@ -74,14 +76,16 @@ def reshape_and_cache(init, key, value=None, key_cache=None, value_cache=None, s
 
 
 def paged_attention(init, query, key_cache, value_cache=None, block_tables=None, context_lens=None, **_):
+    """With mla_v_dim > 0 (MLA) the values are the key cache's first mla_v_dim features of each row."""
     q, tables, lengths = as_np(query), as_np(block_tables), as_np(context_lens)
     k_cache, v_cache = as_np(key_cache), as_np(value_cache)
     heads, block_size = init["head_num"], k_cache.shape[1]
     assert init["kv_head_num"] == k_cache.shape[2]
-    out = np.zeros_like(q)
+    value_dim = init.get("mla_v_dim") or v_cache.shape[-1]
+    out = np.zeros((len(q), heads * value_dim), np.float32)
     for r, (table, length) in enumerate(zip(tables, lengths, strict=True)):
         keys = k_cache[table].reshape(-1, *k_cache.shape[2:])  # the request's blocks, in order
-        values = v_cache[table].reshape(-1, *v_cache.shape[2:])
+        values = v_cache[table].reshape(-1, *v_cache.shape[2:])[..., :value_dim]
         out[r] = attend(q[r].reshape(heads, -1), keys, values, init["scale_value"], length).reshape(-1)
     assert block_size == k_cache.shape[1]
     return out
@@ -311,19 +315,29 @@ def test_partial_rotary_turns_only_each_heads_first_features_on_ascend(ascend_st
         np.testing.assert_allclose(ours.asnumpy(), expected, atol=1e-6)
 
 
-def test_latent_attention_and_expert_parallel_are_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins):
-    """Not built for the NPU yet: a DeepSeek model stops at its cache's allocation with one line saying so, and an
-    expert-parallel rank's share of experts in the experts op likewise (a chip, not this machine, must show those
-    compositions)."""
+def test_expert_parallel_is_refused_by_name_on_ascend(tiny_deepseek_dirs, ascend_stand_ins) -> None:
+    """Not built for the NPU yet: an expert-parallel rank's share of the experts stops with one line (a chip, not
+    this machine, must show that composition)."""
     from vms_plugin.models.registry import build_model
     from vms_plugin.ops import layer_ops
 
     model = build_model(tiny_deepseek_dirs["DeepseekV3ForCausalLM"])
-    with pytest.raises(ValueError, match=r"Ascend does not serve multi-head latent attention \(DeepSeek-V2/V3\) yet"):
-        model.attention_layers()[0].allocate_kv_cache(4, BLOCK_SIZE)
     half = model.model.layers[2].mlp.weights()._replace(num_experts=16)  # an expert-parallel rank's 8 of 16
     with pytest.raises(ValueError, match="does not split experts between ranks yet; drop --enable-expert-parallel"):
         layer_ops().routed_experts(None, half)
+
+
+@pytest.mark.parametrize("architecture", DEEPSEEK_ARCHITECTURES)
+def test_deepseek_through_the_ascend_kernels_matches_transformers(
+    architecture, tiny_deepseek_dirs, ascend_stand_ins
+) -> None:
+    """Latent attention (ops/ascend_latent.py): the latent rows through ReshapeAndCache, prefill through
+    FlashAttentionScore on the decompressed context, decode through PagedAttention with mla_v_dim on absorbed
+    queries; DeepSeek's routing from basic ops; the experts through the MoE primitives' stand-ins."""
+    assert_logits_match_transformers(tiny_deepseek_dirs[architecture])
+    used = set(StandIn.calls)
+    assert {"ReshapeAndCache", "FlashAttentionScore", "PagedAttention", "ApplyRotaryPosEmb"} <= used
+    assert {"MoeInitRoutingV2", "GroupedMatmulV4", "MoeTokenUnpermute"} <= used
 
 
 def test_glm_moe_through_the_ascend_kernels_matches_transformers(tiny_deepseek_dirs, ascend_stand_ins) -> None:

@@ -23,8 +23,9 @@ the platform must set when it runs on Ascend; any block size is correct. Per ste
   QuantBatchMatmul (int8 products, scaled by the channel and token scales). An int8 weight is one tensor
   [in + 4, out]: q^T, then its float32 channel scales as four rows of bytes, so that it loads like any linear
   weight; the scales are read out once, on the layer's first step.
-Multi-head latent attention (DeepSeek's MLA) is not implemented here yet: a latent model is refused by name when
-its cache would be allocated (MindSpore's PagedAttention with mla_v_dim and its Mla primitive are the way there).
+Multi-head latent attention (DeepSeek's MLA): ops/ascend_latent.py (ReshapeAndCache of one latent row per token,
+PagedAttention with mla_v_dim on absorbed queries for decode, FlashAttentionScore on the decompressed context for
+prefill).
 No NPU is reachable where this was written: tests/unit/test_ascend_ops.py checks every call against the
 primitives' real signatures and runs whole models through numpy stand-ins of their documented semantics.
 """
@@ -37,8 +38,9 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
+from vms_plugin.ops.ascend_latent import latent_attention, latent_cache_shape
 from vms_plugin.ops.ascend_routing import route
-from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, ModelEnds
+from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, LatentWeights, ModelEnds
 from vms_plugin.worker.batch import StepBatch
 
 CAUSAL_MASK_SIZE = 2048  # FlashAttentionScore's compressed causal mask for sparse_mode 3 is 2048 x 2048
@@ -99,12 +101,6 @@ class Primitives:
             grouped_matmul_v4=auto_generate.GroupedMatmulV4,
             moe_token_unpermute=auto_generate.MoeTokenUnpermute,
         )
-
-
-LATENT_ATTENTION_NOT_IMPLEMENTED = (
-    "vms_plugin on Ascend does not serve multi-head latent attention (DeepSeek-V2/V3) yet; "
-    "it runs on the CPU implementation (VMS_DEVICE=cpu)"
-)
 
 
 def int8_device_weight(quantized: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -171,13 +167,14 @@ class AscendOps:
         return (num_slots // block_size, block_size, kv_heads, head_dim)
 
     def latent_cache_shape(self, num_slots: int, block_size: int, width: int) -> tuple[int, ...]:
-        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
+        return latent_cache_shape(num_slots, block_size, width)
 
-    def latent_attention(self, weights, x, rotary, inputs):
-        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
+    def latent_attention(self, weights: LatentWeights, x, rotary, inputs: AscendInputs):
+        return latent_attention(self, weights, x, rotary, inputs)
 
-    def copy_latent_slots(self, cache, src, dst) -> None:
-        raise ValueError(LATENT_ATTENTION_NOT_IMPLEMENTED)
+    def copy_latent_slots(self, cache: Parameter, src, dst) -> None:
+        rows = cache.reshape(-1, cache.shape[-1])[src]
+        self._reshape_and_cache(rows, None, cache, None, dst)
 
     def linear_weight_shape(self, in_features: int, out_features: int, dtype: str) -> tuple[int, ...]:
         return (in_features + INT8_SCALE_ROWS if dtype == "int8" else in_features, out_features)
