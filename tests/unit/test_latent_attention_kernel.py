@@ -143,3 +143,18 @@ def test_latent_settings_that_do_not_fit_the_inputs_fail_the_launch() -> None:
     for query, latent, uk, uv in wrong:
         with pytest.raises(RuntimeError):
             launch(query, latent, settings, uk, uv, rotary, indices, cache).asnumpy()
+
+
+@pytest.mark.parametrize("dtype", STORAGE_TYPES)
+def test_copy_rows_copies_latent_rows_in_place(dtype: str) -> None:
+    """vLLM's copy-on-write of a block for a latent cache: rows src[i] -> dst[i], the others untouched."""
+    from mindspore import Parameter, Tensor
+
+    rng = np.random.default_rng(9)
+    values, stored_values = stored(rng.standard_normal((BLOCKS * BLOCK, LATENT + ROPE)).astype(np.float32), dtype)
+    cache = Parameter(stored_values, name="latent_cache")
+    src, dst = np.array([4, 5, 6, 7], np.int32), np.array([24, 25, 26, 27], np.int32)
+    kernel("CopyRows", "native")(cache, Tensor(src), Tensor(dst))
+    expected = values.copy()
+    expected[dst] = values[src]
+    np.testing.assert_array_equal(cache.asnumpy().astype(np.float32), expected)
