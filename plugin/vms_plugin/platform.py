@@ -15,6 +15,7 @@ from vllm.utils.cpu_resource_utils import get_visible_memory_node
 
 from vms_plugin import START_METHOD_VARIABLE
 from vms_plugin.cpu_binding import bind_ranks_to_cores
+from vms_plugin.engine_features import refusal
 from vms_plugin.worker.device import RAY_RANK_RESOURCE, device_control_variable
 
 if TYPE_CHECKING:  # vllm.config imports the current platform while it initialises: no runtime import here
@@ -28,27 +29,14 @@ VLLM_CPU_WORKER_CLASS = "vllm.v1.worker.cpu_worker.CPUWorker"
 
 def refuse_unsupported_features(vllm_config: "VllmConfig") -> None:
     """Fail at start-up, naming the flag, rather than on the first request that uses a feature the runner lacks
-    (an exception in a step ends the engine core and every request in it)."""
-    model_config = vllm_config.model_config
-    if vllm_config.speculative_config is not None:  # the runner samples one token per request per step
-        raise ValueError("vms_plugin does not support speculative decoding; remove --speculative-config")
-    if vllm_config.lora_config is not None:
-        raise ValueError("vms_plugin does not support LoRA adapters; remove --enable-lora")
-    if model_config is not None and model_config.enable_prompt_embeds:
-        raise ValueError("vms_plugin does not support prompt embeddings; remove --enable-prompt-embeds")
-    if vllm_config.cache_config.cache_dtype != "auto":  # the KV cache is kept in the model's dtype
-        raise ValueError(
-            f"vms_plugin keeps the KV cache in the model's dtype (--dtype); --kv-cache-dtype "
-            f"{vllm_config.cache_config.cache_dtype} is not supported (leave it at auto)"
-        )
-    if model_config is not None:
+    (an exception in a step ends the engine core and every request in it): engine_features.py lists them."""
+    message = refusal(vllm_config)
+    if message is not None:
+        raise ValueError(message)
+    if vllm_config.model_config is not None:
         from vms_plugin.quantization import model_int8_scheme
 
         model_int8_scheme(vllm_config)
-    if model_config is not None and model_config.runner_type != "generate":
-        raise ValueError(
-            f"vms_plugin runs generative models only; --runner {model_config.runner_type} is not supported"
-        )
 
 
 class MindSporePlatform(CpuPlatform):

@@ -53,8 +53,9 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
         ({"runner": "pooling"}, "runs generative models only; --runner pooling is not supported"),
         ({"kv_cache_dtype": "fp8"}, "KV cache in the model's dtype .--dtype.; --kv-cache-dtype fp8 is not supported"),
+        ({"pipeline_parallel_size": 2}, "does not support pipeline parallelism; remove --pipeline-parallel-size 2"),
     ],
-    ids=["speculative decoding", "LoRA", "prompt embeddings", "pooling", "fp8 KV cache"],
+    ids=["speculative decoding", "LoRA", "prompt embeddings", "pooling", "fp8 KV cache", "pipeline parallel"],
 )
 def test_features_the_runner_lacks_are_refused_by_flag(tiny_llama, engine_args: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -145,3 +146,19 @@ def test_a_checkpoint_quantization_vms_cannot_serve_stops_start_up_naming_it(
     # one line, naming what the checkpoint does and what vms serves (pydantic adds lines of its own around it)
     (line,) = [line for line in str(raised.value).splitlines() if message in line]
     assert "vms serves --quantization int8_per_channel_weight_only (W8A16)" in line
+
+
+def test_the_readme_table_of_engine_features_is_the_platforms_list(tiny_llama) -> None:
+    """The table is the list the platform refuses from; a default configuration asks for nothing refused."""
+    import re
+    from pathlib import Path
+
+    from vms_plugin.engine_features import FEATURES, features_table
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    markers = r"<!-- engine-features-table:start -->\n(.*?)\n<!-- engine-features-table:end -->"
+    section = re.search(markers, readme, re.S)
+    assert section, "README.md lost its engine-features-table markers"
+    assert section.group(1) == features_table(), "README's table drifted: paste engine_features.features_table()"
+    config = engine_config(tiny_llama)
+    assert all(feature.refusal(config) is None for feature in FEATURES if not feature.served)
