@@ -112,6 +112,14 @@ def served_tiny_deepseek_model_dir(default_model_dir: Path, tmp_path_factory: py
     return with_default_tokenizer(model_dir, default_model_dir)
 
 
+@pytest.fixture(scope="session")
+def served_tiny_qwen3_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3 with the default model's tokenizer and vocabulary (vLLM's pooling front end wants a tokenizer)."""
+    target = tmp_path_factory.mktemp("served-tiny-qwen3") / "Qwen3-tiny"
+    model_dir = save_tiny_model("Qwen3ForCausalLM", target, vocab_size=SERVED_TINY_SIZES["vocab_size"])
+    return with_default_tokenizer(model_dir, default_model_dir)
+
+
 def with_default_tokenizer(model_dir: Path, default_model_dir: Path) -> Path:
     """`model_dir` with the default model's tokenizer files (and chat template) copied in."""
     for source in default_model_dir.iterdir():

@@ -43,10 +43,15 @@ def _prompt_embeds(config: "VllmConfig") -> str | None:
     return None
 
 
-def _pooling(config: "VllmConfig") -> str | None:
-    runner = None if config.model_config is None else config.model_config.runner_type
-    if runner is not None and runner != "generate":
-        return f"vms_plugin runs generative models only; --runner {runner} is not supported"
+def _pooling_other_than_embeddings(config: "VllmConfig") -> str | None:
+    model = config.model_config
+    if model is None or model.runner_type == "generate":
+        return None
+    if model.runner_type != "pooling" or model.convert_type not in ("embed", "none"):
+        return (
+            f"vms_plugin serves generative models and embeddings (--runner pooling --convert embed); --runner "
+            f"{model.runner_type} --convert {model.convert_type} is not supported"
+        )
     return None
 
 
@@ -89,7 +94,14 @@ FEATURES: tuple[EngineFeature, ...] = (
     EngineFeature("Speculative decoding", "--speculative-config", "refused", _speculative),
     EngineFeature("LoRA adapters", "--enable-lora", "refused", _lora),
     EngineFeature("Prompt embeddings", "--enable-prompt-embeds", "refused", _prompt_embeds),
-    EngineFeature("Pooling (embeddings, scores)", "--runner pooling", "refused", _pooling),
+    EngineFeature(
+        "Embeddings",
+        "--runner pooling --convert embed",
+        "served: vLLM's pooler on the final hidden states (/v1/embeddings)",
+    ),
+    EngineFeature(
+        "Other pooling (classify, reward)", "--convert classify / reward", "refused", _pooling_other_than_embeddings
+    ),
     EngineFeature("Quantized KV cache", "--kv-cache-dtype", "refused: the cache is kept in --dtype", _kv_cache_dtype),
 )
 

@@ -51,11 +51,14 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
         ),
         ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
-        ({"runner": "pooling"}, "runs generative models only; --runner pooling is not supported"),
+        (
+            {"runner": "pooling", "convert": "classify"},
+            r"embeddings \(--runner pooling --convert embed\); --runner pooling --convert classify is not supported",
+        ),
         ({"kv_cache_dtype": "fp8"}, "KV cache in the model's dtype .--dtype.; --kv-cache-dtype fp8 is not supported"),
         ({"pipeline_parallel_size": 2}, "does not support pipeline parallelism; remove --pipeline-parallel-size 2"),
     ],
-    ids=["speculative decoding", "LoRA", "prompt embeddings", "pooling", "fp8 KV cache", "pipeline parallel"],
+    ids=["speculative decoding", "LoRA", "prompt embeddings", "classify", "fp8 KV cache", "pipeline parallel"],
 )
 def test_features_the_runner_lacks_are_refused_by_flag(tiny_llama, engine_args: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -416,6 +416,12 @@ class LlamaForCausalLM(nn.Cell):
         share = self.partition.experts
         return None if share is None else share.experts()
 
+    def hidden_states(self, input_ids: ms.Tensor, inputs: StepInputs) -> ms.Tensor:
+        """The final norm's output [T, E] for every token: what an embedding model's pooler reads."""
+        h, residual = self.model(input_ids, inputs)
+        hidden, _ = self.model.norm(h, residual)
+        return hidden
+
     def construct(self, input_ids: ms.Tensor, inputs: StepInputs, logits_index: ms.Tensor | None) -> ms.Tensor:
         """Logits [S, vocab] for the tokens at `logits_index` (the last token of each sampling request); None: for
         every token in order (a step of decodes), without gathers."""

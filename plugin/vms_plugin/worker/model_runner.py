@@ -14,6 +14,7 @@ import torch
 from mindspore import Tensor
 from vllm.config import ParallelConfig, VllmConfig
 from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+from vllm.pooling_params import PoolingParams
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
 
@@ -24,6 +25,7 @@ from vms_plugin.quantization import model_int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.device import CPU, WorkerDevice, hccl_init_method
 from vms_plugin.worker.grammar import apply_grammar_bitmask
+from vms_plugin.worker.pooling import Pooling
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState
 from vms_plugin.worker.tensor_exchange import to_torch
@@ -37,8 +39,9 @@ class RequestState:
     output_token_ids: list[int]
     block_ids: list[int]
     num_computed: int
-    sampling: SamplingState
+    sampling: SamplingState | None  # None for a pooling request
     prompt_logprobs_pending: bool  # asked for prompt logprobs and not yet given them
+    pooling: PoolingParams | None = None  # an embedding request (`--runner pooling`)
 
     @property
     def num_prompt_logprobs(self) -> int:
@@ -68,6 +71,7 @@ class MindSporeModelRunner:
         self.pending: PendingStep | None = None
         self.sampler: BatchSampler | None = None
         self.prompt_logprobs: PromptLogprobsCollector | None = None
+        self.pooling: Pooling | None = None  # an embedding model's pooler (`--runner pooling`)
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
@@ -80,6 +84,7 @@ class MindSporeModelRunner:
         self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group, expert_parallel)
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
+        self.pooling = Pooling(self.vllm_config) if model_config.runner_type == "pooling" else None
 
     def warm_up(self) -> None:
         """Run the model and the sampler once on dummy requests (worker/warm_up.py), after the KV cache exists."""
@@ -110,6 +115,8 @@ class MindSporeModelRunner:
         if not scheduled:
             return EMPTY_MODEL_RUNNER_OUTPUT
         batch = build_step_batch(scheduled, self.block_size)
+        if self.pooling is not None:
+            return self._pool(req_ids, scheduled, batch)
         sampling_req_ids = [req_ids[row] for row in batch.sampling_rows]
         prompt_chunks = self._prompt_logprobs_chunks(req_ids, scheduled, batch)
         logits_index = np.concatenate([batch.logits_index, *(chunk.token_rows for chunk in prompt_chunks)])
@@ -147,6 +154,25 @@ class MindSporeModelRunner:
             sampled_token_ids=sampled,
             logprobs=logprobs,
             prompt_logprobs_dict=prompt_logprobs,
+        )
+
+    def _pool(self, req_ids: list[str], scheduled: list[ScheduledRequest], batch: StepBatch) -> ModelRunnerOutput:
+        """An embedding step: the final hidden states of every scheduled token through vLLM's pooler."""
+        hidden = self.model.hidden_states(Tensor(batch.input_ids), layer_ops().attention_inputs(batch))
+        states = [self.requests[req_id] for req_id in req_ids]
+        vectors = self.pooling.outputs(
+            to_torch(hidden),
+            req_ids,
+            [state.pooling for state in states],
+            [state.prompt_token_ids for state in states],
+            np.array([len(request.token_ids) for request in scheduled]),
+            np.array([request.num_computed for request in scheduled]),
+        )
+        return ModelRunnerOutput(
+            req_ids=req_ids,
+            req_id_to_index={req_id: index for index, req_id in enumerate(req_ids)},
+            sampled_token_ids=[[] for _ in req_ids],
+            pooler_output=vectors,
         )
 
     def _prompt_logprobs_chunks(
@@ -192,21 +218,22 @@ class MindSporeModelRunner:
             self.requests.pop(req_id, None)
             if self.prompt_logprobs is not None:
                 self.prompt_logprobs.forget(req_id)
+            if self.pooling is not None:
+                self.pooling.forget(req_id)
         if scheduler_output.kv_cache_block_copies:
             self._copy_kv_blocks(scheduler_output.kv_cache_block_copies)
         for new in scheduler_output.scheduled_new_reqs:
             if new.prompt_token_ids is None:
                 raise ValueError(f"request {new.req_id} has no prompt token ids (prompt embeddings are not supported)")
-            if new.sampling_params is None:
-                raise ValueError(f"request {new.req_id} has no sampling parameters (pooling is not supported)")
-            prompt, outputs = list(new.prompt_token_ids), []
+            prompt, outputs, sampling = list(new.prompt_token_ids), [], new.sampling_params
             self.requests[new.req_id] = RequestState(
                 prompt_token_ids=prompt,
                 output_token_ids=outputs,
                 block_ids=list(new.block_ids[0]),
                 num_computed=new.num_computed_tokens,
-                sampling=SamplingState.for_request(new.sampling_params, prompt, outputs),
-                prompt_logprobs_pending=new.sampling_params.prompt_logprobs is not None,
+                sampling=None if sampling is None else SamplingState.for_request(sampling, prompt, outputs),
+                prompt_logprobs_pending=sampling is not None and sampling.prompt_logprobs is not None,
+                pooling=new.pooling_params,
             )
         cached = scheduler_output.scheduled_cached_reqs
         for index, req_id in enumerate(cached.req_ids):

@@ -167,7 +167,8 @@ class MindSporeWorker(WorkerBase):
         return CompilationTimes(language_model=seconds, encoder=0.0)
 
     def get_supported_tasks(self) -> tuple[SupportedTask, ...]:
-        return ("generate",)
+        pooling = self.model_runner.pooling
+        return ("generate",) if pooling is None else pooling.supported_tasks()
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
         return self.model_runner.execute_model(scheduler_output)
