@@ -1,13 +1,14 @@
 """Embeddings (`--runner pooling --convert embed`): a tiny Qwen3 turned into an embedding model by vLLM, served by
 `vms serve` on /v1/embeddings, against vLLM's own CPU path on the same inputs.
 
-16 inputs of 3 to 200 tokens in one request; then the same through vms with a 32-token step budget, so that every
-long input is prefilled in chunks beside short ones. Tolerance: cosine distance < 1e-4 (measured: ~0 and 4e-7 of
-absolute difference on the normalised vectors).
+16 inputs of 2 to 200 tokens in one request; then the same through vms with a 32-token step budget, so that every
+long input is prefilled in chunks beside short ones; and a copy of the model whose sentence-transformers files ask
+for mean pooling, which vLLM reads into its pooler config. Tolerance: cosine distance < 1e-4 (measured: ~1e-7).
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,27 @@ def test_embeddings_under_chunked_prefill_equal_vllms_cpu_path(served_tiny_qwen3
         max_num_seqs=16,
     )
     assert cosine_distances(chunked, reference).max() < TOLERANCE
+
+
+SENTENCE_TRANSFORMERS_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+def test_a_models_own_pooling_config_is_followed_as_vllm_follows_it(served_tiny_qwen3_dir, inputs, reference, tmp_path):
+    """Mean pooling from the model's sentence-transformers files (1_Pooling/config.json): vms and vLLM's CPU path
+    agree, and the vectors are not the default last-token ones."""
+    model = tmp_path / "mean-pooled"
+    shutil.copytree(served_tiny_qwen3_dir, model)
+    (model / "modules.json").write_text(json.dumps(SENTENCE_TRANSFORMERS_MODULES))
+    (model / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 128, "pooling_mode_mean_tokens": True, "pooling_mode_lasttoken": False}
+    (model / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (tmp_path / "vms").mkdir()
+    (tmp_path / "vllm").mkdir()
+    ours = offline(model, inputs, tmp_path / "vms", plugin=True)
+    theirs = offline(model, inputs, tmp_path / "vllm", plugin=False)
+    assert cosine_distances(ours, theirs).max() < TOLERANCE
+    assert cosine_distances(ours, reference).min() > 1e-3  # mean pooling, not the last token
