@@ -15,7 +15,6 @@ Not run on an NPU: tests/unit/test_ascend_ops.py runs it through stand-ins of th
 from typing import Any
 
 import mindspore as ms
-import numpy as np
 from mindspore import Tensor, mint
 
 from vms_plugin.ops.interface import LatentWeights
@@ -28,12 +27,8 @@ def latent_cache_shape(num_slots: int, block_size: int, width: int) -> tuple[int
 def absorbed_projections(weights: LatentWeights) -> tuple[Tensor, Tensor]:
     """(W_UK [H, Dn, L], W_UV [H, Dv, L]) float32 out of kv_b, made once on the layer's first step."""
     if "absorbed" not in weights.prepared:
-        s = weights.shape
-        kv_b = weights.kv_b.asnumpy().astype(np.float32).reshape(s.heads, s.nope + s.value, s.latent)
-        weights.prepared["absorbed"] = (
-            Tensor(np.ascontiguousarray(kv_b[:, : s.nope])),
-            Tensor(np.ascontiguousarray(kv_b[:, s.nope :])),
-        )
+        w_uk, w_uv = weights.absorbed_projections()
+        weights.prepared["absorbed"] = Tensor(w_uk), Tensor(w_uv)
     return weights.prepared["absorbed"]
 
 

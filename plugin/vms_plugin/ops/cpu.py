@@ -227,9 +227,8 @@ def latent_settings(weights: LatentWeights) -> tuple[Tensor, Tensor, Tensor]:
     w, shape = weights, weights.shape
     header = [shape.heads, shape.nope, shape.rope, shape.latent, shape.value, w.scale, w.eps, w.interleaved]
     norm = w.kv_a_norm.asnumpy().astype(np.float32)
-    kv_b = w.kv_b.asnumpy().astype(np.float32).reshape(shape.heads, shape.nope + shape.value, shape.latent)
     settings = Tensor(np.concatenate([np.array(header, np.float32), norm]))
-    w_uk, w_uv = np.ascontiguousarray(kv_b[:, : shape.nope]), np.ascontiguousarray(kv_b[:, shape.nope :])
+    w_uk, w_uv = w.absorbed_projections()
     return settings, Tensor(w_uk), Tensor(w_uv)
 
 

@@ -115,6 +115,12 @@ class LatentWeights(NamedTuple):
     int8_activations: bool
     prepared: dict[Any, Any]  # as DecoderWeights.prepared
 
+    def absorbed_projections(self) -> tuple[np.ndarray, np.ndarray]:
+        """(W_UK [H, Dn, L], W_UV [H, Dv, L]) float32: kv_b's rows of each head's keys and values."""
+        s = self.shape
+        kv_b = self.kv_b.asnumpy().astype(np.float32).reshape(s.heads, s.nope + s.value, s.latent)
+        return np.ascontiguousarray(kv_b[:, : s.nope]), np.ascontiguousarray(kv_b[:, s.nope :])
+
 
 class DecoderStack(NamedTuple):
     """A rank's decoder layers in order. The model makes it again whenever a layer's DecoderWeights are made again
