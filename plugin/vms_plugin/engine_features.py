@@ -26,8 +26,12 @@ class EngineFeature:
 
 
 def _speculative(config: "VllmConfig") -> str | None:
-    if config.speculative_config is not None:
-        return "vms_plugin does not support speculative decoding; remove --speculative-config"
+    method = None if config.speculative_config is None else config.speculative_config.method
+    if method not in (None, "ngram"):
+        return (
+            f"vms_plugin proposes speculative tokens with the 'ngram' method (prompt lookup); --speculative-config "
+            f"method {method!r} is not supported"
+        )
     return None
 
 
@@ -91,7 +95,12 @@ FEATURES: tuple[EngineFeature, ...] = (
     EngineFeature("Expert parallel", "--enable-expert-parallel", "served on CPU: X/N whole experts per rank"),
     EngineFeature("Data parallel", "--data-parallel-size", "served: engine-core replicas behind one API server"),
     EngineFeature("Pipeline parallel", "--pipeline-parallel-size", "refused", _pipeline_parallel),
-    EngineFeature("Speculative decoding", "--speculative-config", "refused", _speculative),
+    EngineFeature(
+        "Speculative decoding",
+        "--speculative-config",
+        "served: `ngram` (prompt lookup), verified by vLLM's rejection sampler; draft models and MTP refused",
+        _speculative,
+    ),
     EngineFeature("LoRA adapters", "--enable-lora", "refused", _lora),
     EngineFeature("Prompt embeddings", "--enable-prompt-embeds", "refused", _prompt_embeds),
     EngineFeature(

@@ -65,6 +65,16 @@ class MindSporePlatform(CpuPlatform):
             raise unsupported_method(quant)
 
     @classmethod
+    def register_triton_kernel_overrides(cls) -> None:
+        super().register_triton_kernel_overrides()
+        from vllm.triton_utils import HAS_TRITON
+
+        if not HAS_TRITON:  # vLLM registered its CPU stand-ins; one of them is replaced (see sampling_kernels.py)
+            from vms_plugin import sampling_kernels
+
+            sampling_kernels.register()
+
+    @classmethod
     def check_and_update_config(cls, vllm_config: "VllmConfig") -> None:
         refuse_unsupported_features(vllm_config)
         parallel_config = vllm_config.parallel_config

@@ -330,3 +330,45 @@ def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
 def transformers_greedy(greedy_jobs, scheduler_jobs) -> dict[str, list[list[int]]]:
     jobs = {**greedy_jobs, **scheduler_jobs}
     return {name: transformers_argmax(job["model"], job["prompts"], job["max_tokens"]) for name, job in jobs.items()}
+
+
+# Speculative decoding (test_speculative_decoding.py): the default model's prompts plus prompts that repeat
+# themselves, where prompt lookup finds what comes next.
+REPETITIVE_PROMPTS = [
+    "Repeat after me three times: the quick brown fox jumps over the lazy dog. The quick brown fox jumps over",
+    "def add(a, b):\n    return a + b\n\n\ndef subtract(a, b):\n    return a - b\n\n\ndef multiply(a, b):\n",
+    "Monday, Tuesday, Wednesday, Thursday, Friday, Saturday, Sunday, Monday, Tuesday,",
+    "<|im_start|>user\nList the numbers from one to twenty in words, separated by commas.<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    "import numpy as np\nimport numpy.linalg as la\nimport numpy.random as",
+    "A rose is a rose is a rose is a rose is a",
+    "The function returns the value. The function returns the value. The function",
+    "red, green, blue, red, green, blue, red, green,",
+]
+SPECULATIVE_NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+SPECULATIVE_JOBS = ("speculative-off", "speculative-ngram")
+
+
+@pytest.fixture(scope="session")
+def speculative_greedy(default_model_dir, tmp_path_factory) -> dict[str, dict]:
+    """16 prompts on the default model, without speculation and then with ngram speculation, in a process of their
+    own: vLLM 0.32 cannot start a second engine in a process once the ngram proposer has imported numba."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    texts = PROMPTS + REPETITIVE_PROMPTS
+    structured = {"temperature": 0.0, "structured_outputs": {"json": CITY_SCHEMA}, **UNTIL_DONE}
+    job = {
+        "model": str(default_model_dir),
+        "prompts": [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts],
+        "max_tokens": 48,
+        "sampling": {
+            "seed-1": SEEDED,
+            "seed-1-again": SEEDED,
+            "json-schema": [structured if index % 2 == 0 else {"temperature": 0.0} for index in range(len(texts))],
+        },
+        "engine_args": {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
+    }
+    speculative = {**job, "engine_args": {**job["engine_args"], "speculative_config": SPECULATIVE_NGRAM}}
+    jobs = dict(zip(SPECULATIVE_JOBS, (job, speculative), strict=True))
+    return run_greedy(jobs, tmp_path_factory.mktemp("speculative"), plugin=True)

@@ -43,7 +43,17 @@ def test_a_step_without_structured_rows_changes_nothing() -> None:
     assert torch.equal(logits, original)
 
 
-def test_draft_rows_are_refused_with_the_reason() -> None:
+def test_each_proposed_token_gets_its_own_row_of_the_bitmask() -> None:
+    # "b" verifies two proposed tokens: three rows of logits and of its bitmask; "a" has no drafts
+    logits = torch.randn(4, VOCAB)
+    grammar = GrammarOutput(["b", "a"], np.stack([allowing(1), allowing(2), allowing(3), allowing(4)]))
+    apply_grammar_bitmask(logits, ["a", "b", "b", "b"], grammar, num_drafts={"b": 2})
+    assert allowed_tokens(logits) == [[4], [1], [2], [3]]
+
+
+def test_a_bitmask_that_does_not_match_the_drafts_is_refused_with_the_counts() -> None:
     grammar = GrammarOutput(["a"], np.stack([allowing(1), allowing(2)]))  # two rows: a token plus one draft
-    with pytest.raises(ValueError, match="speculative decoding is not supported"):
+    with pytest.raises(
+        ValueError, match="has 2 rows where the step's structured requests and their proposed tokens make 1"
+    ):
         apply_grammar_bitmask(torch.randn(1, VOCAB), ["a"], grammar)

@@ -46,8 +46,9 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
     ("engine_args", "message"),
     [
         (
-            {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_max": 3}},
-            "does not support speculative decoding; remove --speculative-config",
+            {"speculative_config": {"method": "draft_model", "model": "SELF", "num_speculative_tokens": 2}},
+            "proposes speculative tokens with the 'ngram' method .prompt lookup.; --speculative-config method "
+            "'draft_model' is not supported",
         ),
         ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
@@ -58,9 +59,18 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
         ({"kv_cache_dtype": "fp8"}, "KV cache in the model's dtype .--dtype.; --kv-cache-dtype fp8 is not supported"),
         ({"pipeline_parallel_size": 2}, "does not support pipeline parallelism; remove --pipeline-parallel-size 2"),
     ],
-    ids=["speculative decoding", "LoRA", "prompt embeddings", "classify", "fp8 KV cache", "pipeline parallel"],
+    ids=[
+        "speculative decoding with a draft model",
+        "LoRA",
+        "prompt embeddings",
+        "classify",
+        "fp8 KV cache",
+        "pipeline parallel",
+    ],
 )
 def test_features_the_runner_lacks_are_refused_by_flag(tiny_llama, engine_args: dict, message: str) -> None:
+    if "speculative_config" in engine_args:  # the model itself as its draft model
+        engine_args = {"speculative_config": {**engine_args["speculative_config"], "model": tiny_llama}}
     with pytest.raises(ValueError, match=message):
         engine_config(tiny_llama, **engine_args)
 

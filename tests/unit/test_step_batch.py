@@ -22,6 +22,21 @@ def test_mixed_prefill_and_decode_flatten_into_one_token_axis() -> None:
     np.testing.assert_array_equal(batch.sampling_rows, [0, 1])
 
 
+def test_a_request_verifying_drafts_wants_logits_at_its_last_token_and_at_each_draft() -> None:
+    # A: decode of token 31 after 5 cached, then drafts 32, 33 (3 tokens, logits rows 0-2). B: plain decode (row 3).
+    # C: a prefill chunk that does not finish its prompt: no rows. D: drafts 41 after token 40 (rows 4-5).
+    verify = ScheduledRequest([31, 32, 33], num_computed=5, block_ids=[1, 2], wants_logits=True, num_drafts=2)
+    decode = ScheduledRequest([21], num_computed=3, block_ids=[3], wants_logits=True)
+    chunk = ScheduledRequest([5, 6], num_computed=0, block_ids=[4], wants_logits=False)
+    verify_one = ScheduledRequest([40, 41], num_computed=1, block_ids=[5], wants_logits=True, num_drafts=1)
+    batch = build_step_batch([verify, decode, chunk, verify_one], block_size=4)
+
+    np.testing.assert_array_equal(batch.positions, [5, 6, 7, 3, 0, 1, 1, 2])
+    np.testing.assert_array_equal(batch.logits_index, [0, 1, 2, 3, 6, 7])
+    np.testing.assert_array_equal(batch.sampling_rows, [0, 1, 3])
+    np.testing.assert_array_equal(batch.num_drafts, [2, 0, 1])
+
+
 def test_partial_prefill_chunk_does_not_sample_and_continues_at_its_position() -> None:
     # A: second chunk of a long prompt (4 done, 3 more, prompt not finished). B: decode at position 2.
     chunk = ScheduledRequest(token_ids=[5, 6, 7], num_computed=4, block_ids=[1, 4], wants_logits=False)

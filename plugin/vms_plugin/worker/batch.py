@@ -20,6 +20,9 @@ class ScheduledRequest:
     num_computed: int  # tokens of this request already in the KV cache
     block_ids: Sequence[int]  # vLLM's KV block ids for this request, in order
     wants_logits: bool  # False for a prefill chunk that does not reach the end of the prompt
+    # Speculative decoding: the last `num_drafts` of `token_ids` are proposed tokens, each verified by the logits of
+    # the token before it, so the request wants logits for its last 1 + num_drafts tokens.
+    num_drafts: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,9 @@ class StepBatch:
     context_slots: np.ndarray  # [R, B * block_size] int32: cache slot of each context position of each request
     token_requests: np.ndarray  # [T] int32: the request (row of R) of each token
     query_starts: np.ndarray  # [R] int32: token index of each request's first token this step
-    logits_index: np.ndarray  # [S] int32: token index of the last token of each request that samples
-    sampling_rows: np.ndarray  # [S] int32: which request (row of R) each logits row belongs to
+    logits_index: np.ndarray  # [L] int32: token index of each logits row; 1 + drafts rows per sampling request
+    sampling_rows: np.ndarray  # [S] int32: which request (row of R) samples, in order
+    num_drafts: np.ndarray  # [S] int32: proposed tokens each sampling request verifies (its rows are 1 + these)
 
 
 def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> StepBatch:
@@ -73,7 +77,8 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
     context_slots = (block_table[:, :, None] * block_size + np.arange(block_size, dtype=np.int32)).reshape(num_reqs, -1)
 
     sampling_rows = np.array([i for i, r in enumerate(requests) if r.wants_logits], dtype=np.int32)
-    logits_index = (starts + lengths - 1)[sampling_rows].astype(np.int32)
+    num_drafts = np.array([requests[row].num_drafts for row in sampling_rows], dtype=np.int32)
+    logits_index = concatenated_ranges((starts + lengths)[sampling_rows] - num_drafts - 1, num_drafts + 1)
     return StepBatch(
         input_ids=input_ids,
         positions=positions.astype(np.int32),
@@ -84,4 +89,11 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         query_starts=starts,
         logits_index=logits_index,
         sampling_rows=sampling_rows,
+        num_drafts=num_drafts,
     )
+
+
+def concatenated_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """range(starts[0], starts[0] + counts[0]), then the next range, ... as one int32 array."""
+    offsets = np.arange(int(counts.sum()), dtype=np.int32) - np.repeat(np.cumsum(counts) - counts, counts)
+    return (np.repeat(starts, counts) + offsets).astype(np.int32)

@@ -5,6 +5,7 @@ each live request's tokens and block ids. It also remembers the tokens it sample
 only for pipeline parallelism.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from vllm.config import ParallelConfig, VllmConfig
 from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
 from vllm.pooling_params import PoolingParams
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, LogprobsTensors, ModelRunnerOutput
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, DraftTokenIds, LogprobsTensors, ModelRunnerOutput
 
 from vms_plugin.layers.parallel import HcclGroup, SingleRank, TensorParallelGroup
 from vms_plugin.models.registry import build_model
@@ -28,6 +29,7 @@ from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.pooling import Pooling
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState
+from vms_plugin.worker.speculative import NgramDrafter, make_drafter
 from vms_plugin.worker.tensor_exchange import to_torch
 from vms_plugin.worker.tensor_parallel_group import VllmTensorParallelGroup
 from vms_plugin.worker.warm_up import warm_up_forward, warm_up_sampling
@@ -57,8 +59,13 @@ class PendingStep:
 
     req_ids: list[str]
     sampling_req_ids: list[str]
+    drafts: list[list[int]]  # the proposed tokens each sampling request verifies (speculative decoding)
     prompt_chunks: list[PromptLogprobsChunk]
-    logits: ms.Tensor | None  # the sampling rows, then the prompt-logprobs rows of each chunk in order
+    logits: ms.Tensor | None  # the sampling rows (1 + drafts per request), then each prompt chunk's rows in order
+
+    @property
+    def num_sampling_rows(self) -> int:
+        return len(self.sampling_req_ids) + sum(len(d) for d in self.drafts)
 
 
 class MindSporeModelRunner:
@@ -72,6 +79,8 @@ class MindSporeModelRunner:
         self.sampler: BatchSampler | None = None
         self.prompt_logprobs: PromptLogprobsCollector | None = None
         self.pooling: Pooling | None = None  # an embedding model's pooler (`--runner pooling`)
+        self.drafter: NgramDrafter | None = None  # speculative decoding's proposer (`--speculative-config`)
+        self.draft_token_ids: DraftTokenIds | None = None  # proposed after the last step, for the engine core
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
@@ -85,6 +94,7 @@ class MindSporeModelRunner:
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
         self.pooling = Pooling(self.vllm_config) if model_config.runner_type == "pooling" else None
+        self.drafter = make_drafter(self.vllm_config)
 
     def warm_up(self) -> None:
         """Run the model and the sampler once on dummy requests (worker/warm_up.py), after the KV cache exists."""
@@ -108,7 +118,11 @@ class MindSporeModelRunner:
         """Apply the scheduler's changes to the live requests; return this step's requests in scheduling order."""
         self._update_states(scheduler_output)
         req_ids = list(scheduler_output.num_scheduled_tokens)
-        return req_ids, [self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id]) for req_id in req_ids]
+        drafts = scheduler_output.scheduled_spec_decode_tokens
+        return req_ids, [
+            self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id], drafts.get(req_id, ()))
+            for req_id in req_ids
+        ]
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
         req_ids, scheduled = self.plan_step(scheduler_output)
@@ -118,11 +132,13 @@ class MindSporeModelRunner:
         if self.pooling is not None:
             return self._pool(req_ids, scheduled, batch)
         sampling_req_ids = [req_ids[row] for row in batch.sampling_rows]
+        proposed = scheduler_output.scheduled_spec_decode_tokens
+        drafts = [list(proposed.get(req_id, ())) for req_id in sampling_req_ids]
         prompt_chunks = self._prompt_logprobs_chunks(req_ids, scheduled, batch)
         logits_index = np.concatenate([batch.logits_index, *(chunk.token_rows for chunk in prompt_chunks)])
         logits = self._forward(batch, logits_index)  # also when nothing samples: prompt chunks still fill the KV
         has_rows = len(logits_index) > 0
-        self.pending = PendingStep(req_ids, sampling_req_ids, prompt_chunks, logits if has_rows else None)
+        self.pending = PendingStep(req_ids, sampling_req_ids, drafts, prompt_chunks, logits if has_rows else None)
         return None
 
     def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
@@ -132,22 +148,27 @@ class MindSporeModelRunner:
         req_id_to_index = {req_id: index for index, req_id in enumerate(step.req_ids)}
         sampled: list[list[int]] = [[] for _ in step.req_ids]
         logprobs = None
-        num_sampling = len(step.sampling_req_ids)
-        prompt_logprobs = self._collect_prompt_logprobs(step, num_sampling)
-        if num_sampling:
-            rows = [self.requests[req_id].sampling for req_id in step.sampling_req_ids]
+        num_rows = step.num_sampling_rows
+        prompt_logprobs = self._collect_prompt_logprobs(step, num_rows)
+        if step.sampling_req_ids:
+            states = [self.requests[req_id] for req_id in step.sampling_req_ids]
             # Prompt logprobs' rows follow the sampling rows; without them a slice would be one more launch.
-            has_more_rows = step.logits.shape[0] > num_sampling
-            logits = to_torch(step.logits[:num_sampling] if has_more_rows else step.logits)
+            logits = to_torch(step.logits[:num_rows] if step.logits.shape[0] > num_rows else step.logits)
             if grammar_output is not None:
-                apply_grammar_bitmask(logits, step.sampling_req_ids, grammar_output)
-            output = self.sampler.sample(logits, rows)
-            for req_id, token_id in zip(step.sampling_req_ids, output.sampled_token_ids[:, 0].tolist(), strict=True):
-                self.requests[req_id].output_token_ids.append(token_id)
-                sampled[req_id_to_index[req_id]] = [token_id]
-            if output.logprobs_tensors is not None:
-                rows_in_output = [req_id_to_index[req_id] for req_id in step.sampling_req_ids]
-                logprobs = _spread_rows(output.logprobs_tensors, rows_in_output, len(step.req_ids)).tolists()
+                num_drafts = dict(zip(step.sampling_req_ids, map(len, step.drafts), strict=True))
+                row_req_ids = [req_id for req_id, count in num_drafts.items() for _ in range(1 + count)]
+                apply_grammar_bitmask(logits, row_req_ids, grammar_output, num_drafts)
+            any_drafts = any(step.drafts)
+            tokens, sampled_logprobs = self.sampler.sample(
+                logits, [state.sampling for state in states], step.drafts if any_drafts else None
+            )
+            for req_id, state, kept in zip(step.sampling_req_ids, states, tokens, strict=True):
+                state.output_token_ids.extend(kept)
+                sampled[req_id_to_index[req_id]] = kept
+            if sampled_logprobs is not None:
+                logprobs = sampled_logprobs._replace(cu_num_generated_tokens=_cumulative_counts(sampled))
+            if self.drafter is not None:
+                self._propose_drafts(step.req_ids, sampled)
         return ModelRunnerOutput(
             req_ids=step.req_ids,
             req_id_to_index=req_id_to_index,
@@ -155,6 +176,16 @@ class MindSporeModelRunner:
             logprobs=logprobs,
             prompt_logprobs_dict=prompt_logprobs,
         )
+
+    def _propose_drafts(self, req_ids: list[str], sampled: list[list[int]]) -> None:
+        """The next step's drafts of every request that sampled: vLLM's engine core takes them after this step."""
+        pairs = zip(req_ids, sampled, strict=True)
+        token_ids = [self.requests[req_id].all_token_ids() if kept else [] for req_id, kept in pairs]
+        self.draft_token_ids = DraftTokenIds(req_ids, self.drafter.propose(token_ids))
+
+    def take_draft_token_ids(self) -> DraftTokenIds | None:
+        drafts, self.draft_token_ids = self.draft_token_ids, None
+        return drafts
 
     def _pool(self, req_ids: list[str], scheduled: list[ScheduledRequest], batch: StepBatch) -> ModelRunnerOutput:
         """An embedding step: the final hidden states of every scheduled token through vLLM's pooler."""
@@ -193,12 +224,12 @@ class MindSporeModelRunner:
                     chunks.append(chunk)
         return chunks
 
-    def _collect_prompt_logprobs(self, step: PendingStep, num_sampling: int) -> dict[str, LogprobsTensors | None]:
+    def _collect_prompt_logprobs(self, step: PendingStep, num_sampling_rows: int) -> dict[str, LogprobsTensors | None]:
         if not step.prompt_chunks:
             return {}
         vocab_size = self.sampler.vocab_size
         has_rows = any(len(chunk.token_rows) for chunk in step.prompt_chunks)
-        logits = to_torch(step.logits[num_sampling:]) if has_rows else None
+        logits = to_torch(step.logits[num_sampling_rows:]) if has_rows else None
         requests = {chunk.req_id: self.requests[chunk.req_id] for chunk in step.prompt_chunks}
         finished = self.prompt_logprobs.collect(
             step.prompt_chunks,
@@ -246,15 +277,18 @@ class MindSporeModelRunner:
             elif new_block_ids is not None:
                 state.block_ids.extend(new_block_ids[0])
 
-    def _scheduled(self, req_id: str, num_tokens: int) -> ScheduledRequest:
+    def _scheduled(self, req_id: str, num_tokens: int, drafts: Sequence[int]) -> ScheduledRequest:
+        """The request's next `num_tokens` tokens: known tokens, then the drafts the scheduler added after them (-1,
+        a draft the grammar refused, runs as token 0: the rejection sampler never accepts it)."""
         state = self.requests[req_id]
         tokens = state.all_token_ids()
-        end = state.num_computed + num_tokens
+        end = state.num_computed + num_tokens - len(drafts)
         return ScheduledRequest(
-            token_ids=tokens[state.num_computed : end],
+            token_ids=tokens[state.num_computed : end] + [max(token, 0) for token in drafts],
             num_computed=state.num_computed,
             block_ids=state.block_ids,
             wants_logits=end >= len(tokens),
+            num_drafts=len(drafts),
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
@@ -282,14 +316,6 @@ def storage_dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _spread_rows(tensors: LogprobsTensors, rows: list[int], num_rows: int) -> LogprobsTensors:
-    """Logprobs of the sampling rows placed at their request's row; requests that did not sample get zeros."""
-
-    def spread(values: torch.Tensor) -> torch.Tensor:
-        full = torch.zeros((num_rows, *values.shape[1:]), dtype=values.dtype)
-        full[rows] = values
-        return full
-
-    return LogprobsTensors(
-        spread(tensors.logprob_token_ids), spread(tensors.logprobs), spread(tensors.selected_token_ranks)
-    )
+def _cumulative_counts(sampled: list[list[int]]) -> list[int]:
+    """Where each request's tokens start in the step's flat logprobs (vLLM's `cu_num_generated_tokens`)."""
+    return np.concatenate([[0], np.cumsum([len(tokens) for tokens in sampled])]).tolist()

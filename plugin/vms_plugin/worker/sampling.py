@@ -4,19 +4,23 @@ vLLM's sampler implements every `SamplingParams` option the OpenAI API exposes (
 seeds, penalties, logit bias, allowed tokens, min_tokens, logprobs), so the plugin hands it the logits (zero-copy
 through DLPack) with a `SamplingMetadata` for this step's sampling rows, the job vLLM's `InputBatch` does for its
 own runners. Rows change every step, so the metadata and the logits processors' view of the batch are rebuilt
-from the runner's request states each time: a few small tensors, no per-token work in Python.
+from the runner's request states each time: a few small tensors, no per-token work in Python. Under speculative
+decoding a request's proposed tokens are verified by vLLM's `RejectionSampler` around the same `Sampler`.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from vllm.config import VllmConfig
 from vllm.sampling_params import SamplingParams, SamplingType
-from vllm.v1.outputs import SamplerOutput
+from vllm.v1.outputs import LogprobsLists
 from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 from vllm.v1.sample.metadata import SamplingMetadata
+from vllm.v1.sample.rejection_sampler import RejectionSampler
 from vllm.v1.sample.sampler import Sampler
+
+from vms_plugin.worker.speculative import spec_decode_metadata
 
 
 @dataclass
@@ -42,15 +46,29 @@ class BatchSampler:
         model_config = vllm_config.model_config
         self.vocab_size = model_config.get_vocab_size()
         self.sampler = Sampler(logprobs_mode=model_config.logprobs_mode, use_fp64_gumbel=model_config.use_fp64_gumbel)
+        self.rejection_sampler = RejectionSampler(self.sampler, vllm_config.speculative_config)
         self.logitsprocs = build_logitsprocs(
             vllm_config, torch.device("cpu"), False, False, model_config.logits_processors or ()
         )
         self._rows_last_step: list[SamplingState] = []
 
-    def sample(self, logits: torch.Tensor, rows: Sequence[SamplingState]) -> SamplerOutput:
-        """One token for each row of `logits` [S, vocab], row i belonging to `rows[i]`."""
+    def sample(
+        self, logits: torch.Tensor, rows: Sequence[SamplingState], drafts: Sequence[Sequence[int]] | None = None
+    ) -> tuple[list[list[int]], LogprobsLists | None]:
+        """The tokens each request keeps, and their logprobs if asked (indexed by request through
+        `cu_num_generated_tokens`). Without drafts `logits` is [S, vocab], row i belonging to `rows[i]`, which gets
+        one token; with drafts, request i has 1 + len(drafts[i]) consecutive rows and keeps the drafts the model
+        agrees with plus one token of its own."""
         self._update_logits_processors(rows)
-        return self.sampler(logits, self._metadata(rows))
+        metadata = self._metadata(rows)
+        if drafts is None:
+            output = self.sampler(logits, metadata)
+        else:
+            metadata = replace(metadata, spec_token_ids=[list(d) for d in drafts])
+            output = self.rejection_sampler(spec_decode_metadata(drafts), None, logits, metadata)
+        return RejectionSampler.parse_output(
+            output.sampled_token_ids, self.vocab_size, logprobs_tensors=output.logprobs_tensors
+        )
 
     def forget_rows(self) -> None:
         """Drop every row from the logits processors' view of the batch (a warm-up's dummy rows)."""

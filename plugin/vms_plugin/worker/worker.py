@@ -21,7 +21,7 @@ from vllm.utils.torch_utils import set_random_seed
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheSpec, MLAAttentionSpec
 from vllm.v1.kv_cache_layout import KVCacheLayout
-from vllm.v1.outputs import ModelRunnerOutput
+from vllm.v1.outputs import DraftTokenIds, ModelRunnerOutput
 from vllm.v1.worker.gpu_worker import init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes, WorkerBase
 
@@ -175,6 +175,10 @@ class MindSporeWorker(WorkerBase):
 
     def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
         return self.model_runner.sample_tokens(grammar_output)
+
+    def take_draft_token_ids(self) -> DraftTokenIds | None:
+        """Speculative decoding: the tokens proposed after the last step, which the engine core schedules next."""
+        return self.model_runner.take_draft_token_ids()
 
     def get_supported_kv_cache_layouts(self) -> list[str]:
         # One cache per layer, rows of [block, token-in-block, kv-head, head-dim]; no vLLM attention backend is used.
