@@ -76,6 +76,7 @@ class VllmBackend:
         dtype: str,
         quantization: str | None = None,
         additional_config: dict | None = None,
+        speculative_config: dict | None = None,
     ) -> None:
         from vllm import LLM
 
@@ -87,6 +88,8 @@ class VllmBackend:
             max_model_len=workload.max_model_len,
             kv_cache_memory_bytes=workload.kv_cache_bytes,
             enforce_eager=workload.vllm_cpu_eager,
+            speculative_config=speculative_config,
+            disable_log_stats=speculative_config is None,  # speculation's acceptance counters need the stats
             seed=0,
         )
 
@@ -96,6 +99,11 @@ class VllmBackend:
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
         return sum(len(output.outputs[0].token_ids) for output in outputs)
+
+    def acceptance(self) -> dict[str, float]:
+        """vLLM's speculative-decoding counters so far (empty without speculation)."""
+        names = ("vllm:spec_decode_num_draft_tokens", "vllm:spec_decode_num_accepted_tokens")
+        return {metric.name: metric.value for metric in self.llm.get_metrics() if metric.name in names}
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()

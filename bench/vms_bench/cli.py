@@ -101,7 +101,7 @@ def _available(requested: list[str], has_gguf: bool) -> tuple[list[str], dict[st
     return [backend for backend in requested if backend not in skipped], skipped
 
 
-def _run(backend: str, model: Path, workload: Workload, log: Path) -> dict:
+def _run(backend: str, model: Path, workload: Workload, log: Path, speculative: dict | None = None) -> dict:
     """One engine process: its figures plus the peak memory of its whole process tree."""
     env = {**os.environ, **BACKEND_ENV[backend]}
     with tempfile.TemporaryDirectory() as scratch:
@@ -114,6 +114,8 @@ def _run(backend: str, model: Path, workload: Workload, log: Path) -> dict:
             command += ["--quantization", BACKEND_QUANTIZATION[backend]]
         if backend in BACKEND_ADDITIONAL_CONFIG:
             command += ["--additional-config", json.dumps(BACKEND_ADDITIONAL_CONFIG[backend])]
+        if speculative is not None:
+            command += ["--speculative-config", json.dumps(speculative)]
         command += ["--workload", str(workload_file), "--output", str(output), "--started-at", str(time.time())]
         with log.open("w") as handle:
             process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

@@ -51,17 +51,25 @@ def main() -> None:
     parser.add_argument(
         "--additional-config", type=json.loads, default=None, help="vLLM's --additional-config, JSON (vllm only)"
     )
+    parser.add_argument(
+        "--speculative-config", type=json.loads, default=None, help="vLLM's --speculative-config, JSON (vllm only)"
+    )
     parser.add_argument("--workload", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--started-at", type=float, required=True)
     args = parser.parse_args()
     workload = Workload.from_json(json.loads(args.workload.read_text()))
     if args.backend == "vllm":
-        backend: Backend = VllmBackend(args.model, workload, args.dtype, args.quantization, args.additional_config)
+        backend: Backend = VllmBackend(
+            args.model, workload, args.dtype, args.quantization, args.additional_config, args.speculative_config
+        )
     else:
         backend = LlamaCppBackend(args.model, workload, args.dtype)
     try:
-        args.output.write_text(json.dumps(measure(backend, workload, args.started_at)))
+        figures = measure(backend, workload, args.started_at)
+        if args.speculative_config is not None:
+            figures["speculation"] = backend.acceptance()
+        args.output.write_text(json.dumps(figures))
     finally:
         backend.close()
 

@@ -32,11 +32,12 @@ class Workload:
     def from_json(cls, data: dict) -> "Workload":
         return cls(**{**data, "concurrency": tuple(data["concurrency"])})
 
-    def with_prompts(self, model_dir: Path) -> "Workload":
-        """max(concurrency) prompts of exactly `prompt_tokens` tokens, from the model's own tokenizer."""
+    def with_prompts(self, model_dir: Path, source: str = _SOURCE_TEXT) -> "Workload":
+        """max(concurrency) prompts of exactly `prompt_tokens` tokens cut from `source`, with the model's own
+        tokenizer."""
         from transformers import AutoTokenizer
 
-        ids = AutoTokenizer.from_pretrained(model_dir)(_SOURCE_TEXT * 4, add_special_tokens=False)["input_ids"]
+        ids = AutoTokenizer.from_pretrained(model_dir)(source * 4, add_special_tokens=False)["input_ids"]
         count = max(self.concurrency)
         if len(ids) < count + self.prompt_tokens:
             raise ValueError(f"prompt source too short for {count} prompts of {self.prompt_tokens} tokens")

@@ -66,3 +66,27 @@ def test_markdown_table_and_plot_are_written(report: Path) -> None:
     assert "| single-stream decode (tokens/s, higher is better) |" in table
     assert "| vms-default / vllm-cpu-default |" in table
     assert (report / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_speculative_bench_reports_decode_with_and_without_ngram_for_vms_and_vllm(default_model_dir, tmp_path):
+    """`python -m vms_bench.speculative --smoke`: four engines (vms and vLLM's CPU path, each with and without
+    prompt lookup), their decode rates, the speedup and the accepted share (bench/README.md has real numbers)."""
+    import subprocess
+    import sys
+
+    output = tmp_path / "speculative.json"
+    command = [sys.executable, "-m", "vms_bench.speculative", "--smoke", "--model", str(default_model_dir)]
+    result = subprocess.run([*command, "--output", str(output)], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads(output.read_text())["summary"]
+    assert set(summary) == {
+        "vms-default",
+        "vms-default+ngram",
+        "vllm-cpu-default-all-cores",
+        "vllm-cpu-default-all-cores+ngram",
+    }
+    for name, entry in summary.items():
+        assert entry["decode_tokens_per_s"] > 0
+        if name.endswith("+ngram"):
+            assert entry["speedup"] > 0 and 0 <= entry["accepted_share"] <= 1
+    assert "| vms-default+ngram |" in result.stdout
