@@ -27,10 +27,10 @@ class EngineFeature:
 
 def _speculative(config: "VllmConfig") -> str | None:
     method = None if config.speculative_config is None else config.speculative_config.method
-    if method not in (None, "ngram"):
+    if method not in (None, "ngram", "draft_model"):
         return (
-            f"vms_plugin proposes speculative tokens with the 'ngram' method (prompt lookup); --speculative-config "
-            f"method {method!r} is not supported"
+            f"vms_plugin proposes speculative tokens by prompt lookup ('ngram') or with a draft model ('draft_model');"
+            f" --speculative-config method {method!r} is not supported"
         )
     return None
 
@@ -98,7 +98,7 @@ FEATURES: tuple[EngineFeature, ...] = (
     EngineFeature(
         "Speculative decoding",
         "--speculative-config",
-        "served: `ngram` (prompt lookup), verified by vLLM's rejection sampler; draft models and MTP refused",
+        "served: `ngram` (prompt lookup) and `draft_model`, verified by vLLM's rejection sampler; EAGLE, MTP refused",
         _speculative,
     ),
     EngineFeature("LoRA adapters", "--enable-lora", "refused", _lora),

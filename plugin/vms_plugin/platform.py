@@ -88,6 +88,11 @@ class MindSporePlatform(CpuPlatform):
         # vLLM's CPU platform turns chunked prefill and prefix caching off for latent attention (its own CPU MLA
         # kernels lack them); vms's latent attention reads any cached context, so the user's choices stand.
         _restore_chunking_and_prefix_caching(vllm_config, scheduling)
+        if vllm_config.speculative_config is not None and vllm_config.scheduler_config.async_scheduling:
+            # The runner proposes after each step and the engine core takes the proposals between steps
+            # (take_draft_token_ids), which vLLM does when it schedules one step at a time.
+            logger.info("vms_plugin: speculative decoding schedules one step at a time (no async scheduling)")
+            vllm_config.scheduler_config.async_scheduling = False
         if start_method is not None:
             # vLLM's CPU platform forces `spawn` for torch's sake; a method chosen before (by the user, vLLM's CLI
             # or `vms serve`, which forks the engine core: see vms_supervisor/engine_command.py) stands.

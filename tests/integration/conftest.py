@@ -346,13 +346,40 @@ REPETITIVE_PROMPTS = [
     "red, green, blue, red, green, blue, red, green,",
 ]
 SPECULATIVE_NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
-SPECULATIVE_JOBS = ("speculative-off", "speculative-ngram")
+DRAFT_LAYERS = 20  # of the default model's 30: its draft model
+# ngram last: vLLM 0.32 cannot start another engine in a process once the ngram proposer has imported numba.
+SPECULATIVE_JOBS = ("speculative-off", "speculative-draft-model", "speculative-ngram")
 
 
 @pytest.fixture(scope="session")
-def speculative_greedy(default_model_dir, tmp_path_factory) -> dict[str, dict]:
-    """16 prompts on the default model, without speculation and then with ngram speculation, in a process of their
-    own: vLLM 0.32 cannot start a second engine in a process once the ngram proposer has imported numba."""
+def draft_model_dir(default_model_dir, tmp_path_factory) -> Path:
+    """A draft model of the default model's vocabulary: its first DRAFT_LAYERS decoder layers."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    draft = tmp_path_factory.mktemp("draft-model")
+    for path in default_model_dir.iterdir():
+        if path.is_file() and path.name not in ("config.json", "model.safetensors"):
+            shutil.copy(path, draft / path.name)
+    config = json.loads((default_model_dir / "config.json").read_text())
+    (draft / "config.json").write_text(json.dumps({**config, "num_hidden_layers": DRAFT_LAYERS}))
+    tensors = load_file(default_model_dir / "model.safetensors")
+    kept = {name: value for name, value in tensors.items() if _layer_of(name) < DRAFT_LAYERS}
+    save_file(kept, draft / "model.safetensors")
+    return draft
+
+
+def _layer_of(tensor_name: str) -> int:
+    """The decoder layer of a checkpoint tensor; -1 for the others (embedding, final norm)."""
+    parts = tensor_name.split(".")
+    return int(parts[2]) if parts[:2] == ["model", "layers"] else -1
+
+
+@pytest.fixture(scope="session")
+def speculative_greedy(default_model_dir, draft_model_dir, tmp_path_factory) -> dict[str, dict]:
+    """16 prompts on the default model without speculation, with a draft model and with ngram speculation, in a
+    process of their own."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
@@ -369,6 +396,10 @@ def speculative_greedy(default_model_dir, tmp_path_factory) -> dict[str, dict]:
         },
         "engine_args": {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
     }
-    speculative = {**job, "engine_args": {**job["engine_args"], "speculative_config": SPECULATIVE_NGRAM}}
-    jobs = dict(zip(SPECULATIVE_JOBS, (job, speculative), strict=True))
+    draft = {"method": "draft_model", "model": str(draft_model_dir), "num_speculative_tokens": 3}
+    variants = [job] + [
+        {**job, "engine_args": {**job["engine_args"], "speculative_config": config}}
+        for config in (draft, SPECULATIVE_NGRAM)
+    ]
+    jobs = dict(zip(SPECULATIVE_JOBS, variants, strict=True))
     return run_greedy(jobs, tmp_path_factory.mktemp("speculative"), plugin=True)

@@ -46,9 +46,9 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
     ("engine_args", "message"),
     [
         (
-            {"speculative_config": {"method": "draft_model", "model": "SELF", "num_speculative_tokens": 2}},
-            "proposes speculative tokens with the 'ngram' method .prompt lookup.; --speculative-config method "
-            "'draft_model' is not supported",
+            {"speculative_config": {"method": "eagle", "model": "SELF", "num_speculative_tokens": 2}},
+            r"by prompt lookup \('ngram'\) or with a draft model \('draft_model'\); --speculative-config method "
+            "'eagle' is not supported",
         ),
         ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
@@ -60,7 +60,7 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
         ({"pipeline_parallel_size": 2}, "does not support pipeline parallelism; remove --pipeline-parallel-size 2"),
     ],
     ids=[
-        "speculative decoding with a draft model",
+        "EAGLE speculation",
         "LoRA",
         "prompt embeddings",
         "classify",

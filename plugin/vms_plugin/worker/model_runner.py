@@ -25,11 +25,12 @@ from vms_plugin.ops import layer_ops
 from vms_plugin.quantization import model_int8_scheme
 from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batch
 from vms_plugin.worker.device import CPU, WorkerDevice, hccl_init_method
+from vms_plugin.worker.forward import step_logits
 from vms_plugin.worker.grammar import apply_grammar_bitmask
 from vms_plugin.worker.pooling import Pooling
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState
-from vms_plugin.worker.speculative import NgramDrafter, make_drafter
+from vms_plugin.worker.speculative import Drafter, DraftRequest, make_drafter
 from vms_plugin.worker.tensor_exchange import to_torch
 from vms_plugin.worker.tensor_parallel_group import VllmTensorParallelGroup
 from vms_plugin.worker.warm_up import warm_up_forward, warm_up_sampling
@@ -58,6 +59,7 @@ class PendingStep:
     """What execute_model leaves for sample_tokens."""
 
     req_ids: list[str]
+    num_fed: list[int]  # known tokens each request ran (proposed ones aside)
     sampling_req_ids: list[str]
     drafts: list[list[int]]  # the proposed tokens each sampling request verifies (speculative decoding)
     prompt_chunks: list[PromptLogprobsChunk]
@@ -79,7 +81,7 @@ class MindSporeModelRunner:
         self.sampler: BatchSampler | None = None
         self.prompt_logprobs: PromptLogprobsCollector | None = None
         self.pooling: Pooling | None = None  # an embedding model's pooler (`--runner pooling`)
-        self.drafter: NgramDrafter | None = None  # speculative decoding's proposer (`--speculative-config`)
+        self.drafter: Drafter | None = None  # speculative decoding's proposer (`--speculative-config`)
         self.draft_token_ids: DraftTokenIds | None = None  # proposed after the last step, for the engine core
 
     def load_model(self) -> None:
@@ -90,19 +92,27 @@ class MindSporeModelRunner:
         int8 = model_int8_scheme(self.vllm_config)
         group = tensor_parallel_group(self.device, self.vllm_config.parallel_config)
         expert_parallel = self.vllm_config.parallel_config.enable_expert_parallel
-        self.model = build_model(model_dir, storage_dtype_name(model_config.dtype), int8, group, expert_parallel)
+        dtype = storage_dtype_name(model_config.dtype)
+        self.model = build_model(model_dir, dtype, int8, group, expert_parallel)
         self.sampler = BatchSampler(self.vllm_config)
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
         self.pooling = Pooling(self.vllm_config) if model_config.runner_type == "pooling" else None
-        self.drafter = make_drafter(self.vllm_config)
+        self.drafter = make_drafter(self.vllm_config, lambda draft_dir: build_model(draft_dir, dtype, None, group))
 
     def warm_up(self) -> None:
         """Run the model and the sampler once on dummy requests (worker/warm_up.py), after the KV cache exists."""
         warm_up_forward(self._forward, self.block_size)
         warm_up_sampling(self.sampler)
+        if self.drafter is not None:
+            self.drafter.warm_up()
+
+    def attention_layers(self) -> list:
+        """Every KV-cached layer: the model's, then a draft model's."""
+        draft = [] if self.drafter is None else self.drafter.attention_layers()
+        return [*self.model.attention_layers(), *draft]
 
     def allocate_kv_cache(self, num_blocks: int) -> None:
-        for attention in self.model.attention_layers():
+        for attention in self.attention_layers():
             attention.allocate_kv_cache(num_blocks, self.block_size)
 
     def _copy_kv_blocks(self, copies: list[tuple[int, int]]) -> None:
@@ -111,7 +121,7 @@ class MindSporeModelRunner:
         offsets = np.arange(self.block_size, dtype=np.int32)
         src = (pairs[:, :1] * self.block_size + offsets).reshape(-1)
         dst = (pairs[:, 1:] * self.block_size + offsets).reshape(-1)
-        for attention in self.model.attention_layers():
+        for attention in self.attention_layers():
             attention.copy_kv_slots(src, dst)
 
     def plan_step(self, scheduler_output: SchedulerOutput) -> tuple[list[str], list[ScheduledRequest]]:
@@ -138,7 +148,10 @@ class MindSporeModelRunner:
         logits_index = np.concatenate([batch.logits_index, *(chunk.token_rows for chunk in prompt_chunks)])
         logits = self._forward(batch, logits_index)  # also when nothing samples: prompt chunks still fill the KV
         has_rows = len(logits_index) > 0
-        self.pending = PendingStep(req_ids, sampling_req_ids, drafts, prompt_chunks, logits if has_rows else None)
+        num_fed = [len(request.token_ids) - request.num_drafts for request in scheduled]
+        self.pending = PendingStep(
+            req_ids, num_fed, sampling_req_ids, drafts, prompt_chunks, logits if has_rows else None
+        )
         return None
 
     def sample_tokens(self, grammar_output: GrammarOutput | None) -> ModelRunnerOutput:
@@ -168,7 +181,7 @@ class MindSporeModelRunner:
             if sampled_logprobs is not None:
                 logprobs = sampled_logprobs._replace(cu_num_generated_tokens=_cumulative_counts(sampled))
             if self.drafter is not None:
-                self._propose_drafts(step.req_ids, sampled)
+                self._propose_drafts(step, sampled)
         return ModelRunnerOutput(
             req_ids=step.req_ids,
             req_id_to_index=req_id_to_index,
@@ -177,11 +190,15 @@ class MindSporeModelRunner:
             prompt_logprobs_dict=prompt_logprobs,
         )
 
-    def _propose_drafts(self, req_ids: list[str], sampled: list[list[int]]) -> None:
+    def _propose_drafts(self, step: PendingStep, sampled: list[list[int]]) -> None:
         """The next step's drafts of every request that sampled: vLLM's engine core takes them after this step."""
-        pairs = zip(req_ids, sampled, strict=True)
-        token_ids = [self.requests[req_id].all_token_ids() if kept else [] for req_id, kept in pairs]
-        self.draft_token_ids = DraftTokenIds(req_ids, self.drafter.propose(token_ids))
+        requests = []
+        for req_id, num_fed, kept in zip(step.req_ids, step.num_fed, sampled, strict=True):
+            state = self.requests[req_id]
+            requests.append(
+                DraftRequest(state.all_token_ids(), state.num_computed, num_fed, state.block_ids, bool(kept))
+            )
+        self.draft_token_ids = DraftTokenIds(step.req_ids, self.drafter.propose(requests))
 
     def take_draft_token_ids(self) -> DraftTokenIds | None:
         drafts, self.draft_token_ids = self.draft_token_ids, None
@@ -292,12 +309,7 @@ class MindSporeModelRunner:
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:
-        inputs = layer_ops().attention_inputs(batch)
-        if np.array_equal(logits_index, np.arange(len(batch.input_ids))):
-            return self.model(Tensor(batch.input_ids), inputs, None)  # every token samples: decodes
-        # A step without sampling still needs a valid index; its logits are discarded.
-        logits_index = logits_index.astype(np.int32) if len(logits_index) else np.zeros(1, dtype=np.int32)
-        return self.model(Tensor(batch.input_ids), inputs, Tensor(logits_index))
+        return step_logits(self.model, batch, logits_index)
 
 
 def tensor_parallel_group(device: WorkerDevice, parallel_config: ParallelConfig) -> TensorParallelGroup:

@@ -7,7 +7,10 @@ that of decoding without speculation and sampled output keeps its distribution. 
 proposes the next drafts, which the engine core takes (`take_draft_token_ids`) for the next schedule.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,6 +39,27 @@ def spec_decode_metadata(drafts: Sequence[Sequence[int]]) -> SpecDecodeMetadata:
     )
 
 
+@dataclass(frozen=True)
+class DraftRequest:
+    """One request of a step as a drafter sees it once the step's tokens are kept."""
+
+    token_ids: list[int]  # every token known now: prompt, outputs, the ones just kept
+    num_computed: int  # tokens in the target's KV cache when the step began
+    num_fed: int  # known tokens the target ran this step (proposed ones aside)
+    block_ids: list[int]
+    sampled: bool  # kept tokens this step, so wants proposals for the next
+
+
+class Drafter(Protocol):
+    def propose(self, requests: Sequence[DraftRequest]) -> list[list[int]]:
+        """The next step's proposed tokens of each request (none for a request that did not sample)."""
+
+    def attention_layers(self) -> list:
+        """KV-cached layers of a draft model, beside the target's (none for prompt lookup)."""
+
+    def warm_up(self) -> None: ...
+
+
 class NgramDrafter:
     """Prompt lookup (`--speculative-config '{"method": "ngram", ...}'`): the tokens that followed the latest earlier
     occurrence of each request's last n tokens, found by vLLM's own `NgramProposer`."""
@@ -48,8 +72,8 @@ class NgramDrafter:
         self.proposer = NgramProposer(vllm_config)
         self.num_tokens = vllm_config.speculative_config.num_speculative_tokens
 
-    def propose(self, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Drafts for requests whose tokens so far are `token_ids` (an empty list: no drafts wanted)."""
+    def propose(self, requests: Sequence[DraftRequest]) -> list[list[int]]:
+        token_ids = [request.token_ids if request.sampled else [] for request in requests]
         lengths = np.array([len(tokens) for tokens in token_ids], dtype=np.int32)
         table = np.zeros((len(token_ids), max(int(lengths.max(initial=0)), 1)), dtype=np.int32)
         for row, tokens in enumerate(token_ids):
@@ -57,12 +81,30 @@ class NgramDrafter:
         wanted = [[0] if len(tokens) else [] for tokens in token_ids]  # the proposer skips requests with no sample
         return self.proposer.propose(self.num_tokens, wanted, lengths, table)
 
+    def attention_layers(self) -> list:
+        return []
 
-def make_drafter(vllm_config: VllmConfig) -> NgramDrafter | None:
-    """The proposer of `--speculative-config`, or None without speculation."""
+    def warm_up(self) -> None:
+        pass  # vLLM's proposer compiled its numba kernel when it was made
+
+
+def make_drafter(vllm_config: VllmConfig, load_model: Callable[[Path], object]) -> Drafter | None:
+    """The proposer of `--speculative-config`, or None without speculation; `load_model` builds a draft model."""
+    from vms_plugin.worker.draft_model import DraftModelDrafter
+
     config = vllm_config.speculative_config
     if config is None:
         return None
-    if config.method != "ngram":
-        raise ValueError(f"speculative decoding method {config.method!r} is not supported; vms proposes with 'ngram'")
-    return NgramDrafter(vllm_config)
+    if config.method == "ngram":
+        return NgramDrafter(vllm_config)
+    if config.method == "draft_model":
+        draft = load_model(Path(config.draft_model_config.model))
+        return DraftModelDrafter(
+            draft,
+            config.num_speculative_tokens,
+            vllm_config.cache_config.block_size,
+            vllm_config.model_config.max_model_len,
+        )
+    raise ValueError(
+        f"speculative decoding method {config.method!r} is not supported; vms proposes with 'ngram' and 'draft_model'"
+    )

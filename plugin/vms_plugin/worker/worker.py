@@ -106,15 +106,28 @@ class MindSporeWorker(WorkerBase):
         return self.model_runner.model
 
     def get_kv_cache_spec(self) -> dict[str, KVCacheSpec]:
-        layers = self.model_runner.model.attention_layers()
+        """The model's layers, then a draft model's (speculative decoding), which vLLM gives one block table: the
+        draft caches its tokens in the same blocks."""
+        runner = self.model_runner
+        specs = {
+            f"model.layers.{index}.self_attn": self._spec(layer)
+            for index, layer in enumerate(runner.model.attention_layers())
+        }
+        draft = [] if runner.drafter is None else runner.drafter.attention_layers()
+        specs.update({f"draft.model.layers.{index}.self_attn": self._spec(layer) for index, layer in enumerate(draft)})
+        if draft and len({type(spec) for spec in specs.values()}) > 1:
+            raise ValueError(
+                "a draft model whose attention differs in kind from the model's (latent attention beside grouped "
+                "heads) is not supported; use --speculative-config method ngram"
+            )
+        return specs
+
+    def _spec(self, layer) -> KVCacheSpec:
         block_size, dtype = self.cache_config.block_size, self.model_config.dtype  # weights and cache share it
-        if isinstance(layers[0], LatentAttention):  # one latent row per token, which every head reads
-            width = layers[0].latent_width
-            spec = MLAAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=width, dtype=dtype)
-        else:
-            _, kv_heads, head_size = layers[0].heads  # this rank's KV heads
-            spec = FullAttentionSpec(block_size=block_size, num_kv_heads=kv_heads, head_size=head_size, dtype=dtype)
-        return {f"model.layers.{index}.self_attn": spec for index in range(len(layers))}
+        if isinstance(layer, LatentAttention):  # one latent row per token, which every head reads
+            return MLAAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=layer.latent_width, dtype=dtype)
+        _, kv_heads, head_size = layer.heads  # this rank's KV heads
+        return FullAttentionSpec(block_size=block_size, num_kv_heads=kv_heads, head_size=head_size, dtype=dtype)
 
     def determine_available_memory(self) -> int:
         """Bytes for the KV cache, checked to hold at least one full-length sequence."""
