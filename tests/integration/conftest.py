@@ -348,7 +348,7 @@ REPETITIVE_PROMPTS = [
 SPECULATIVE_NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
 DRAFT_LAYERS = 20  # of the default model's 30: its draft model
 # ngram last: vLLM 0.32 cannot start another engine in a process once the ngram proposer has imported numba.
-SPECULATIVE_JOBS = ("speculative-off", "speculative-draft-model", "speculative-ngram")
+SPECULATIVE_JOBS = ("speculative-off", "speculative-draft-model", "speculative-scheduler", "speculative-ngram")
 
 
 @pytest.fixture(scope="session")
@@ -377,9 +377,9 @@ def _layer_of(tensor_name: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def speculative_greedy(default_model_dir, draft_model_dir, tmp_path_factory) -> dict[str, dict]:
+def speculative_greedy(default_model_dir, draft_model_dir, scheduler_jobs, tmp_path_factory) -> dict[str, dict]:
     """16 prompts on the default model without speculation, with a draft model and with ngram speculation, in a
-    process of their own."""
+    process of their own; and the tiny Llama, its own draft model, chunked, prefix-cached and preempted."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
@@ -397,9 +397,14 @@ def speculative_greedy(default_model_dir, draft_model_dir, tmp_path_factory) -> 
         "engine_args": {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}},
     }
     draft = {"method": "draft_model", "model": str(draft_model_dir), "num_speculative_tokens": 3}
-    variants = [job] + [
-        {**job, "engine_args": {**job["engine_args"], "speculative_config": config}}
-        for config in (draft, SPECULATIVE_NGRAM)
-    ]
+    pressed = scheduler_jobs[MOE_SCHEDULER_JOB]  # chunked prefill, prefix caching and preemption together
+    tiny_llama = scheduler_jobs["prefix-caching"]["model"]
+    self_draft = {"method": "draft_model", "model": tiny_llama, "num_speculative_tokens": 3}
+    scheduler = _speculating({**pressed, "model": tiny_llama}, self_draft)
+    variants = [job, _speculating(job, draft), scheduler, _speculating(job, SPECULATIVE_NGRAM)]
     jobs = dict(zip(SPECULATIVE_JOBS, variants, strict=True))
     return run_greedy(jobs, tmp_path_factory.mktemp("speculative"), plugin=True)
+
+
+def _speculating(job: dict, speculative_config: dict) -> dict:
+    return {**job, "engine_args": {**job["engine_args"], "speculative_config": speculative_config}}

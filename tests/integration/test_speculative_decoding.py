@@ -47,3 +47,16 @@ def test_structured_output_under_speculation_equals_structured_output_without(sp
     off, ours = (speculative_greedy[job]["sampled"]["json-schema"] for job in ("speculative-off", name))
     assert [c["token_ids"] for c in ours] == [c["token_ids"] for c in off]
     assert all(c["text"].startswith("{") for c in ours[::2])
+
+
+def test_a_draft_model_under_chunked_prefill_prefix_caching_and_preemption_changes_nothing(
+    speculative_greedy, transformers_greedy, scheduler_jobs
+) -> None:
+    """The tiny Llama as its own draft model, 32-token steps, a shared 48-token prefix run twice, 12 KV blocks: the
+    draft's cache follows the model's through chunks, shared blocks and recomputation after preemption."""
+    run = speculative_greedy["speculative-scheduler"]
+    assert run["token_ids"] == transformers_greedy["prefix-caching"]  # the same prompts, model and lengths
+    counters = run["counters"]
+    assert counters["vllm:num_preemptions"] > 0 and counters["vllm:prefix_cache_hits"] >= 7 * 48
+    accepted, proposed = counters["vllm:spec_decode_num_accepted_tokens"], counters["vllm:spec_decode_num_draft_tokens"]
+    assert accepted / proposed > 0.9, f"the model as its own draft: {accepted} of {proposed} accepted"

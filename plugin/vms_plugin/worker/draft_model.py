@@ -73,5 +73,8 @@ class DraftModelDrafter:
         return max(0, min(self.num_tokens, self.max_model_len - length, slots - length + 1))
 
     def _greedy(self, batch) -> list[int]:
+        """The draft's argmax at the batch's logits rows (none when no request wants proposals; the forward still
+        writes the batch's tokens into the draft's cache)."""
         logits = step_logits(self.model, batch, batch.logits_index)
-        return np.asarray(logits.argmax(axis=-1).asnumpy()).astype(int).tolist()
+        tokens = np.asarray(logits.argmax(axis=-1).asnumpy()).astype(int).tolist()
+        return tokens[: len(batch.logits_index)]

@@ -180,8 +180,8 @@ class MindSporeModelRunner:
                 sampled[req_id_to_index[req_id]] = kept
             if sampled_logprobs is not None:
                 logprobs = sampled_logprobs._replace(cu_num_generated_tokens=_cumulative_counts(sampled))
-            if self.drafter is not None:
-                self._propose_drafts(step, sampled)
+        if self.drafter is not None:  # also when nothing sampled: a draft model runs every prefill chunk too
+            self._propose_drafts(step, sampled)
         return ModelRunnerOutput(
             req_ids=step.req_ids,
             req_id_to_index=req_id_to_index,
@@ -191,7 +191,8 @@ class MindSporeModelRunner:
         )
 
     def _propose_drafts(self, step: PendingStep, sampled: list[list[int]]) -> None:
-        """The next step's drafts of every request that sampled: vLLM's engine core takes them after this step."""
+        """The next step's drafts of every request that sampled (vLLM's engine core takes them after this step);
+        the drafter sees every request of the step."""
         requests = []
         for req_id, num_fed, kept in zip(step.req_ids, step.num_fed, sampled, strict=True):
             state = self.requests[req_id]
