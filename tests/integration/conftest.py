@@ -101,6 +101,8 @@ TENSOR_PARALLEL_SIZES = {
     "ep2-DeepseekV3ForCausalLM": 2,
 }
 TP_SCHEDULER_JOB = "tp2-scheduler"
+# The scheduler features over two ranks again, with the model as its own draft model and with prompt lookup.
+TP_SPECULATIVE_JOBS = ("tp2-draft-model", "tp2-ngram")
 # The tiny Qwen2 over 2 ranks through vLLM's Ray executor, one rank on each of two Ray nodes of this machine.
 RAY_JOB = "ray-tp2-Qwen2ForCausalLM"
 
@@ -258,6 +260,10 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
             "max_model_len": preempted["engine_args"]["max_model_len"],
         },
     }
+    scheduler = jobs[TP_SCHEDULER_JOB]
+    self_draft = {"method": "draft_model", "model": scheduler["model"], "num_speculative_tokens": 3}
+    for name, config in zip(TP_SPECULATIVE_JOBS, (self_draft, SPECULATIVE_NGRAM), strict=True):
+        jobs[name] = _speculating(scheduler, config)  # ngram last: see SPECULATIVE_JOBS
     return jobs
 
 

@@ -10,7 +10,7 @@ within 1e-4 (measured: ~6e-6 on the tiny models, ~7e-5 on the default model).
 import pytest
 from transformers_argmax import transformers_argmax
 
-from .conftest import DEFAULT_MODEL, TENSOR_PARALLEL_SIZES, TP_SCHEDULER_JOB
+from .conftest import DEFAULT_MODEL, TENSOR_PARALLEL_SIZES, TP_SCHEDULER_JOB, TP_SPECULATIVE_JOBS
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,19 @@ def test_each_rank_holds_its_share_of_the_default_model(tensor_parallel_greedy, 
     assert peak < single["peak_rss_bytes"]
 
 
-def test_chunked_prefill_prefix_caching_and_preemption_over_two_ranks(tensor_parallel_greedy, tensor_parallel_jobs):
-    job = tensor_parallel_jobs[TP_SCHEDULER_JOB]
-    result = tensor_parallel_greedy[TP_SCHEDULER_JOB]
+@pytest.mark.parametrize("name", [TP_SCHEDULER_JOB, *TP_SPECULATIVE_JOBS])
+def test_chunked_prefill_prefix_caching_and_preemption_over_two_ranks(
+    tensor_parallel_greedy, tensor_parallel_jobs, name
+):
+    """Also under speculative decoding: every rank verifies, proposes (a draft model split over the ranks as the
+    model is) and keeps the same tokens."""
+    job = tensor_parallel_jobs[name]
+    result = tensor_parallel_greedy[name]
     reference = transformers_argmax(job["model"], job["prompts"], job["max_tokens"])
     for index, (tokens, expected) in enumerate(zip(result["token_ids"], reference, strict=True)):
         assert tokens == expected, f"prompt {index} differs from transformers"
     assert min(len(prompt) for prompt in job["prompts"]) > job["engine_args"]["max_num_batched_tokens"]
     assert result["counters"]["vllm:prefix_cache_hits"] > 0
     assert result["counters"]["vllm:num_preemptions"] > 0
+    if name != TP_SCHEDULER_JOB:
+        assert result["counters"]["vllm:spec_decode_num_drafts"] > 0
