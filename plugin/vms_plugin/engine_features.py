@@ -35,12 +35,6 @@ def _speculative(config: "VllmConfig") -> str | None:
     return None
 
 
-def _lora(config: "VllmConfig") -> str | None:
-    if config.lora_config is not None:
-        return "vms_plugin does not support LoRA adapters; remove --enable-lora"
-    return None
-
-
 def _prompt_embeds(config: "VllmConfig") -> str | None:
     if config.model_config is not None and config.model_config.enable_prompt_embeds:
         return "vms_plugin does not support prompt embeddings; remove --enable-prompt-embeds"
@@ -101,7 +95,11 @@ FEATURES: tuple[EngineFeature, ...] = (
         "served: `ngram` (prompt lookup) and `draft_model`, verified by vLLM's rejection sampler; EAGLE, MTP refused",
         _speculative,
     ),
-    EngineFeature("LoRA adapters", "--enable-lora", "refused", _lora),
+    EngineFeature(
+        "LoRA adapters",
+        "--enable-lora, --lora-modules",
+        "served on dense models: PEFT adapters of q/k/v/o and gate/up/down, mixed in a batch, loaded at run time",
+    ),
     EngineFeature("Prompt embeddings", "--enable-prompt-embeds", "refused", _prompt_embeds),
     EngineFeature(
         "Embeddings",

@@ -30,8 +30,9 @@ def generate(job: dict, enforce_eager: bool) -> dict:
     params = SamplingParams(
         temperature=0.0, max_tokens=job["max_tokens"], ignore_eos=True, detokenize=False, logprobs=job.get("logprobs")
     )
+    adapters = _lora_requests(job.get("loras"))
     for _ in range(job.get("repeat", 1)):  # a repeat finds the prompts' blocks in the prefix cache
-        outputs = llm.generate(prompts, params)
+        outputs = llm.generate(prompts, params, lora_request=adapters)
     sampled = {}
     for name, options in job.get("sampling", {}).items():  # each set is one batch of all prompts
         per_prompt = options if isinstance(options, list) else [options] * len(prompts)
@@ -50,6 +51,16 @@ def generate(job: dict, enforce_eager: bool) -> dict:
     del llm
     gc.collect()
     return result
+
+
+def _lora_requests(paths: list[str | None] | None) -> list | None:
+    """Each prompt's LoRA adapter (a directory, or None for the base model); one id per distinct directory."""
+    from vllm.lora.request import LoRARequest
+
+    if paths is None:
+        return None
+    ids = {path: index + 1 for index, path in enumerate(dict.fromkeys(p for p in paths if p))}
+    return [None if path is None else LoRARequest(f"adapter-{ids[path]}", ids[path], path) for path in paths]
 
 
 def _worker_memory(worker) -> dict:
@@ -107,7 +118,10 @@ def main() -> None:
     os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "--jobs", type=Path, required=True, help="JSON list of {model, prompts, max_tokens[, engine_args, repeat]}"
+        "--jobs",
+        type=Path,
+        required=True,
+        help="JSON list of {model, prompts, max_tokens[, engine_args, repeat, loras]}",
     )
     parser.add_argument("--output", type=Path, required=True, help="JSON list of results, one per job")
     parser.add_argument("--enforce-eager", action="store_true")

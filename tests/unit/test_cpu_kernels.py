@@ -504,7 +504,7 @@ def test_a_causal_lm_launch_equals_its_parts_launched_one_by_one(dtype: str, bui
     from mindspore import Parameter, Tensor
 
     from vms_plugin.attention.paged import attention_inputs
-    from vms_plugin.ops.cpu import LayerPart, causal_lm_inputs, layer_constants
+    from vms_plugin.ops.cpu import LayerPart, adapter_table, causal_lm_inputs, layer_constants
     from vms_plugin.ops.interface import DecoderStack, ModelEnds
     from vms_plugin.worker.batch import ScheduledRequest, build_step_batch
 
@@ -541,7 +541,7 @@ def test_a_causal_lm_launch_equals_its_parts_launched_one_by_one(dtype: str, bui
     layer_kernel = kernel("DecoderLayer", build)
     h, stream = kernel("PackedRows", build)(ids, ends.embedding, ends.final_norm), None
     for w in one_by_one:
-        weights = (w.qkv, w.o, w.gate_up, w.down, rotary, indices, w.k_cache, w.v_cache)
+        weights = (w.qkv, w.o, w.gate_up, w.down, rotary, indices, w.k_cache, w.v_cache, Tensor(adapter_table([w])))
         attention_constants = Tensor(layer_constants(w, stream is not None, LayerPart.ATTENTION))
         attention, stream = layer_kernel(h, h if stream is None else stream, attention_constants, *weights)
         mlp_constants = Tensor(layer_constants(w, True, LayerPart.MLP))

@@ -50,7 +50,6 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
             r"by prompt lookup \('ngram'\) or with a draft model \('draft_model'\); --speculative-config method "
             "'eagle' is not supported",
         ),
-        ({"enable_lora": True}, "does not support LoRA adapters; remove --enable-lora"),
         ({"enable_prompt_embeds": True}, "does not support prompt embeddings; remove --enable-prompt-embeds"),
         (
             {"runner": "pooling", "convert": "classify"},
@@ -61,7 +60,6 @@ def test_the_dtype_is_honoured_and_auto_follows_vllms_cpu_backend(tiny_llama, dt
     ],
     ids=[
         "EAGLE speculation",
-        "LoRA",
         "prompt embeddings",
         "classify",
         "fp8 KV cache",

@@ -22,7 +22,8 @@ class AttentionInputs(NamedTuple):
       positions [T]: each token's position; it sees context positions 0..position,
       slot_mapping [T]: the cache slot its K/V is written to,
       token_requests [T]: which request (row of context_slots) it belongs to,
-      context_slots [R, C]: the cache slot of each context position of each request.
+      context_slots [R, C]: the cache slot of each context position of each request,
+      request_adapters [R]: each request's LoRA slot, -1 for none (layers/lora.py).
     """
 
     indices: ms.Tensor
@@ -31,5 +32,12 @@ class AttentionInputs(NamedTuple):
 def attention_inputs(batch: StepBatch) -> AttentionInputs:
     requests, context = batch.context_slots.shape
     header = np.array([requests, context], np.int32)
-    parts = (header, batch.positions, batch.slot_mapping, batch.token_requests, batch.context_slots.reshape(-1))
+    parts = (
+        header,
+        batch.positions,
+        batch.slot_mapping,
+        batch.token_requests,
+        batch.context_slots.reshape(-1),
+        batch.adapter_slots,
+    )
     return AttentionInputs(Tensor(np.concatenate([part.astype(np.int32, copy=False) for part in parts])))

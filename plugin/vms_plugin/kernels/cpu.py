@@ -110,13 +110,13 @@ def paged_attention(
 
 
 def decoder_layer(*inputs: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-    """A decoder layer, or half of one, in one launch -> (output, residual stream); the 11 inputs in the order
+    """A decoder layer, or half of one, in one launch -> (output, residual stream); the 12 inputs in the order
     cpu_kernels.cc's DecoderLayer lists them (ops/cpu.py assembles them)."""
     return _operator("DecoderLayer")(*inputs)
 
 
 def causal_lm(*inputs: ms.Tensor) -> ms.Tensor:
-    """A whole model on one rank in one launch: token ids -> the logits [S, V] of the tokens at logits_index; the 15
+    """A whole model on one rank in one launch: token ids -> the logits [S, V] of the tokens at logits_index; the 16
     inputs in the order cpu_kernels.cc's CausalLm lists them (ops/cpu.py assembles them)."""
     return _operator("CausalLm")(*inputs)
 

@@ -1084,15 +1084,74 @@ struct LayerConstants {
 };
 
 // The step's index tensor (DecoderLayer's input 8), int32: R, C, then positions [T], slot_mapping [T],
-// token_requests [T] and context_slots [R, C] (see attention/paged.py).
+// token_requests [T], context_slots [R, C] and request_adapters [R] (see attention/paged.py).
 struct StepIndices {
   int64_t context;
-  const int32_t *positions, *slots, *token_requests, *context_slots;
+  const int32_t *positions, *slots, *token_requests, *context_slots, *request_adapters;
 
   StepIndices(const int32_t *indices, int64_t tokens)
       : context(indices[1]), positions(indices + 2), slots(positions + tokens), token_requests(slots + tokens),
-        context_slots(token_requests + tokens) {}
+        context_slots(token_requests + tokens), request_adapters(context_slots + indices[0] * indices[1]) {}
+
+  // The LoRA slot of token t's request's adapter; -1: the base model.
+  int32_t AdapterSlot(int64_t t) const { return request_adapters[token_requests[t]]; }
 };
+
+// ---------------------------------------------------------------------------------------------------------
+// LoRA adapters (layers/lora.py). Each of a layer's four linear layers has, for S slots, A [S, R, in] and
+// B [S, out, R] float32, B scaled by the adapter's alpha / r; a stacked layer's R is its parts times the rank r
+// (q, k, v: 3r; gate, up: 2r), each part's B nonzero only in its own rows and its own r columns, and an adapter of
+// a smaller rank or without a target zero padded. A token whose request has the adapter of slot s adds
+// B[s] @ (A[s] @ x) to the layer's output. An adapter table, int64 [1 + L, 8]: row 0 S and r (S = 0: no LoRA),
+// then per layer the addresses of A and B of qkv, o, gate_up and down.
+struct AdapterTarget {
+  const float *a = nullptr, *b = nullptr;
+  int64_t rank = 0;  // R
+};
+
+struct LayerAdapters {
+  int64_t slots = 0;
+  AdapterTarget qkv, o, gate_up, down;
+
+  LayerAdapters() = default;
+  LayerAdapters(const int64_t *table, int64_t layer) : slots(table[0]) {
+    if (slots == 0) return;
+    const int64_t rank = table[1];
+    const int64_t *row = table + (1 + layer) * 8;
+    auto target = [&](int i, int64_t parts) {
+      return AdapterTarget{reinterpret_cast<const float *>(row[2 * i]), reinterpret_cast<const float *>(row[2 * i + 1]),
+                           parts * rank};
+    };
+    qkv = target(0, 3);
+    o = target(1, 1);
+    gate_up = target(2, 2);
+    down = target(3, 1);
+  }
+};
+
+// out [T, out_size] += B[s] @ (A[s] @ x[t]) for the tokens whose adapter slot s is not -1: the shrink for every
+// such token, then the expand, each shared between the cores by rows.
+void AddAdapterProducts(const float *x, int64_t tokens, int64_t in_size, const AdapterTarget &target,
+                        const StepIndices &step, int64_t out_size, float *out) {
+  const int64_t rank = target.rank;
+  thread_local std::vector<float> shrunk_rows;  // the launching thread's: the cores write through `shrunk`
+  shrunk_rows.resize(tokens * rank);
+  float *shrunk = shrunk_rows.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t j = 0; j < rank; ++j) {
+      const int32_t s = step.AdapterSlot(t);
+      if (s >= 0) shrunk[t * rank + j] = Dot(target.a + (s * rank + j) * in_size, x + t * in_size, in_size);
+    }
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t n = 0; n < out_size; ++n) {
+      const int32_t s = step.AdapterSlot(t);
+      if (s >= 0) out[t * out_size + n] += Dot(target.b + (s * out_size + n) * rank, shrunk + t * rank, rank);
+    }
+  }
+}
 
 // One decoder layer's weights, caches and constants, wherever they come from: a DecoderLayer launch's inputs or
 // a row of a CausalLm launch's address table. W: linear weights, C: KV caches.
@@ -1101,6 +1160,7 @@ struct LayerTensors {
   const W *qkv, *o, *gate_up, *down;
   KvCache<C> cache;
   const float *constants;
+  LayerAdapters adapters;
 };
 
 // What every layer of a step reads: the rotary tables and the step's indices.
@@ -1128,6 +1188,9 @@ void RunDecoderLayer(const LayerTensors<W, C> &tensors, const StepTensors &share
   const StepIndices &step = shared.step;
   const int64_t heads = layer.qkv_width / cache.dim - 2 * cache.kv_heads, attn_width = heads * cache.dim;
   const int64_t intermediate = layer.intermediate;
+  const LayerAdapters &adapters = tensors.adapters;
+  bool lora = false;  // any token's request has an adapter
+  for (int64_t t = 0; t < tokens && adapters.slots > 0 && !lora; ++t) lora = step.AdapterSlot(t) >= 0;
 
   thread_local std::vector<float> normed, qkv, q, attn, gate_up, act;
   normed.resize(tokens * hidden);
@@ -1146,20 +1209,24 @@ void RunDecoderLayer(const LayerTensors<W, C> &tensors, const StepTensors &share
                    normed.data());
     PackedLinear(normed.data(), tokens, hidden, tensors.qkv, layer.qkv_width, layer.qkv_bias, qkv.data(),
                  layer.int8_activations);
+    if (lora) AddAdapterProducts(normed.data(), tokens, hidden, adapters.qkv, step, layer.qkv_width, qkv.data());
     const bool qk_norm = layer.qk_eps > 0;
     RopeAndCache(qkv.data(), tokens, heads, shared.cos, shared.sin, shared.rotary, step.positions, step.slots, cache,
                  qk_norm ? layer.q_norm : nullptr, qk_norm ? layer.k_norm : nullptr, layer.qk_eps, q.data());
     PagedAttend(q.data(), tokens, heads, cache, step.positions, step.token_requests, step.context_slots,
                 step.context, layer.scale, attn.data());
     PackedLinear(attn.data(), tokens, attn_width, tensors.o, hidden, layer.o_bias, out, layer.int8_activations);
+    if (lora) AddAdapterProducts(attn.data(), tokens, attn_width, adapters.o, step, hidden, out);
     if (layer.part == LayerPart::kAttention) return;
     AddRmsNormRows(out, residual, layer.post_norm, layer.eps, tokens, hidden, normed.data());
   }
   PackedLinear(normed.data(), tokens, hidden, tensors.gate_up, 2 * intermediate, static_cast<const float *>(nullptr),
                gate_up.data(), layer.int8_activations);
+  if (lora) AddAdapterProducts(normed.data(), tokens, hidden, adapters.gate_up, step, 2 * intermediate, gate_up.data());
   SiluMulRows(gate_up.data(), tokens, intermediate, act.data());
   PackedLinear(act.data(), tokens, intermediate, tensors.down, hidden, static_cast<const float *>(nullptr), out,
                layer.int8_activations);
+  if (lora) AddAdapterProducts(act.data(), tokens, intermediate, adapters.down, step, hidden, out);
 }
 
 // Calls body(W tag, C tag) for a launch whose four packed weights start at input `first_weight` (one storage
@@ -1552,8 +1619,8 @@ int PagedAttention(int nparam, void **params, int *ndims, int64_t **shapes, cons
 //   9 k_cache, 10 v_cache [K, S, D].
 // A launch costs MindSpore ~5 us per input (bench/README.md), so a layer's small vectors travel in one tensor and
 // the step's indices in another. The four packed weights share one storage type, and so do the two caches.
-// Outputs: 11 the MLP's output [T, E] and 12 the residual stream [T, E], unsummed, as the layer's Python form
-// returns them (the next layer's norm adds them).
+// Input 11: the layer's adapter table [2, 8] (see LayerAdapters). Outputs: 12 the MLP's output [T, E] and 13 the
+// residual stream [T, E], unsummed, as the layer's Python form returns them (the next layer's norm adds them).
 int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                  void *extra) {
   if (!KeyTilesFit(shapes[9]) || shapes[7][2] > shapes[9][2]) return 1;  // rotary width <= head_dim
@@ -1563,10 +1630,11 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
     const KvCache<C> cache = CacheParams<C>(params, shapes, 9);
     const LayerTensors<W, C> tensors{static_cast<const W *>(params[3]), static_cast<const W *>(params[4]),
                                      static_cast<const W *>(params[5]), static_cast<const W *>(params[6]), cache,
-                                     static_cast<const float *>(params[2])};
+                                     static_cast<const float *>(params[2]),
+                                     LayerAdapters(static_cast<const int64_t *>(params[11]), 0)};
     const StepTensors shared(shapes[0][0], shapes[0][1], params, shapes, 7, 8);
     RunDecoderLayer(tensors, shared, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                    static_cast<float *>(params[11]), static_cast<float *>(params[12]));
+                    static_cast<float *>(params[12]), static_cast<float *>(params[13]));
   });
 }
 
@@ -1582,28 +1650,30 @@ int DecoderLayer(int nparam, void **params, int *ndims, int64_t **shapes, const 
 //   6 rotary [2, P, D], 7 step indices (as DecoderLayer's),
 //   8 k_cache, 9 v_cache: the first layer's caches, which give every layer's type and shape,
 //   10 addresses [L, 6] int64: each layer's qkv, o, gate_up, down, k_cache and v_cache data,
-//   11 the embedding table and 12 the output projection, packed as Linear's weights of [V, E] (the same tensor
+//   11 the adapter table [1 + L, 8] int64 (see LayerAdapters),
+//   12 the embedding table and 13 the output projection, packed as Linear's weights of [V, E] (the same tensor
 //     when the model ties them; each has its own storage type),
-//   13 logits_index [S] int32: the tokens whose logits are made, 14 any [V] tensor (its shape gives V).
-// The caller keeps the tensors the table names alive and unmoved (ops/cpu.py). Output: 15 logits [S, V].
+//   14 logits_index [S] int32: the tokens whose logits are made, 15 any [V] tensor (its shape gives V).
+// The caller keeps the tensors the tables name alive and unmoved (ops/cpu.py). Output: 16 logits [S, V].
 int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
              void *extra) {
   if (!KeyTilesFit(shapes[8]) || shapes[6][2] > shapes[8][2]) return 1;  // rotary width <= head_dim
   const int64_t layers = shapes[10][0], constants_width = shapes[1][1];
   if (shapes[1][0] != layers + 1 || shapes[10][1] != 6) return 1;
+  if (shapes[11][0] != layers + 1 || shapes[11][1] != 8) return 1;
   const float *constants = static_cast<const float *>(params[1]);
   const float *end = constants + layers * constants_width;
   const float eps = end[0];
   const bool int8_activations = end[1] != 0.0f;
   const int64_t tokens = shapes[0][0], hidden = static_cast<int64_t>(end[2]);
-  const int64_t sampled = shapes[13][0], vocab = shapes[14][0];
+  const int64_t sampled = shapes[14][0], vocab = shapes[15][0];
   if (3 + hidden > constants_width) return 1;
   thread_local std::vector<float> x, out, residual, selected_out, selected_stream, normed;
   x.resize(tokens * hidden);
   out.resize(tokens * hidden);
   residual.resize(tokens * hidden);
-  if (LookUpPackedRows(static_cast<const int32_t *>(params[0]), tokens, params[11], dtypes[11],
-                       Elements(ndims[11], shapes[11]), hidden, x.data()) != 0) {
+  if (LookUpPackedRows(static_cast<const int32_t *>(params[0]), tokens, params[12], dtypes[12],
+                       Elements(ndims[12], shapes[12]), hidden, x.data()) != 0) {
     return 1;
   }
   const int layer_status = WithLayerTypes(dtypes, 2, 8, [&](auto weight_tag, auto cache_tag) {
@@ -1612,19 +1682,21 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
     const KvCache<C> first_cache = CacheParams<C>(params, shapes, 8);
     const StepTensors shared(tokens, hidden, params, shapes, 6, 7);
     const int64_t *addresses = static_cast<const int64_t *>(params[10]);
+    const int64_t *adapter_table = static_cast<const int64_t *>(params[11]);
     for (int64_t l = 0; l < layers; ++l) {
       const int64_t *row = addresses + l * 6;
       auto at = [&](int i) { return reinterpret_cast<W *>(row[i]); };
       KvCache<C> cache = first_cache;
       cache.k = reinterpret_cast<C *>(row[4]);
       cache.v = reinterpret_cast<C *>(row[5]);
-      const LayerTensors<W, C> tensors{at(0), at(1), at(2), at(3), cache, constants + l * constants_width};
+      const LayerTensors<W, C> tensors{at(0), at(1), at(2), at(3), cache, constants + l * constants_width,
+                                       LayerAdapters(adapter_table, l)};
       RunDecoderLayer(tensors, shared, l == 0 ? x.data() : out.data(), residual.data(), out.data(), residual.data());
     }
   });
   if (layer_status != 0) return 1;
   // The final norm of the sampled tokens only: it works row by row, so selecting first changes nothing.
-  const int32_t *logits_index = static_cast<const int32_t *>(params[13]);
+  const int32_t *logits_index = static_cast<const int32_t *>(params[14]);
   selected_out.resize(sampled * hidden);
   selected_stream.resize(sampled * hidden);
   normed.resize(sampled * hidden);
@@ -1635,8 +1707,8 @@ int CausalLm(int nparam, void **params, int *ndims, int64_t **shapes, const char
     std::memcpy(selected_stream.data() + s * hidden, residual.data() + t * hidden, hidden * sizeof(float));
   }
   AddRmsNormRows(selected_out.data(), selected_stream.data(), end + 3, eps, sampled, hidden, normed.data());
-  return LinearOnLaunchWeight(normed.data(), sampled, hidden, params[12], dtypes[12], Elements(ndims[12], shapes[12]),
-                              vocab, nullptr, static_cast<float *>(params[15]), int8_activations);
+  return LinearOnLaunchWeight(normed.data(), sampled, hidden, params[13], dtypes[13], Elements(ndims[13], shapes[13]),
+                              vocab, nullptr, static_cast<float *>(params[16]), int8_activations);
 }
 
 // A mixture-of-experts MLP. Inputs: 0 x [T, E] (the post-attention norm's output), 1 the router's packed weight

@@ -17,6 +17,7 @@ from vms_plugin.layers.experts import EXPERT_WEIGHTS, ExpertArgs, ExpertShare, R
 from vms_plugin.layers.int8 import Int8Scheme
 from vms_plugin.layers.latent_attention import LatentArgs, LatentAttention
 from vms_plugin.layers.linear import Linear
+from vms_plugin.layers.lora import LayerAdapters, TargetShape
 from vms_plugin.layers.norm import RMSNorm
 from vms_plugin.layers.parallel import Part, Partition, SingleRank, TensorParallelGroup
 from vms_plugin.layers.precision import storage_dtype
@@ -164,6 +165,7 @@ class DecoderLayer(nn.Cell):
         # Reading ~17 Cell attributes costs ~40 us (1.3 ms per step of 30 layers): the weights are made again only
         # when the KV caches are (re)allocated; loading fills the same Parameters in place.
         self._weights: DecoderWeights | None = None
+        self.adapters: LayerAdapters | None = None  # LoRA slots, when the engine enables adapters
         self.ops = layer_ops()
 
     @staticmethod
@@ -216,6 +218,7 @@ class DecoderLayer(nn.Cell):
             scale=attn.scale,
             int8_activations=self.int8_activations,
             prepared=self.prepared,
+            adapters=self.adapters,
         )
         return self._weights
 
@@ -346,6 +349,34 @@ class LlamaForCausalLM(nn.Cell):
                 int8_activations=self.args.int8_activations,
             )
         return self._ends
+
+    def enable_adapters(self, slots: int, rank: int) -> None:
+        """LoRA slots for `slots` adapters of rank up to `rank` in every decoder layer (layers/lora.py), in this
+        rank's share of each linear layer."""
+        args, p = self.args, self.partition
+        if args.experts is not None or args.latent is not None:
+            kind = "routed experts" if args.experts is not None else "multi-head latent attention"
+            raise ValueError(
+                f"LoRA adapters are served for dense models; {type(self).__name__} has {kind} (leave out --enable-lora)"
+            )
+        hidden, q, kv = args.hidden_size, p.local_heads * args.head_dim, p.local_kv_heads * args.head_dim
+        intermediate = p.local_intermediate
+        for index, layer in enumerate(self.model.layers):
+
+            def share(name: str, count: int, prefix: str = f"model.layers.{index}.") -> tuple:
+                return self.checkpoint_parts(prefix + name) or (None,) * count
+
+            shapes = {
+                "qkv": TargetShape(hidden, (q, kv, kv), share("self_attn.qkv_proj.device_weight", 3)),
+                "o": TargetShape(q, (hidden,), share("self_attn.o_proj.device_weight", 1)),
+                "gate_up": TargetShape(hidden, (intermediate,) * 2, share("mlp.gate_up_proj.device_weight", 2)),
+                "down": TargetShape(intermediate, (hidden,), share("mlp.down_proj.device_weight", 1)),
+            }
+            layer.adapters = LayerAdapters(shapes, slots, rank)
+            layer._weights = None
+
+    def adapter_layers(self) -> list[LayerAdapters]:
+        return [layer.adapters for layer in self.model.layers if layer.adapters is not None]
 
     def attention_layers(self) -> list[Attention | LatentAttention]:
         return [layer.self_attn for layer in self.model.layers]

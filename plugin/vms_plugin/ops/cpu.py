@@ -9,6 +9,7 @@ Both are stored as float32, float16 or bfloat16, and linear weights also as int8
 kernels read the type from each tensor.
 """
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 import mindspore as ms
@@ -18,6 +19,7 @@ from mindspore import Parameter, Tensor, ops
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
 from vms_plugin.kernels.pack import pack_int8_linear_weight, pack_linear_weight, packed_shape
+from vms_plugin.layers.lora import TARGETS
 from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, LatentWeights, ModelEnds
 
 KEY_TILE_ROWS = 16  # kKeyTileRows in cpu_kernels.cc
@@ -107,6 +109,8 @@ class CpuOps:
         key = (has_residual, part)
         if key not in weights.prepared:
             weights.prepared[key] = Tensor(layer_constants(weights, has_residual, part))
+        if "adapters" not in weights.prepared:
+            weights.prepared["adapters"] = Tensor(adapter_table([weights]))
         # A layer whose MLP is routed experts has no gate_up or down; its attention half reads neither, and qkv
         # stands in for them (the launch takes four weights of one type).
         gate_up = weights.qkv if weights.gate_up is None else weights.gate_up
@@ -123,6 +127,7 @@ class CpuOps:
             inputs.indices,
             weights.k_cache,
             weights.v_cache,
+            weights.prepared["adapters"],
         )
 
     def routed_experts(self, x, experts: ExpertWeights):
@@ -241,12 +246,12 @@ def causal_lm_inputs(
     logits_index: Tensor,
     vocab_width: Tensor,
 ) -> tuple[Tensor, ...]:
-    """The 15 inputs of a CausalLm launch (cpu_kernels.cc), its constants [L + 1, C] and address table [L, 6] made
-    on the stack's first launch.
+    """The 16 inputs of a CausalLm launch (cpu_kernels.cc), its constants [L + 1, C], address table [L, 6] and
+    adapter table [L + 1, 8] made on the stack's first launch.
 
     The table names each layer's weights and caches by their data's address: one input instead of six per layer.
     It stays valid while the stack does: the stack holds the Parameters, a model's weights do not change once
-    loaded, and the model makes a new stack when it reallocates the caches.
+    loaded, and the model makes a new stack when it reallocates the caches. LoRA slots are filled in place.
     """
     if "launch" not in stack.prepared:
         signature = [(t.shape, t.dtype) for t in _addressed(stack.layers[0])]
@@ -255,8 +260,8 @@ def causal_lm_inputs(
         layers = [layer_constants(w, has_residual=index > 0) for index, w in enumerate(stack.layers)]
         constants = np.stack([*layers, end_constants(ends, layers[0].size)])
         addresses = np.array([[t.data_ptr() for t in _addressed(w)] for w in stack.layers], dtype=np.int64)
-        stack.prepared["launch"] = Tensor(constants), Tensor(addresses)
-    constants, addresses = stack.prepared["launch"]
+        stack.prepared["launch"] = Tensor(constants), Tensor(addresses), Tensor(adapter_table(stack.layers))
+    constants, addresses, adapters = stack.prepared["launch"]
     first = stack.layers[0]
     return (
         ids,
@@ -270,6 +275,7 @@ def causal_lm_inputs(
         first.k_cache,
         first.v_cache,
         addresses,
+        adapters,
         ends.embedding,
         ends.head,
         logits_index,
@@ -289,3 +295,17 @@ def end_constants(ends: ModelEnds, width: int) -> np.ndarray:
 def _addressed(weights: DecoderWeights) -> tuple[Parameter, ...]:
     """A layer's tensors in the address table's order."""
     return weights.qkv, weights.o, weights.gate_up, weights.down, weights.k_cache, weights.v_cache
+
+
+def adapter_table(layers: Sequence[DecoderWeights]) -> np.ndarray:
+    """cpu_kernels.cc's adapter table [1 + L, 8] int64: the slots S and rank r, then the addresses of each layer's
+    LoRA A and B (layers/lora.py) of qkv, o, gate_up and down; S = 0 when the model has no adapters. The arrays
+    live as long as their layers and are filled in place."""
+    table = np.zeros((1 + len(layers), 8), np.int64)
+    if layers[0].adapters is None:
+        return table
+    table[0, :2] = layers[0].adapters.slots, layers[0].adapters.rank
+    for row, weights in enumerate(layers, start=1):
+        pairs = weights.adapters.pairs
+        table[row] = [array.ctypes.data for target in TARGETS for array in pairs[target]]
+    return table

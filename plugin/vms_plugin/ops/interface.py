@@ -44,6 +44,9 @@ class DecoderWeights(NamedTuple):
     # What the implementation derives from these weights on the layer's first step and keeps (the layer owns it):
     # weights do not change once loaded.
     prepared: dict[Any, Any]
+    # LoRA slots (layers/lora.py) when adapters are enabled: a token adds its request's slot's products (StepBatch's
+    # adapter_slots) to qkv's, o's, gate_up's and down's outputs. Filled at run time, in place.
+    adapters: Any = None
 
 
 class Routing(NamedTuple):

@@ -23,6 +23,7 @@ class ScheduledRequest:
     # Speculative decoding: the last `num_drafts` of `token_ids` are proposed tokens, each verified by the logits of
     # the token before it, so the request wants logits for its last 1 + num_drafts tokens.
     num_drafts: int = 0
+    adapter_slot: int = -1  # the LoRA slot of the request's adapter (layers/lora.py); -1: the base model
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class StepBatch:
     logits_index: np.ndarray  # [L] int32: token index of each logits row; 1 + drafts rows per sampling request
     sampling_rows: np.ndarray  # [S] int32: which request (row of R) samples, in order
     num_drafts: np.ndarray  # [S] int32: proposed tokens each sampling request verifies (its rows are 1 + these)
+    adapter_slots: np.ndarray  # [R] int32: each request's LoRA slot, -1 for the base model
 
 
 def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> StepBatch:
@@ -90,6 +92,7 @@ def build_step_batch(requests: Sequence[ScheduledRequest], block_size: int) -> S
         logits_index=logits_index,
         sampling_rows=sampling_rows,
         num_drafts=num_drafts,
+        adapter_slots=np.array([r.adapter_slot for r in requests], dtype=np.int32),
     )
 
 

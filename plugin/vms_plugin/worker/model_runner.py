@@ -15,6 +15,7 @@ import torch
 from mindspore import Tensor
 from vllm.config import ParallelConfig, VllmConfig
 from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+from vllm.lora.request import LoRARequest
 from vllm.pooling_params import PoolingParams
 from vllm.v1.core.sched.output import GrammarOutput, SchedulerOutput
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, DraftTokenIds, LogprobsTensors, ModelRunnerOutput
@@ -27,6 +28,7 @@ from vms_plugin.worker.batch import ScheduledRequest, StepBatch, build_step_batc
 from vms_plugin.worker.device import CPU, WorkerDevice, hccl_init_method
 from vms_plugin.worker.forward import step_logits
 from vms_plugin.worker.grammar import apply_grammar_bitmask
+from vms_plugin.worker.lora import AdapterManager
 from vms_plugin.worker.pooling import Pooling
 from vms_plugin.worker.prompt_logprobs import PromptLogprobsChunk, PromptLogprobsCollector, plan_chunk
 from vms_plugin.worker.sampling import BatchSampler, SamplingState
@@ -45,6 +47,7 @@ class RequestState:
     sampling: SamplingState | None  # None for a pooling request
     prompt_logprobs_pending: bool  # asked for prompt logprobs and not yet given them
     pooling: PoolingParams | None = None  # an embedding request (`--runner pooling`)
+    lora: LoRARequest | None = None  # the LoRA adapter the request runs with (`--enable-lora`)
 
     @property
     def num_prompt_logprobs(self) -> int:
@@ -83,6 +86,7 @@ class MindSporeModelRunner:
         self.pooling: Pooling | None = None  # an embedding model's pooler (`--runner pooling`)
         self.drafter: Drafter | None = None  # speculative decoding's proposer (`--speculative-config`)
         self.draft_token_ids: DraftTokenIds | None = None  # proposed after the last step, for the engine core
+        self.adapters: AdapterManager | None = None  # LoRA adapters (`--enable-lora`)
 
     def load_model(self) -> None:
         model_dir = Path(self.vllm_config.model_config.model)
@@ -98,6 +102,27 @@ class MindSporeModelRunner:
         self.prompt_logprobs = PromptLogprobsCollector(self.vllm_config.model_config.logprobs_mode)
         self.pooling = Pooling(self.vllm_config) if model_config.runner_type == "pooling" else None
         self.drafter = make_drafter(self.vllm_config, lambda draft_dir: build_model(draft_dir, dtype, None, group))
+        lora_config = self.vllm_config.lora_config
+        if lora_config is not None:
+            self.model.enable_adapters(lora_config.max_loras, lora_config.max_lora_rank)
+            self.adapters = AdapterManager(lora_config, self.model.adapter_layers())
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        return self._adapter_manager().add(lora_request)
+
+    def remove_lora(self, lora_id: int) -> bool:
+        return self._adapter_manager().remove(lora_id)
+
+    def pin_lora(self, lora_id: int) -> bool:
+        return self._adapter_manager().pin(lora_id)
+
+    def list_loras(self) -> set[int]:
+        return set() if self.adapters is None else self.adapters.ids()
+
+    def _adapter_manager(self) -> AdapterManager:
+        if self.adapters is None:
+            raise ValueError("LoRA adapters need the engine started with --enable-lora")
+        return self.adapters
 
     def warm_up(self) -> None:
         """Run the model and the sampler once on dummy requests (worker/warm_up.py), after the KV cache exists."""
@@ -129,10 +154,16 @@ class MindSporeModelRunner:
         self._update_states(scheduler_output)
         req_ids = list(scheduler_output.num_scheduled_tokens)
         drafts = scheduler_output.scheduled_spec_decode_tokens
+        slots = self._adapter_slots(req_ids)
         return req_ids, [
-            self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id], drafts.get(req_id, ()))
+            self._scheduled(req_id, scheduler_output.num_scheduled_tokens[req_id], drafts.get(req_id, ()), slots)
             for req_id in req_ids
         ]
+
+    def _adapter_slots(self, req_ids: list[str]) -> dict[int, int]:
+        """The LoRA slot of each adapter the step's requests run with (by adapter id)."""
+        adapters = [lora for req_id in req_ids if (lora := self.requests[req_id].lora) is not None]
+        return {} if not adapters else self._adapter_manager().slots_for(adapters)
 
     def execute_model(self, scheduler_output: SchedulerOutput) -> ModelRunnerOutput | None:
         req_ids, scheduled = self.plan_step(scheduler_output)
@@ -283,6 +314,7 @@ class MindSporeModelRunner:
                 sampling=None if sampling is None else SamplingState.for_request(sampling, prompt, outputs),
                 prompt_logprobs_pending=sampling is not None and sampling.prompt_logprobs is not None,
                 pooling=new.pooling_params,
+                lora=new.lora_request,
             )
         cached = scheduler_output.scheduled_cached_reqs
         for index, req_id in enumerate(cached.req_ids):
@@ -295,7 +327,9 @@ class MindSporeModelRunner:
             elif new_block_ids is not None:
                 state.block_ids.extend(new_block_ids[0])
 
-    def _scheduled(self, req_id: str, num_tokens: int, drafts: Sequence[int]) -> ScheduledRequest:
+    def _scheduled(
+        self, req_id: str, num_tokens: int, drafts: Sequence[int], adapter_slots: dict[int, int]
+    ) -> ScheduledRequest:
         """The request's next `num_tokens` tokens: known tokens, then the drafts the scheduler added after them (-1,
         a draft the grammar refused, runs as token 0: the rejection sampler never accepts it)."""
         state = self.requests[req_id]
@@ -307,6 +341,7 @@ class MindSporeModelRunner:
             block_ids=state.block_ids,
             wants_logits=end >= len(tokens),
             num_drafts=len(drafts),
+            adapter_slot=-1 if state.lora is None else adapter_slots[state.lora.lora_int_id],
         )
 
     def _forward(self, batch: StepBatch, logits_index: np.ndarray) -> ms.Tensor:

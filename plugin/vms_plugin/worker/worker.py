@@ -14,6 +14,7 @@ import mindspore as ms
 import psutil
 import torch
 from vllm.config import VllmConfig
+from vllm.lora.request import LoRARequest
 from vllm.platforms.interface import set_assigned_physical_gpu_ids
 from vllm.tasks import SupportedTask
 from vllm.utils.mem_utils import format_gib
@@ -192,6 +193,18 @@ class MindSporeWorker(WorkerBase):
     def take_draft_token_ids(self) -> DraftTokenIds | None:
         """Speculative decoding: the tokens proposed after the last step, which the engine core schedules next."""
         return self.model_runner.take_draft_token_ids()
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        return self.model_runner.add_lora(lora_request)
+
+    def remove_lora(self, lora_id: int) -> bool:
+        return self.model_runner.remove_lora(lora_id)
+
+    def pin_lora(self, lora_id: int) -> bool:
+        return self.model_runner.pin_lora(lora_id)
+
+    def list_loras(self) -> set[int]:
+        return self.model_runner.list_loras()
 
     def get_supported_kv_cache_layouts(self) -> list[str]:
         # One cache per layer, rows of [block, token-in-block, kv-head, head-dim]; no vLLM attention backend is used.
