@@ -38,6 +38,8 @@ def engine_argv(settings: Settings, model_dir: Path, tensor_parallel_size: int =
     argv += ["--kv-cache-memory-bytes", str(int(settings.kv_cache_memory))]
     # The operator polls /health every few seconds and scrapes /metrics: not worth a log line each.
     argv += ["--disable-access-log-for-endpoints", "/health,/metrics"]
+    # A LoRA adapter that cannot load answers 400 / 404 naming why, where vLLM's handler answers 500.
+    argv += ["--middleware", "vms_plugin.lora_check.AdapterCheck"]
     if settings.dtype != "auto":
         argv += ["--dtype", settings.dtype]
     if settings.quantization != "none":

@@ -14,6 +14,7 @@ def make_adapter(
     alpha: int = 16,
     targets: tuple[str, ...] = ATTENTION_AND_MLP,
     spread: float = 0.05,
+    use_rslora: bool = False,
 ) -> Path:
     """An adapter of `rank` on `targets` whose A and B are drawn from N(0, spread^2) with `seed` (PEFT starts B at
     zero, which would make the adapter the base model): large enough to change greedy tokens, small enough to keep
@@ -24,7 +25,9 @@ def make_adapter(
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0, bias="none", use_rslora=use_rslora
+    )
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():

@@ -438,8 +438,9 @@ def test_a_machine_without_a_compiler_gets_one_clear_error(tmp_path, monkeypatch
         build.build_library.cache_clear()
 
 
-def random_layer(rng, dtype: str, hidden: int, intermediate: int, k_cache, v_cache):
-    """A decoder layer's DecoderWeights with random weights (stored as `dtype`), norms, biases and q/k norms."""
+def random_layer(rng, dtype: str, hidden: int, intermediate: int, k_cache, v_cache, raw: dict | None = None):
+    """A decoder layer's DecoderWeights with random weights (stored as `dtype`), norms, biases and q/k norms; `raw`
+    receives the four linear weights as float32 [out, in] arrays in the order made (qkv, o, gate_up, down)."""
     from mindspore import Parameter, Tensor
 
     from vms_plugin.layers.int8 import quantize_per_channel
@@ -448,6 +449,8 @@ def random_layer(rng, dtype: str, hidden: int, intermediate: int, k_cache, v_cac
 
     def weight(out_features: int, in_features: int) -> Parameter:
         w = (rng.standard_normal((out_features, in_features)) / np.sqrt(in_features)).astype(np.float32)
+        if raw is not None:
+            raw[("qkv", "o", "gate_up", "down")[len(raw)]] = w
         if dtype == "int8":
             quantized, scales = quantize_per_channel(w)
             return Parameter(CpuOps().linear_weight(quantized, "int8", scales), name="w", requires_grad=False)

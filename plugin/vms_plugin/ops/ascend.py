@@ -39,6 +39,7 @@ from mindspore import Parameter, Tensor, mint, ops
 
 from vms_plugin.layers.precision import storage_dtype
 from vms_plugin.ops.ascend_latent import latent_attention, latent_cache_shape
+from vms_plugin.ops.ascend_lora import adapter_products
 from vms_plugin.ops.ascend_routing import route
 from vms_plugin.ops.interface import DecoderStack, DecoderWeights, ExpertWeights, LatentWeights, ModelEnds
 from vms_plugin.worker.batch import StepBatch
@@ -59,6 +60,7 @@ class AscendInputs(NamedTuple):
     actual_seq_kvlen: ms.Tensor  # [R] int32: cumulative context lengths
     context_slots: ms.Tensor  # [S] int32: cache slot of every context position of every request, in order
     decode_only: bool  # every request runs exactly one token
+    token_adapters: ms.Tensor | None = None  # [T] int32: each token's LoRA slot (-1: none); None: no adapter runs
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def ascend_inputs(batch: StepBatch) -> AscendInputs:
         Tensor(np.cumsum(seq_lens).astype(np.int32)),
         Tensor(context_slots.astype(np.int32)),
         bool((query_lens == 1).all()),
+        Tensor(batch.adapter_slots[batch.token_requests]) if (batch.adapter_slots >= 0).any() else None,
     )
 
 
@@ -250,17 +253,28 @@ class AscendOps:
             x, residual = self.rms_norm(x, w.input_norm, w.eps), x
         else:
             x, residual = self.add_rms_norm(x, residual, w.input_norm, w.eps)
-        qkv = self._matmul(x, w.qkv, w.qkv_bias, w.int8_activations)
+        qkv = self._with_adapters(self._matmul(x, w.qkv, w.qkv_bias, w.int8_activations), x, w, "qkv", inputs)
         qk_norm = None if w.q_norm is None else (w.q_norm, w.k_norm, w.eps)
         q = self.rope_and_cache(qkv, rotary, w.k_cache, w.v_cache, inputs, w.heads, qk_norm)
         attention = self.paged_attention(q, w.k_cache, w.v_cache, inputs, w.heads, w.scale)
-        return self._matmul(attention, w.o, w.o_bias, w.int8_activations), residual
+        out = self._with_adapters(self._matmul(attention, w.o, w.o_bias, w.int8_activations), attention, w, "o", inputs)
+        return out, residual
 
     def decoder_mlp(self, weights: DecoderWeights, attention, residual, rotary, inputs: AscendInputs):
         w = weights
         x, residual = self.add_rms_norm(attention, residual, w.post_norm, w.eps)
-        gate_up = self._matmul(x, w.gate_up, None, w.int8_activations)
-        return self._matmul(self._swiglu(gate_up, -1), w.down, None, w.int8_activations), residual
+        gate_up = self._with_adapters(self._matmul(x, w.gate_up, None, w.int8_activations), x, w, "gate_up", inputs)
+        act = self._swiglu(gate_up, -1)
+        return self._with_adapters(
+            self._matmul(act, w.down, None, w.int8_activations), act, w, "down", inputs
+        ), residual
+
+    @staticmethod
+    def _with_adapters(y, x, weights: DecoderWeights, target: str, inputs: AscendInputs):
+        """y plus the products of the tokens' LoRA adapters for linear layer `target` (ops/ascend_lora.py)."""
+        if weights.adapters is None or inputs.token_adapters is None:
+            return y
+        return y + adapter_products(x, weights.adapters, target, inputs.token_adapters, weights.prepared)
 
     def routed_experts(self, x, experts: ExpertWeights):
         if experts.gate_up.dtype == ms.int8:
