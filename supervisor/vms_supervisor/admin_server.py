@@ -19,6 +19,8 @@ def serve_admin_api(app, settings: Settings):
         port=settings.admin_port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
+        # JSON logs: uvicorn's records go to the process's root handler (json_logs.py) instead of its own format.
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="admin-api", daemon=True)

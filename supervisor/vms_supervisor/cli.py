@@ -19,6 +19,7 @@ from vms_supervisor.default_model import (
 )
 from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
 from vms_supervisor.engine_command import check_model, engine_argv, engine_environment, served_name
+from vms_supervisor.json_logs import say
 from vms_supervisor.npu_probe import probe
 from vms_supervisor.ray_node import ray_start_argv, starts_ray_head
 from vms_supervisor.ray_worker import run_ray_worker
@@ -87,24 +88,24 @@ def _serve(args: argparse.Namespace) -> int:
     settings.token()  # an unreadable token file stops the start here, with exit code 2
     choice = _device(settings)
     if settings.role == "ray-worker":
-        _warn(choice)
+        _warn(choice, settings)
         return run_ray_worker(settings, choice.device)
     model_dir = _checked_model(settings)
-    _warn(choice)
+    _warn(choice, settings)
     command = engine_argv(settings, model_dir, choice.tensor_parallel_size)
-    print(
-        f"vms: serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
+    json_format = settings.log_format == "json"
+    say(
+        f"serving {served_name(settings)} on http://{settings.host}:{settings.port}/v1 "
         f"(admin API and probes on http://{settings.admin_address}:{settings.admin_port})",
-        file=sys.stderr,
-        flush=True,
+        json_format,
     )
-    print("vms: engine:", shlex.join(command), file=sys.stderr, flush=True)
+    say(f"engine: {shlex.join(command)}", json_format)
     return run_supervisord(settings, command, choice.device)
 
 
-def _warn(choice: DeviceChoice) -> None:
+def _warn(choice: DeviceChoice, settings: Settings) -> None:
     if choice.warning:
-        print(f"vms: warning: {choice.warning}", file=sys.stderr)
+        say(choice.warning, settings.log_format == "json", "warning")
 
 
 def _checked_model(settings: Settings) -> Path:
@@ -122,7 +123,7 @@ def _config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.token()  # an unreadable token file is a configuration error too
     choice = _device(settings)
-    _warn(choice)
+    _warn(choice, settings)
     for name, value in settings.redacted().items():
         print(f"{name}={'' if value is None else value}")
     print(

@@ -3,6 +3,7 @@
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -44,11 +45,14 @@ def _tail_of_file(path: Path, lines: int, max_bytes: int) -> list[str]:
 
 
 class LogFollower(threading.Thread):
-    """Copies lines appended to `path` to `out` with a prefix; starts again at the top when the file is rotated."""
+    """Copies lines appended to `path` to `out`, each as `render` makes it (with a prefix, or as JSON); starts again
+    at the top when the file is rotated."""
 
-    def __init__(self, path: Path, prefix: str, stop: threading.Event, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, path: Path, render: Callable[[str], str], stop: threading.Event, out: TextIO = sys.stdout
+    ) -> None:
         super().__init__(name="engine-log", daemon=True)
-        self.path, self.prefix, self.stop, self.out = path, prefix, stop, out
+        self.path, self.render, self.stop, self.out = path, render, stop, out
 
     def run(self) -> None:
         file, inode = None, None
@@ -68,7 +72,7 @@ class LogFollower(threading.Thread):
     def _copy(self, file) -> bool:
         lines = file.readlines()
         for line in lines:
-            self.out.write(self.prefix + line if line.endswith("\n") else self.prefix + line + "\n")
+            self.out.write(self.render(line.removesuffix("\n")) + "\n")
         if lines:
             self.out.flush()
         return bool(lines)

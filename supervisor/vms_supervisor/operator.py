@@ -25,6 +25,7 @@ from vms_supervisor.admin_server import serve_admin_api, stop_on_signals
 from vms_supervisor.engine_command import served_name
 from vms_supervisor.engine_http import EngineEndpoint
 from vms_supervisor.engine_processes import engine_ranks, rank_label
+from vms_supervisor.json_logs import JsonFormatter, engine_line
 from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
 from vms_supervisor.log_files import LogFollower, tail
 from vms_supervisor.npu_probe import probe
@@ -262,9 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:  # vms serve checked them already; only a changed environment gets here
         print("\n".join(f"vms operator: error: {problem}" for problem in error.problems), file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stdout, format="%(asctime)s vms operator %(levelname)s %(message)s"
+    json_format = settings.log_format == "json"
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        JsonFormatter("operator")
+        if json_format
+        else logging.Formatter("%(asctime)s vms operator %(levelname)s %(message)s")
     )
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     engine = EngineEndpoint(settings.host, settings.port)
     operator = EngineOperator(settings, args.run_dir, args.device, SupervisorClient(args.run_dir), engine)
     stop = stop_on_signals(lambda: setattr(operator, "draining", True))
@@ -275,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         logger.error("%s", error)
         return 1
-    LogFollower(engine_log_path(args.run_dir), "engine | ", threading.Event()).start()  # until the process ends
+    render = engine_line if json_format else "engine | ".__add__
+    LogFollower(engine_log_path(args.run_dir), render, threading.Event()).start()  # until the process ends
     logger.info("admin API and probes on http://%s:%d", settings.host, settings.admin_port)
     operator.run(stop)
     logger.info("SIGTERM: readiness is off, draining for up to %g s", settings.drain_timeout)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from vms_supervisor.json_logs import say
 from vms_supervisor.settings import Settings
 from vms_supervisor.supervisord_config import render
 from vms_supervisor.watchdog import marker_path
@@ -73,7 +74,8 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
     temporary = settings.run_dir is None
     run_dir = Path(tempfile.mkdtemp(prefix="vms-")) if temporary else settings.run_dir
     config = render(settings, run_dir, engine_argv, device)
-    print(f"vms: run directory {run_dir} (engine log: {run_dir}/logs/engine.log)", file=sys.stderr, flush=True)
+    json_format = settings.log_format == "json"
+    say(f"run directory {run_dir} (engine log: {run_dir}/logs/engine.log)", json_format)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(config)],
@@ -91,15 +93,15 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
     started = time.monotonic()
     leftovers = stop_leftovers()
     if leftovers:
-        print(
-            f"vms: stopped {leftovers} process(es) supervisord left behind in {time.monotonic() - started:.1f} s",
-            file=sys.stderr,
+        say(
+            f"stopped {leftovers} process(es) supervisord left behind in {time.monotonic() - started:.1f} s",
+            json_format,
         )
     if marker_path(run_dir).exists():
-        print(f"vms: error: the operator exited unexpectedly; logs in {run_dir}/logs", file=sys.stderr)
+        say(f"the operator exited unexpectedly; logs in {run_dir}/logs", json_format, "error")
         return 1
     if code != 0:
-        print(f"vms: error: supervisord exited with code {code}; logs in {run_dir}/logs", file=sys.stderr)
+        say(f"supervisord exited with code {code}; logs in {run_dir}/logs", json_format, "error")
         return 1
     if temporary:
         shutil.rmtree(run_dir, ignore_errors=True)

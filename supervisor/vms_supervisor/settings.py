@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     crash_loop_window: Seconds = Field(300.0, description="crash-loop window, in seconds")
     drain_timeout: Seconds = Field(30.0, description="seconds in-flight requests may finish after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="operator and engine logs")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: every log line of the run one JSON object (time, level, source, message)"
+    )
     engine_log_max_bytes: ByteSize = Field(
         ByteSize(50 << 20), description="size at which the engine log (VMS_RUN_DIR/logs/engine.log) is rotated"
     )
@@ -115,7 +118,14 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "log_level", "device", "dtype", "quantization", "role", "distributed_executor_backend", mode="before"
+        "log_level",
+        "log_format",
+        "device",
+        "dtype",
+        "quantization",
+        "role",
+        "distributed_executor_backend",
+        mode="before",
     )
     @classmethod
     def _lower(cls, value: Any) -> Any:

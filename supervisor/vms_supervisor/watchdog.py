@@ -7,10 +7,12 @@ The protocol (READY, header line, payload, RESULT) is supervisord's event listen
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vms_supervisor.json_logs import say
 from vms_supervisor.supervisor_client import SupervisorClient, SupervisorGone
 from vms_supervisor.supervisord_config import OPERATOR_PROGRAM
 
@@ -39,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = parse_fields(sys.stdin.read(int(header["len"])).split("\n", 1)[0])
         if payload.get("processname") == OPERATOR_PROGRAM:
             marker_path(run_dir).write_text(f"{header['eventname']} {payload}\n")
-            print(f"vms watchdog: the operator exited ({header['eventname']}); stopping", file=sys.stderr, flush=True)
+            json_format = os.environ.get("VMS_LOG_FORMAT", "text").strip().lower() == "json"
+            say(f"the operator exited ({header['eventname']}); stopping", json_format, source="vms watchdog")
             with contextlib.suppress(SupervisorGone):  # already on its way down
                 SupervisorClient(run_dir).shutdown()
         sys.stdout.write("RESULT 2\nOK")

@@ -283,7 +283,7 @@ def test_log_tail_never_shows_the_admin_token(tmp_path: Path) -> None:
 def test_log_follower_echoes_new_lines_across_a_rotation(tmp_path: Path) -> None:
     log, out, stop = tmp_path / "engine.log", io.StringIO(), threading.Event()
     log.write_text("first\n")
-    follower = LogFollower(log, "engine | ", stop, out)
+    follower = LogFollower(log, "engine | ".__add__, stop, out)
     follower.start()
     try:
         wait_for(lambda: "engine | first\n" in out.getvalue())
