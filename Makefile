@@ -20,7 +20,7 @@ BASE_IMAGE ?=
 
 SOAK_ARGS ?=
 
-.PHONY: setup run test bench soak lint image image-test clean
+.PHONY: setup test-tools run test bench soak lint image image-test clean
 
 setup: $(STAMP)
 
@@ -36,11 +36,29 @@ $(STAMP):
 	rm -f $(VENV)/.setup-*
 	touch $@
 
+# What the tests drive besides Python, as command:Debian package: Chromium for the console in a real browser (never a
+# downloaded one), promtool and Prometheus for the alert rules and dashboard (deploy/), Node.js for the Prometheus
+# Operator's ServiceMonitor schema (an npm package, in .venv/npm). Installed when missing, as root through apt;
+# elsewhere the tests that need them skip and say why.
+TEST_TOOLS := chromium:chromium promtool:prometheus node:nodejs npm:npm
+# (its releases 5 and later want Node.js 22)
+TEST_NPM := @kubernetes-models/prometheus-operator@4.4.4
+test-tools:
+	@missing=""; for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else echo "WARNING: missing$$missing (needs root and apt-get): their tests will be SKIPPED" >&2; fi; \
+	fi
+	@test -f $(VENV)/npm/.installed-$(subst /,_,$(TEST_NPM)) || ! command -v npm >/dev/null || { \
+		npm install --prefix $(VENV)/npm --no-audit --no-fund --no-save $(TEST_NPM) \
+		&& touch $(VENV)/npm/.installed-$(subst /,_,$(TEST_NPM)); }
+
 run: setup
 	$(BIN)/vms model prepare
 	$(BIN)/vms serve --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The benchmark (not a test): vms vs vLLM's CPU backend vs llama.cpp; report in bench/results/.

@@ -9,6 +9,7 @@ import hmac
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from vms_admin.console import add_console
 from vms_admin.metrics import render_metrics
 from vms_admin.operator_view import Operator, Probed
 
@@ -69,6 +70,7 @@ def create_app(operator: Operator) -> FastAPI:
         return await call_next(request)
 
     add_probes(app, operator)
+    add_console(app)
 
     def authorised(request: Request) -> None:
         expected = operator.admin_token()

@@ -6,7 +6,8 @@ crash-loop detection. Pure logic with the clock passed in, so that timing is tes
         any state -> stopped  (an operator stopped the engine)
 
 The operator loop calls `observe()` every health interval with whether the engine process runs and whether its
-/health answered, and carries out the returned action through supervisord.
+/health answered, and carries out the returned action through supervisord. Every change of state is kept, with
+when and why, in a short history for the console and /admin/status.
 """
 
 from collections import deque
@@ -28,6 +29,17 @@ class Action(StrEnum):
     START = "start"  # start the engine program
     STOP = "stop"  # stop it (before a restart, or for good)
     KILL = "kill"  # kill it outright: it does not answer, so a graceful stop would only wait for the stop timeout
+
+
+HISTORY_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: float  # the clock passed in (the operator's monotonic clock)
+    before: State
+    after: State
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Lifecycle:
     restarts: int = 0  # since the operator started, for /admin/status and metrics
     last_error: str | None = None
     since: float = 0.0  # when the current state began
+    history: deque[Transition] = field(default_factory=lambda: deque(maxlen=HISTORY_LENGTH))
     _restart_times: deque = field(default_factory=deque)
     _failed_checks: int = 0
     _start_at: float | None = None  # when a pending restart may start the engine
@@ -60,15 +73,15 @@ class Lifecycle:
     def ready(self) -> bool:
         return self.state == State.READY
 
-    def start(self, now: float) -> Action:
+    def start(self, now: float, reason: str = "start requested") -> Action:
         """A start requested by the operator (at boot or through the admin API): counters begin afresh."""
         self._restart_times.clear()
         self.last_error = None
-        self._enter(State.STARTING, now)
+        self._enter(State.STARTING, now, reason)
         return Action.START
 
-    def stop(self, now: float) -> Action:
-        self._enter(State.STOPPED, now)
+    def stop(self, now: float, reason: str = "stop requested") -> Action:
+        self._enter(State.STOPPED, now, reason)
         return Action.STOP
 
     def observe(self, now: float, running: bool, healthy: bool, lost_process: str | None = None) -> Action:
@@ -79,7 +92,7 @@ class Lifecycle:
             return Action.NONE
         if self.state == State.RESTARTING:
             if now >= self._start_at:
-                self._enter(State.STARTING, now)
+                self._enter(State.STARTING, now, "restart after its backoff")
                 return Action.START
             return Action.NONE
         if not running:  # a rank that ended first is why, once the engine has been ready
@@ -87,7 +100,7 @@ class Lifecycle:
             return self._restart(now, f"{first} exited" if first else "the engine process exited")
         if self.state == State.STARTING:
             if healthy:
-                self._enter(State.READY, now)
+                self._enter(State.READY, now, "/health answered")
             elif now - self.since > self.policy.start_timeout:
                 return self._restart(
                     now, f"the engine did not answer /health within {self.policy.start_timeout:g} s", Action.KILL
@@ -99,11 +112,11 @@ class Lifecycle:
         if healthy:
             self._failed_checks = 0
             if self.state == State.UNHEALTHY:
-                self._enter(State.READY, now)
+                self._enter(State.READY, now, "/health answered again")
             return Action.NONE
         self._failed_checks += 1
         if self.state == State.READY:
-            self._enter(State.UNHEALTHY, now, keep_checks=True)
+            self._enter(State.UNHEALTHY, now, "/health did not answer", keep_checks=True)
         if self._failed_checks >= self.policy.failure_threshold:
             return self._restart(now, f"/health failed {self._failed_checks} times in a row", Action.KILL)
         return Action.NONE
@@ -120,15 +133,16 @@ class Lifecycle:
                 f"crash loop: {len(self._restart_times)} restarts within {self.policy.crash_loop_window:g} s; "
                 f"last: {reason}"
             )
-            self._enter(State.FAILED, now)
+            self._enter(State.FAILED, now, self.last_error)
             return end
         self._start_at = now + self.policy.backoff(len(self._restart_times))
         self._restart_times.append(now)
         self.restarts += 1
-        self._enter(State.RESTARTING, now)
+        self._enter(State.RESTARTING, now, reason)
         return end
 
-    def _enter(self, state: State, now: float, keep_checks: bool = False) -> None:
+    def _enter(self, state: State, now: float, reason: str, keep_checks: bool = False) -> None:
+        self.history.append(Transition(now, self.state, state, reason))
         self.state, self.since = state, now
         if not keep_checks:
             self._failed_checks = 0

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -118,7 +119,21 @@ class EngineOperator:
             "model": served_name(self.settings),
             "device": self.device,
             "versions": self._versions,
+            "history": self._history(now),
         }
+
+    def _history(self, now: float) -> list[dict]:
+        """The lifecycle's changes of state, oldest first, with wall-clock times (UTC, ISO 8601)."""
+        wall = time.time()
+        return [
+            {
+                "time": datetime.fromtimestamp(wall - (now - change.at), UTC).isoformat(timespec="seconds"),
+                "from": str(change.before),
+                "to": str(change.after),
+                "reason": change.reason,
+            }
+            for change in self.lifecycle.history
+        ]
 
     def devices(self) -> dict:
         return {"device": self.device, **probe().to_json()}
@@ -129,10 +144,11 @@ class EngineOperator:
     def control(self, action: str) -> None:
         with self._lock:
             now = self.clock()
+            reason = f"{action} requested through the admin API"
             if action in ("stop", "restart"):
-                self._carry_out(self.lifecycle.stop(now))
+                self._carry_out(self.lifecycle.stop(now, reason))
             if action in ("start", "restart"):
-                self._carry_out(self.lifecycle.start(now))
+                self._carry_out(self.lifecycle.start(now, reason))
         logger.info("engine %s requested through the admin API", action)
 
     def log_tail(self, lines: int) -> str:
@@ -150,7 +166,7 @@ class EngineOperator:
         SIGTERM to this process can arrive just after it stopped answering)."""
         try:
             with self._lock:
-                self._carry_out(self.lifecycle.start(self.clock()))
+                self._carry_out(self.lifecycle.start(self.clock(), "the operator started"))
             while not stop.wait(self._interval()):
                 self.check()
         except SupervisorGone as gone:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from console_browser import console
 
 from .conftest import BASE_IMAGE, REPO, REVISION, TAG, free_port, wait_ready
 
@@ -93,6 +94,19 @@ def test_the_fake_npu_is_probed_but_without_cann_it_serves_on_cpu(appliance) -> 
     assert admin(appliance, "/admin/status").json()["device"] == "cpu"
     logs = appliance["container"].logs().decode()
     assert "VMS_DEVICE=auto: no usable Ascend NPU" in logs and "CANN" in logs
+
+
+def test_the_console_shows_the_fake_host_s_chips_and_the_engine_state(appliance) -> None:
+    """The appliance's console in headless Chromium: the NPU table is the probe's reading of the fake npu-smi."""
+    with console(appliance["admin"]) as page:
+        page.log_in(TOKEN)
+        page.wait_text("#state", "^ready$", timeout_s=120)
+        rows = page.wait_text("#npu-table tbody", "910B4", timeout_s=30).splitlines()
+        assert len(rows) == 8 and all("910B4" in row and "OK" in row for row in rows), rows
+        assert rows[0].split("\t")[4:6] == ["2683 / 32768", "30"]  # HBM used / total and temperature of NPU 0
+        assert "npu-smi 24.1.1" in page.text("#npu-note") and "Serving on cpu" in page.text("#npu-note")
+        page.shot("appliance-fake-atlas-800i-a2")
+        assert page.other_hosts() == [] and page.console_errors == []
 
 
 def test_a_chat_completion_works_from_the_host(appliance) -> None:

@@ -17,6 +17,8 @@ from ray_cluster import RayCluster, start_head
 from tiny_models import ARCHITECTURES, DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE, MOE_ARCHITECTURES, VOCAB_SIZE
 from transformers_argmax import transformers_argmax
 
+from integration.served import Served, serving
+
 GENERATE_SCRIPT = Path(__file__).with_name("generate_greedy.py")
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 MODELS = (DEFAULT_MODEL, *ARCHITECTURES, *MOE_ARCHITECTURES, *DEEPSEEK_ARCHITECTURES, GLM_ARCHITECTURE)
@@ -414,3 +416,12 @@ def speculative_greedy(default_model_dir, draft_model_dir, scheduler_jobs, tmp_p
 
 def _speculating(job: dict, speculative_config: dict) -> dict:
     return {**job, "engine_args": {**job["engine_args"], "speculative_config": speculative_config}}
+
+
+@pytest.fixture(scope="session")
+def served_tiny(served_tiny_qwen3_dir, tmp_path_factory) -> Iterator[Served]:
+    """`vms serve` of the tiny Qwen3, shared by the tests that watch a run from outside (the console page, the
+    dashboards and alerts); a test that restarts the engine leaves it ready again."""
+    env = {"VMS_MAX_MODEL_LEN": "512", "VMS_KV_CACHE_MEMORY": "256MiB"}
+    with serving(tmp_path_factory.mktemp("served-tiny"), env, "--model", str(served_tiny_qwen3_dir)) as running:
+        yield running

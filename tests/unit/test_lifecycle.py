@@ -2,7 +2,7 @@
 
 import pytest
 
-from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
+from vms_supervisor.lifecycle import HISTORY_LENGTH, Action, Lifecycle, Policy, State
 
 POLICY = Policy(
     start_timeout=60,
@@ -127,3 +127,25 @@ def test_stopped_engine_is_left_alone(engine: Lifecycle) -> None:
     assert engine.stop(5) == Action.STOP
     assert engine.observe(6, running=False, healthy=False) == Action.NONE
     assert engine.state == State.STOPPED
+
+
+def test_history_keeps_every_change_with_its_time_and_reason(engine: Lifecycle) -> None:
+    engine.observe(2, True, True)
+    engine.observe(3, True, False)
+    engine.observe(4, running=False, healthy=False)
+    engine.observe(6, False, False)
+    engine.stop(7, "stop requested through the admin API")
+    assert [(t.at, t.before, t.after, t.reason) for t in engine.history] == [
+        (0, State.STOPPED, State.STARTING, "start requested"),
+        (2, State.STARTING, State.READY, "/health answered"),
+        (3, State.READY, State.UNHEALTHY, "/health did not answer"),
+        (4, State.UNHEALTHY, State.RESTARTING, "the engine process exited"),
+        (6, State.RESTARTING, State.STARTING, "restart after its backoff"),
+        (7, State.STARTING, State.STOPPED, "stop requested through the admin API"),
+    ]
+
+
+def test_history_is_bounded(engine: Lifecycle) -> None:
+    for now in range(1, 500):
+        engine.stop(now)
+    assert len(engine.history) == HISTORY_LENGTH and engine.history[-1].at == 499
