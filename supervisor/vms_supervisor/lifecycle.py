@@ -84,10 +84,12 @@ class Lifecycle:
         self._enter(State.STOPPED, now, reason)
         return Action.STOP
 
-    def observe(self, now: float, running: bool, healthy: bool, lost_process: str | None = None) -> Action:
+    def observe(
+        self, now: float, running: bool, healthy: bool, lost_process: str | None = None, why_ended: str | None = None
+    ) -> Action:
         """`lost_process`: one of the engine's processes (a rank) that has ended while its main process runs, or
         before it ended; it counts once the engine has been ready (while starting, the engine's own start-up
-        failure says why)."""
+        failure says why). `why_ended`: what ended it, when known (the OOM killer), added to the reason."""
         if self.state in (State.STOPPED, State.FAILED):
             return Action.NONE
         if self.state == State.RESTARTING:
@@ -97,7 +99,7 @@ class Lifecycle:
             return Action.NONE
         if not running:  # a rank that ended first is why, once the engine has been ready
             first = lost_process if lost_process is not None and self.state != State.STARTING else None
-            return self._restart(now, f"{first} exited" if first else "the engine process exited")
+            return self._restart(now, _ended(f"{first} exited" if first else "the engine process exited", why_ended))
         if self.state == State.STARTING:
             if healthy:
                 self._enter(State.READY, now, "/health answered")
@@ -108,7 +110,7 @@ class Lifecycle:
             return Action.NONE
         # Once it has served: an engine that loses a process while starting fails its start on its own.
         if lost_process is not None:  # the engine cannot go on without it: end the rest of it too
-            return self._restart(now, f"{lost_process} exited", Action.KILL)
+            return self._restart(now, _ended(f"{lost_process} exited", why_ended), Action.KILL)
         if healthy:
             self._failed_checks = 0
             if self.state == State.UNHEALTHY:
@@ -146,3 +148,7 @@ class Lifecycle:
         self.state, self.since = state, now
         if not keep_checks:
             self._failed_checks = 0
+
+
+def _ended(what: str, why: str | None) -> str:
+    return f"{what}: {why}" if why else what

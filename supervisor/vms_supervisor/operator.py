@@ -29,6 +29,7 @@ from vms_supervisor.engine_processes import engine_ranks, rank_label
 from vms_supervisor.json_logs import JsonFormatter, engine_line
 from vms_supervisor.lifecycle import Action, Lifecycle, Policy, State
 from vms_supervisor.log_files import LogFollower, tail
+from vms_supervisor.memory_cgroup import OomWatch, own_memory_cgroup
 from vms_supervisor.npu_probe import probe
 from vms_supervisor.process_ends import ProcessEnds
 from vms_supervisor.settings import Settings, SettingsError, load_settings
@@ -90,6 +91,7 @@ class EngineOperator:
         self._ranks_of: int | None = None  # the engine main process whose ranks _ranks holds
         self._ranks: dict[int, str] = {}  # pid -> what it is, of every engine process seen
         self._ends = ProcessEnds()  # when the main process and those ranks ended
+        self._oom = OomWatch(own_memory_cgroup())  # the engine runs in the operator's memory cgroup
 
     # -- the admin API's view ------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -119,6 +121,8 @@ class EngineOperator:
             "model": served_name(self.settings),
             "device": self.device,
             "versions": self._versions,
+            "memory_limit_bytes": self._oom.cgroup.limit_bytes() if self._oom.cgroup else None,
+            "oom_kills": self._oom.cgroup.oom_kills() if self._oom.cgroup else None,
             "history": self._history(now),
         }
 
@@ -184,7 +188,10 @@ class EngineOperator:
         healthy = running and lost is None and self.engine.healthy(timeout=min(self.settings.health_interval, 5.0))
         with self._lock:
             before = self.lifecycle.state
-            action = self.lifecycle.observe(self.clock(), running=running, healthy=healthy, lost_process=lost)
+            why_ended = self._oom.why_ended() if lost is not None or not running else None
+            action = self.lifecycle.observe(
+                self.clock(), running=running, healthy=healthy, lost_process=lost, why_ended=why_ended
+            )
             after = self.lifecycle.state
             if after != before:
                 reason = f" ({self.lifecycle.last_error})" if after in (State.RESTARTING, State.FAILED) else ""
@@ -248,6 +255,7 @@ class EngineOperator:
     def _carry_out(self, action: Action) -> None:
         if action == Action.START:
             logger.info("starting the engine")
+            self._oom.engine_started()
             self.supervisor.start_engine()
         elif action == Action.STOP:
             logger.info("stopping the engine")

@@ -5,7 +5,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,15 +95,18 @@ def parse_metric(exposition: str, name: str) -> float:
     return sum(values)
 
 
-def start(directory: Path, env: dict[str, str], *args: str) -> Served:
-    """Start `vms serve` with the admin token, a run directory in `directory` and `env` on top of the environment."""
+def start(directory: Path, env: dict[str, str], *args: str, preexec: Callable[[], None] | None = None) -> Served:
+    """Start `vms serve` with the admin token, a run directory in `directory` and `env` on top of the environment;
+    `preexec` runs in the child before it becomes `vms serve` (to put it in a cgroup, say)."""
     port, admin_port = free_port(), free_port()
     admin_host = env.get("VMS_ADMIN_HOST", "127.0.0.1")
     log, run_dir = directory / "serve.log", directory / "run"
     env = {**os.environ, "VMS_ADMIN_TOKEN": TOKEN, "VMS_RUN_DIR": str(run_dir), "VMS_DEVICE": "cpu", **env}
     command = [VMS, "serve", "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port), *args]
     with log.open("a") as handle:  # append mode: supervisord's children write to the same file
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=preexec
+        )
     return Served(process, f"http://127.0.0.1:{port}", f"http://{admin_host}:{admin_port}", log, run_dir)
 
 
@@ -122,9 +125,11 @@ def stop(served: Served) -> None:
 
 
 @contextmanager
-def serving(directory: Path, env: dict[str, str], *args: str) -> Iterator[Served]:
+def serving(
+    directory: Path, env: dict[str, str], *args: str, preexec: Callable[[], None] | None = None
+) -> Iterator[Served]:
     """`vms serve` started (see `start`) and ready; on the way out stopped with everything it started."""
-    served = start(directory, env, *args)
+    served = start(directory, env, *args, preexec=preexec)
     try:
         served.wait_ready()
         yield served
