@@ -20,6 +20,7 @@ from vms_supervisor.default_model import (
 from vms_supervisor.device import DeviceChoice, DeviceError, choose_device
 from vms_supervisor.engine_command import check_model, engine_argv, engine_environment, served_name
 from vms_supervisor.json_logs import say
+from vms_supervisor.memory_budget import memory_budget
 from vms_supervisor.npu_probe import probe
 from vms_supervisor.ray_node import ray_start_argv, starts_ray_head
 from vms_supervisor.ray_worker import run_ray_worker
@@ -135,8 +136,21 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     if starts_ray_head(settings):
         print("ray head:", shlex.join(ray_start_argv(settings, choice.device, head=True)))
+    model_dir = settings.model or default_model_dir()
+    budget = memory_budget(
+        Path(model_dir),
+        settings.dtype,
+        settings.quantization != "none",
+        int(settings.kv_cache_memory),
+        choice.device,
+        choice.tensor_parallel_size,
+        settings.data_parallel_size,
+    )
+    prepare = "" if settings.model else " (vms model prepare makes them)"
+    missing = f"unknown: no *.safetensors in {model_dir}{prepare}"
+    print("memory:", budget.describe() if budget else missing)
     environment = [f"{name}={value}" for name, value in engine_environment(settings).items()]
-    command = engine_argv(settings, settings.model or default_model_dir(), choice.tensor_parallel_size)
+    command = engine_argv(settings, model_dir, choice.tensor_parallel_size)
     print("engine:", " ".join(environment + command))
     return 0
 
