@@ -59,9 +59,13 @@ RUN python3 -m pip install --no-cache-dir -c /opt/vms/requirements/compute.txt /
     && rm -rf /tmp/wheels
 
 COPY image/entrypoint.sh /usr/local/bin/vms-entrypoint
-RUN useradd --create-home --uid 10001 --user-group vms \
+# OpenShift's convention: the user's group is root (gid 0) and what it writes is group-writable, so that any uid
+# the platform picks (with gid 0) can use the cache volume. Nothing else is written outside the cache volume and
+# the temporary directory (the run directory): the root filesystem may be read-only.
+RUN useradd --create-home --uid 10001 --gid 0 vms \
     && mkdir -p /var/cache/vms \
-    && chown vms:vms /var/cache/vms
+    && chown -R 10001:0 /var/cache/vms /home/vms \
+    && chmod -R g=u /var/cache/vms /home/vms
 
 # Numeric, so that Kubernetes runAsNonRoot can verify it.
 USER 10001
@@ -70,6 +74,10 @@ ENV VMS_HOST=0.0.0.0 \
     VMS_ADMIN_PORT=8081 \
     VMS_MODEL_CACHE=/var/cache/vms \
     VMS_KERNEL_CACHE=/var/cache/vms/kernels \
+    VLLM_CACHE_ROOT=/var/cache/vms/vllm \
+    VLLM_NO_USAGE_STATS=1 \
+    HOME=/home/vms \
+    PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1
 ENV VMS_DEVICE=${FLAVOUR}
 # The default model is converted (~40 s) and the kernels compiled (~2 s) at the first start, into this volume:

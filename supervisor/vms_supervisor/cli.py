@@ -24,7 +24,7 @@ from vms_supervisor.memory_budget import memory_budget
 from vms_supervisor.npu_probe import probe
 from vms_supervisor.ray_node import ray_start_argv, starts_ray_head
 from vms_supervisor.ray_worker import run_ray_worker
-from vms_supervisor.serve import run_supervisord
+from vms_supervisor.serve import RunDirError, run_supervisord, temporary_directory
 from vms_supervisor.settings import Settings, SettingsError, env_name, load_settings
 
 USAGE_ERROR = 2
@@ -46,12 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in error.problems:
             print(f"vms: error: {problem}", file=sys.stderr)
         return USAGE_ERROR
-    except (ModelPrepareError, DeviceError, FileNotFoundError, ValueError) as error:
+    except (ModelPrepareError, DeviceError, RunDirError, FileNotFoundError, ValueError) as error:
         print(f"vms: error: {error}", file=sys.stderr)
         return USAGE_ERROR
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    temporary_directory()
     path = prepare_default_model(args.gguf, args.output, force=args.force)
     print(path)
     return 0
@@ -111,6 +112,7 @@ def _warn(choice: DeviceChoice, settings: Settings) -> None:
 
 def _checked_model(settings: Settings) -> Path:
     """The model directory to serve, its config read and its architecture supported; errors name VMS_MODEL."""
+    temporary_directory()  # preparation and the run need one: said before anything else is done
     model_dir = settings.model or prepare_default_model()
     try:
         check_model(model_dir)

@@ -70,9 +70,40 @@ def stop_leftovers(grace_s: float = LEFTOVER_GRACE_S) -> int:
     return len(leftovers)
 
 
+class RunDirError(Exception):
+    """A place a run writes to (the temporary directory, the run directory) cannot be written."""
+
+
+def temporary_directory() -> Path:
+    """The temporary directory, which model preparation and the run directory need; one line when there is none
+    (a read-only root filesystem without a tmpfs at /tmp, say)."""
+    try:
+        return Path(tempfile.gettempdir())
+    except FileNotFoundError as error:  # Python tried TMPDIR, /tmp, /var/tmp, /usr/tmp and the working directory
+        raise RunDirError(
+            f"no writable temporary directory ({error.strerror}): give the container a tmpfs at /tmp "
+            "(--tmpfs /tmp) or set TMPDIR to a writable place"
+        ) from None
+
+
+def make_run_dir(settings: Settings) -> Path:
+    """VMS_RUN_DIR, or a fresh directory in the temporary one; one line naming the place when it cannot be made."""
+    place = settings.run_dir or temporary_directory()
+    try:
+        if settings.run_dir is None:
+            return Path(tempfile.mkdtemp(prefix="vms-", dir=place))
+        (settings.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        return settings.run_dir
+    except OSError as error:
+        raise RunDirError(
+            f"the run directory cannot be made in {place} ({error.strerror or error}): give the container a tmpfs "
+            "there (--tmpfs /tmp) or set VMS_RUN_DIR to a writable place"
+        ) from None
+
+
 def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> int:
     temporary = settings.run_dir is None
-    run_dir = Path(tempfile.mkdtemp(prefix="vms-")) if temporary else settings.run_dir
+    run_dir = make_run_dir(settings)
     config = render(settings, run_dir, engine_argv, device)
     json_format = settings.log_format == "json"
     say(f"run directory {run_dir} (engine log: {run_dir}/logs/engine.log)", json_format)

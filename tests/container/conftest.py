@@ -86,3 +86,16 @@ def wait_ready(served: dict) -> None:
             pass
         time.sleep(2)
     pytest.fail(f"not ready after {READY_TIMEOUT_S} s: {container.logs().decode()[-4000:]}")
+
+
+def assert_answers_the_capital_of_france(base_url: str) -> None:
+    """A greedy chat turn through the container's OpenAI API, answered correctly."""
+    body = {
+        "model": "SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+    reply = httpx.post(base_url + "/v1/chat/completions", json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    assert "Paris" in reply.json()["choices"][0]["message"]["content"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from console_browser import console
 
-from .conftest import BASE_IMAGE, REPO, REVISION, TAG, free_port, wait_ready
+from .conftest import BASE_IMAGE, REPO, REVISION, TAG, assert_answers_the_capital_of_france, free_port, wait_ready
 
 pytestmark = pytest.mark.container
 
@@ -110,15 +110,7 @@ def test_the_console_shows_the_fake_host_s_chips_and_the_engine_state(appliance)
 
 
 def test_a_chat_completion_works_from_the_host(appliance) -> None:
-    body = {
-        "model": "SmolLM2-135M-Instruct",
-        "messages": [{"role": "user", "content": "What is the capital of France?"}],
-        "max_tokens": 16,
-        "temperature": 0,
-    }
-    reply = httpx.post(appliance["base"] + "/v1/chat/completions", json=body, timeout=120)
-    assert reply.status_code == 200, reply.text
-    assert "Paris" in reply.json()["choices"][0]["message"]["content"]
+    assert_answers_the_capital_of_france(appliance["base"])
 
 
 def test_the_admin_api_needs_the_token(appliance) -> None:

@@ -5,7 +5,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import run_vms
+
+from vms_supervisor.serve import RunDirError, make_run_dir
+from vms_supervisor.settings import Settings
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:
@@ -62,3 +66,12 @@ def test_missing_gguf_is_one_clear_line(tmp_path: Path) -> None:
     missing = tmp_path / "absent.gguf"
     result = run_vms("model", "prepare", "--gguf", str(missing), "--output", str(tmp_path / "m"), cache=tmp_path)
     assert_one_line_error(result, "GGUF file not found", str(missing))
+
+
+def test_a_run_directory_that_cannot_be_made_names_the_place(tmp_path: Path) -> None:
+    """(No writable temporary directory at all is shown in the container: tests/container/test_restricted.py.)"""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(RunDirError, match=f"the run directory cannot be made in {blocker / 'run'} .*VMS_RUN_DIR"):
+        make_run_dir(Settings(run_dir=blocker / "run"))
+    assert make_run_dir(Settings(run_dir=tmp_path / "run")) == tmp_path / "run" and (tmp_path / "run/logs").is_dir()

@@ -141,7 +141,11 @@ def test_probes_ports_and_volumes_match_the_admin_api_and_the_image() -> None:
     assert all(probe["port"] == "admin" for probe in probes.values())
     assert monitor["spec"]["endpoints"][0]["port"] == "admin" and "/metrics" in routes
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
-    assert '"/var/cache/vms"' in dockerfile and "/var/cache/vms" in mounts and "/dev/shm" in mounts
+    assert '"/var/cache/vms"' in dockerfile and {"/var/cache/vms", "/dev/shm", "/tmp"} <= mounts
+    restricted = container["securityContext"]
+    assert restricted["readOnlyRootFilesystem"] and restricted["capabilities"]["drop"] == ["ALL"]
+    assert not restricted["allowPrivilegeEscalation"] and pod["securityContext"]["runAsNonRoot"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod["securityContext"]["runAsUser"] == 10001 and "USER 10001" in dockerfile
     selector = deployment["spec"]["selector"]["matchLabels"]
     for other in (service["spec"]["selector"], budget["spec"]["selector"]["matchLabels"]):
