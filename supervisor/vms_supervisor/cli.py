@@ -140,7 +140,7 @@ def _config(args: argparse.Namespace) -> int:
         print("ray head:", shlex.join(ray_start_argv(settings, choice.device, head=True)))
     model_dir = settings.model or default_model_dir()
     budget = memory_budget(
-        Path(model_dir),
+        model_dir,
         settings.dtype,
         settings.quantization != "none",
         int(settings.kv_cache_memory),

@@ -9,6 +9,7 @@ inside the printed limit (3.5 GiB; its peak, page cache included, was 2.4 GiB).
 """
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,7 @@ def parameter_count(model_dir: Path) -> int | None:
         with path.open("rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(length))
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                size = 1
-                for dimension in tensor["shape"]:
-                    size *= dimension
-                count += size
+        count += sum(math.prod(tensor["shape"]) for name, tensor in header.items() if name != "__metadata__")
     return count
 
 

@@ -66,14 +66,20 @@ class OomWatch:
         self.cgroup = cgroup
         self._at_start: int | None = None
 
+    def oom_kills(self) -> int | None:
+        return self.cgroup.oom_kills() if self.cgroup else None
+
+    def limit_bytes(self) -> int | None:
+        return self.cgroup.limit_bytes() if self.cgroup else None
+
     def engine_started(self) -> None:
-        self._at_start = self.cgroup.oom_kills() if self.cgroup else None
+        self._at_start = self.oom_kills()
 
     def why_ended(self) -> str | None:
         """ "killed by the kernel's OOM killer (...)" when the count rose since the engine started, else None."""
-        now = self.cgroup.oom_kills() if self.cgroup else None
+        now = self.oom_kills()
         if now is None or self._at_start is None or now <= self._at_start:
             return None
-        limit = self.cgroup.limit_bytes()
+        limit = self.limit_bytes()
         within = f"memory limit {limit / 2**30:.1f} GiB" if limit else "no memory limit: the host ran out"
         return f"killed by the kernel's OOM killer ({within})"

@@ -121,8 +121,8 @@ class EngineOperator:
             "model": served_name(self.settings),
             "device": self.device,
             "versions": self._versions,
-            "memory_limit_bytes": self._oom.cgroup.limit_bytes() if self._oom.cgroup else None,
-            "oom_kills": self._oom.cgroup.oom_kills() if self._oom.cgroup else None,
+            "memory_limit_bytes": self._oom.limit_bytes(),
+            "oom_kills": self._oom.oom_kills(),
             "history": self._history(now),
         }
 

@@ -18,11 +18,6 @@ pytestmark = pytest.mark.integration
 CLIENTS = 6
 
 
-@pytest.fixture
-def served(served_tiny: Served) -> Served:
-    return served_tiny
-
-
 def load(served: Served, model: str, stop: threading.Event) -> None:
     """One client sending long completions back to back until `stop`."""
     body = {"model": model, "prompt": "Once upon a time", "max_tokens": 96, "ignore_eos": True}
@@ -35,8 +30,8 @@ def chart_peak(page: Console, chart: str) -> float:
     return float(page.page.get_attribute(f"#chart-{chart}", "data-peak") or 0)
 
 
-def test_a_wrong_token_is_refused(served: Served) -> None:
-    with console(served.admin_url) as page:
+def test_a_wrong_token_is_refused(served_tiny: Served) -> None:
+    with console(served_tiny.admin_url) as page:
         page.log_in("not-the-token")
         assert "wrong bearer token" in page.wait_text("#login-error", "wrong")
         assert page.page.is_hidden("#console-view") and page.page.input_value("#token") == ""
@@ -44,19 +39,19 @@ def test_a_wrong_token_is_refused(served: Served) -> None:
         assert page.page.evaluate("sessionStorage.length") == 0
 
 
-def test_state_charts_under_load_logs_and_a_restart_through_the_button(served: Served) -> None:
-    model = str(served.status()["model"])
-    with console(served.admin_url) as page:
+def test_state_charts_under_load_logs_and_a_restart_through_the_button(served_tiny: Served) -> None:
+    model = str(served_tiny.status()["model"])
+    with console(served_tiny.admin_url) as page:
         page.log_in(TOKEN)
         page.wait_text("#state", "^ready$")
         assert page.fact("model") == model and page.fact("device") == "cpu"
         assert "vllm 0.32" in page.fact("versions") and "mindspore 2.10" in page.fact("versions")
-        assert page.fact("restarts") == "0" and page.fact("engine-pid") == str(served.status()["engine_pid"])
+        assert page.fact("restarts") == "0" and page.fact("engine-pid") == str(served_tiny.status()["engine_pid"])
         assert "starting ready /health answered" in " ".join(page.text("#history-table tbody").split())
         assert "no /dev/davinci* device nodes" in page.text("#npu-note")  # this host has no NPU: said, not faked
 
         stop = threading.Event()
-        clients = [threading.Thread(target=load, args=(served, model, stop)) for _ in range(CLIENTS)]
+        clients = [threading.Thread(target=load, args=(served_tiny, model, stop)) for _ in range(CLIENTS)]
         for client in clients:
             client.start()
         try:
@@ -79,14 +74,14 @@ def test_state_charts_under_load_logs_and_a_restart_through_the_button(served: S
             assert page.line_pixels(chart) > 20, f"{chart}: no line drawn"
         page.wait_text("#log-tail", "POST /v1/completions")
 
-        pid = served.status()["engine_pid"]
+        pid = served_tiny.status()["engine_pid"]
         page.page.click('button[data-action="restart"]')  # cancelled: nothing happens
         page.page.click("#confirm-no")
-        assert served.status()["engine_pid"] == pid
+        assert served_tiny.status()["engine_pid"] == pid
         page.confirm("restart")
         page.wait_text('dd[data-fact="engine-pid"]', rf"^(?!{pid}$)\d+$", timeout_s=300)
         page.wait_text("#state", "^ready$", timeout_s=300)
-        status = served.status()
+        status = served_tiny.status()
         assert status["engine_pid"] != pid and psutil.pid_exists(status["engine_pid"])
         assert not psutil.pid_exists(pid)
         assert "restart requested through the admin API" in page.text("#history-table tbody")
@@ -96,8 +91,8 @@ def test_state_charts_under_load_logs_and_a_restart_through_the_button(served: S
         assert not [url for url in page.requests if TOKEN in url]
         assert TOKEN not in page.page.content()
         assert page.console_errors == []
-    logged = served.log.read_text(errors="replace") + "".join(
-        path.read_text(errors="replace") for path in served.run_dir.rglob("*.log*") if path.is_file()
+    logged = served_tiny.log.read_text(errors="replace") + "".join(
+        path.read_text(errors="replace") for path in served_tiny.run_dir.rglob("*.log*") if path.is_file()
     )
     assert "engine restart requested through the admin API" in logged  # the logs read are the run's
     assert TOKEN not in logged
