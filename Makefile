@@ -18,6 +18,8 @@ IMAGE ?= vms:latest
 FLAVOUR ?= cpu
 BASE_IMAGE ?=
 
+# `make soak DURATION=2h`: how long the soak runs (s, m or h); SOAK_ARGS for its other flags (--clients, --kill-every).
+DURATION ?= 30m
 SOAK_ARGS ?=
 
 .PHONY: setup test-tools run test bench soak lint image image-test clean
@@ -68,7 +70,7 @@ bench: setup
 
 # 30 minutes of mixed load with random engine kills (not in CI); report in docs/reliability.md.
 soak: setup
-	PYTHONPATH=tests $(BIN)/python -m reliability.soak $(SOAK_ARGS)
+	PYTHONPATH=tests $(BIN)/python -m reliability.soak --duration $(DURATION) $(SOAK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
