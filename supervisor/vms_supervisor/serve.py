@@ -10,7 +10,6 @@ supervisord never leaves an engine serving with nobody watching (in the containe
 """
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -23,23 +22,12 @@ from pathlib import Path
 import psutil
 
 from vms_supervisor.json_logs import say
+from vms_supervisor.prctl import PR_SET_CHILD_SUBREAPER, die_with_parent, prctl
 from vms_supervisor.settings import Settings
 from vms_supervisor.supervisord_config import render
 from vms_supervisor.watchdog import marker_path
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 LEFTOVER_GRACE_S = 10.0
-
-
-def _prctl(option: int, value: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent's signal forwarding still applies
-        ctypes.CDLL(None, use_errno=True).prctl(option, value)
-
-
-def _die_with_parent() -> None:
-    """In the child: if `vms serve` is killed outright, supervisord gets SIGTERM rather than living on."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def reap_adopted(keep_pid: int) -> None:
@@ -107,11 +95,11 @@ def run_supervisord(settings: Settings, engine_argv: list[str], device: str) -> 
     config = render(settings, run_dir, engine_argv, device)
     json_format = settings.log_format == "json"
     say(f"run directory {run_dir} (engine log: {run_dir}/logs/engine.log)", json_format)
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(config)],
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,  # `vms serve` killed outright: supervisord gets SIGTERM
     )
 
     def forward(signum: int, _frame) -> None:
