@@ -40,9 +40,11 @@ $(STAMP):
 
 # What the tests drive besides Python, as command:Debian package: Chromium for the console in a real browser (never a
 # downloaded one), promtool and Prometheus for the alert rules and dashboard (deploy/), Node.js for the Prometheus
-# Operator's ServiceMonitor schema (an npm package, in .venv/npm). Installed when missing, as root through apt;
+# Operator's ServiceMonitor schema (an npm package, in .venv/npm), the aarch64 cross compiler and qemu-user-static for
+# the CPU kernels' aarch64 builds run under emulation (tests/arm64). Installed when missing, as root through apt;
 # elsewhere the tests that need them skip and say why.
-TEST_TOOLS := chromium:chromium promtool:prometheus node:nodejs npm:npm
+TEST_TOOLS := chromium:chromium promtool:prometheus node:nodejs npm:npm \
+	aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64-static:qemu-user-static
 # (its releases 5 and later want Node.js 22)
 TEST_NPM := @kubernetes-models/prometheus-operator@4.4.4
 test-tools:
@@ -68,7 +70,7 @@ bench: setup
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || $(PIP) install -c requirements/compute.txt -r requirements/bench.txt
 	$(BIN)/vms bench $(BENCH_ARGS)
 
-# 30 minutes of mixed load with random engine kills (not in CI); report in docs/reliability.md.
+# Mixed load with random engine kills for DURATION (not in CI); report in docs/reliability.md.
 soak: setup
 	PYTHONPATH=tests $(BIN)/python -m reliability.soak --duration $(DURATION) $(SOAK_ARGS)
 

@@ -4,7 +4,8 @@ The models' logits tests (test_model_logits.py, test_model_precision.py) cover t
 transformers; these pin down the pieces a model test can miss: grouped-query heads reading scattered blocks,
 unwritten padding slots, copy-on-write of cache slots, every storage type (float32, float16, bfloat16) of
 weights and caches, int8 weights with float (W8A16) and int8 (W8A8) activations, the decoder stack's address
-table, the AVX2 and SSE builds on an AVX-512 host, and the error when no compiler is there.
+table, the AVX2 and SSE builds on an AVX-512 host, the aarch64 builds under qemu, and the error when no compiler
+is there.
 The numpy references use the same rounded 16-bit values and the same int8 values, so only float32 accumulation
 order differs.
 """
@@ -13,13 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from arm64.emulated import ARM_BUILDS, EmulatedKernel
+from arm64.emulated import library_answer as arm_answer
 
 HEADS, KV_HEADS, DIM, SLOTS = 6, 2, 16, 64
 STORAGE_TYPES = ("float32", "float16", "bfloat16")
 # The instruction sets each test runs on: this host's (-march=native); AVX2 without AVX-512 (and so without
 # AVX512-BF16 and AVX512-VNNI), the fallback most x86 servers without AVX-512 run (on an AVX2-only host native is
 # AVX2 too); and SSE only, whose 4-lane vectors are the generic width of a CPU without AVX (kLanes in the kernels).
-BUILDS = {"native": (), "avx2": ("-mno-avx512f",), "sse": ("-mno-avx",)}
+X86_BUILDS = {"native": (), "avx2": ("-mno-avx512f",), "sse": ("-mno-avx",)}
+# And the aarch64 builds (NEON's 4-lane vectors; Kunpeng 920's fp16 and int8 dot product; Armv8.6's bf16), cross-
+# compiled and run under qemu (tests/arm64/emulated.py).
+BUILDS = [*X86_BUILDS, *ARM_BUILDS]
+# For the long matrices of code the aarch64 targets share (attention; experts, whose products the linear tests cover on
+# each target): one aarch64 build, Kunpeng 920's, to keep emulation's time in `make test` down.
+BUILDS_ONE_ARM = [*X86_BUILDS, "aarch64-kunpeng920"]
 DOT_MIN_ROWS = 16  # kDotMinRows in cpu_kernels.cc
 
 
@@ -27,7 +36,23 @@ def kernel(name: str, build: str):
     from vms_plugin.kernels.build import build_library
     from vms_plugin.kernels.cpu import kernel_operator
 
-    return kernel_operator(name, build_library(extra_flags=BUILDS[build]))
+    if build in ARM_BUILDS:
+        return EmulatedKernel(name, build)
+    return kernel_operator(name, build_library(extra_flags=X86_BUILDS[build]))
+
+
+def library_answer(build: str, function: str) -> str:
+    """What the build's informational function `function` answers (on its own CPU, emulated for aarch64)."""
+    import ctypes
+
+    from vms_plugin.kernels.build import build_library
+
+    if build in ARM_BUILDS:
+        return arm_answer(build, function)
+    answer = getattr(ctypes.CDLL(str(build_library(extra_flags=X86_BUILDS[build]))), function)
+    answer.restype = ctypes.c_char_p if function == "Int8DotProducts" else ctypes.c_int
+    result = answer()
+    return result.decode() if isinstance(result, bytes) else str(result)
 
 
 def stored(values: np.ndarray, dtype: str):
@@ -92,7 +117,7 @@ def context_slots_in_blocks(rng, block_size: int, blocks_per_request: int = 3, r
     return slots.reshape(requests, -1).astype(np.int32)
 
 
-@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("build", BUILDS_ONE_ARM)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize(("dim", "scale"), [(16, 0.3), (24, 0.3), (64, 3.0)], ids=["dim16", "dim24", "dim64-peaked"])
 @pytest.mark.parametrize("block_size", [1, 8, 16, 32], ids=lambda size: f"blocks-of-{size}")
@@ -177,21 +202,11 @@ def packed(weight: np.ndarray, dtype: str):
 
 
 def uses_bf16_dot_products(build: str) -> bool:
-    import ctypes
-
-    from vms_plugin.kernels.build import build_library
-
-    return bool(ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).UsesBf16DotProducts())
+    return library_answer(build, "UsesBf16DotProducts") == "1"
 
 
 def int8_dot_products(build: str) -> str:
-    import ctypes
-
-    from vms_plugin.kernels.build import build_library
-
-    function = ctypes.CDLL(str(build_library(extra_flags=BUILDS[build]))).Int8DotProducts
-    function.restype = ctypes.c_char_p
-    return function().decode()
+    return library_answer(build, "Int8DotProducts")
 
 
 def uses_vnni(build: str) -> bool:
@@ -219,13 +234,22 @@ def test_each_build_multiplies_int8_activations_with_the_widest_integer_dot_prod
     assert int8_dot_products("sse") == "widened"
 
 
+def test_the_aarch64_builds_use_the_dot_products_their_cpu_has() -> None:
+    """sdot from Armv8.2's dot product extension on (Kunpeng 920 has it), widening on Armv8.0; bfloat16's BFDOT is
+    not used yet (Armv8.6 computes bfloat16 through float32, as the other builds without a bfloat16 dot product)."""
+    assert int8_dot_products("aarch64-armv8") == "widened"
+    assert int8_dot_products("aarch64-kunpeng920") == "sdot"
+    assert int8_dot_products("aarch64-armv8.6") == "sdot"
+    assert not any(uses_bf16_dot_products(build) for build in ARM_BUILDS)
+
+
 @pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("dtype", STORAGE_TYPES)
 @pytest.mark.parametrize("rows", [1, 3, 6, 9, 13, 16, 20, 23])
 def test_linear_on_packed_weights_matches_numpy_with_a_partial_last_panel(rows, dtype: str, build: str) -> None:
     """70 outputs: one full 64-column panel and a zero-padded one; 33 inputs, odd, so bfloat16's pair layout ends
-    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2) and a last tile of every
-    size (1-5 rows), below and above DOT_MIN_ROWS, from which a bfloat16 layer on AVX512-BF16 rounds its
+    on a half pair; the row counts cover whole tiles (6 rows on AVX-512, 2 on AVX2, 3 on NEON) and a last tile of
+    every size (1-5 rows), below and above DOT_MIN_ROWS, from which a bfloat16 layer on AVX512-BF16 rounds its
     activations to bfloat16 too."""
     from mindspore import Tensor
 

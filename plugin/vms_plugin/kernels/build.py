@@ -1,7 +1,8 @@
 """Compile the C++ kernels once per source and CPU, into a cache directory, and return the shared library.
 
-The library is built with -march=native, so the cache key holds the source, the flags and the CPU's feature
-flags: a home directory shared between machines never hands one CPU a library built for another. The build
+The library is built with -march=native, so the cache key holds the source, the flags, the architecture and the
+CPU's features (x86's `flags` line of /proc/cpuinfo, aarch64's `Features`): a home directory shared between
+machines never hands one CPU a library built for another. The build
 writes to a temporary file and renames it, so concurrent workers never load a half-written library.
 """
 
@@ -33,14 +34,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vms" / "kernels"
 
 
+FEATURE_LINES = ("flags", "Features")  # /proc/cpuinfo's instruction set extensions: x86, aarch64
+
+
+def cpu_features(cpuinfo: str) -> str:
+    """The first line of `cpuinfo` naming the CPU's instruction set extensions; empty if it names none."""
+    return next((line for line in cpuinfo.splitlines() if line.split(":")[0].strip() in FEATURE_LINES), "")
+
+
 def _cpu_flags() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
+        return cpu_features(Path("/proc/cpuinfo").read_text()) or platform.processor()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
 
 
 def library_path(source: Path = SOURCE, extra_flags: tuple[str, ...] = ()) -> Path:

@@ -27,6 +27,9 @@
 // int8 layers take their activations as float32 (W8A16; decode rows on VNNI as a 24-bit integer mantissa per row)
 // or quantized per row to int8 (W8A8, `Linear`'s options).
 // Work is shared between the process's cores with OpenMP: linear layers by panel, attention by token.
+// Targets: x86-64 (AVX-512, AVX2 or SSE vectors, with AVX512-BF16 and VNNI where present) and aarch64 (NEON's 4-lane
+// vectors, fp16 conversions, the int8 dot product where present; built for Kunpeng 920 and others, tested here
+// under qemu, see tests/arm64).
 
 #include <algorithm>
 #include <cmath>
@@ -40,6 +43,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace {
@@ -79,7 +84,11 @@ inline void StoreVec(float *p, Vec v) { StoreUnaligned(p, v); }
 struct Bf16 {  // bfloat16: the top half of a float32
   uint16_t bits;
 };
+#if defined(__aarch64__)
+typedef __fp16 Half;  // GCC 12's C++ has no _Float16 on aarch64; __fp16 is the same IEEE half, converted by FCVT
+#else
 typedef _Float16 Half;
+#endif
 
 typedef uint16_t U16Vec __attribute__((vector_size(kLanes * 2), aligned(2)));
 typedef uint32_t U32Vec __attribute__((vector_size(kLanes * 4), aligned(4)));
@@ -97,6 +106,8 @@ inline Vec LoadVec(const Half *p) {
   return reinterpret_cast<Vec>(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p))));
 #elif defined(__F16C__) && defined(__AVX__)
   return reinterpret_cast<Vec>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p))));
+#elif defined(__aarch64__)
+  return reinterpret_cast<Vec>(vcvt_f32_f16(vld1_f16(reinterpret_cast<const float16_t *>(p))));
 #else
   Vec v;
   for (int64_t i = 0; i < kLanes; ++i) v[i] = static_cast<float>(p[i]);
@@ -291,43 +302,61 @@ inline void PrefetchAhead(const void *step) {
   for (int line = 0; line < 4; ++line) __builtin_prefetch(ahead + 64 * line);
 }
 
-// ROWS rows of x times one panel: ROWS x 64 accumulators stay in registers while the panel streams by.
-// int8 weights accumulate x * q and scale at the end.
+// Rows per tile, and vectors of a panel's 64 columns a tile holds: a tile's ROWS x kPanelTileVecs accumulators stay in
+// registers while the panel streams by. AVX-512: 6 x 4 accumulators + 4 weight vectors fill its 32 registers. AVX2's
+// 16 registers hold 2 x 8 accumulators, the weights then read from memory by the FMAs (measured on a 2-core AMD EPYC:
+// 1 or 3 rows per tile were slower at 32 rows, by up to 1.5x). NEON's 32 registers of 4 lanes would hold a whole
+// panel's 16 accumulators for one row only, and its FMAs take no memory operand: a tile takes half a panel, 3 rows x
+// 8 accumulators, a weight vector and the rows' values of x (not measured on a chip: no aarch64 machine here).
+#if defined(__AVX512F__)
+constexpr int kTileRows = 6;
+constexpr int kPanelTileVecs = kPanelVecs;
+#elif defined(__aarch64__)
+constexpr int kTileRows = 3;
+constexpr int kPanelTileVecs = 8;
+#else
+constexpr int kTileRows = 2;
+constexpr int kPanelTileVecs = kPanelVecs;
+#endif
+static_assert(kPanelVecs % kPanelTileVecs == 0, "a panel is whole groups of a tile's vectors");
+
+// ROWS rows of x times the kPanelTileVecs vectors of one panel from vector `first` on; int8 weights accumulate
+// x * q and scale at the end.
 template <int ROWS, typename W>
-inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, const float *bias, float *out,
-                      int64_t out_stride) {
+inline void PanelTileGroup(const float *x, int64_t k_size, const W *panel_start, int first, const float *bias,
+                           float *out, int64_t out_stride) {
   constexpr int64_t depth = PanelStep<W>::kDepth;
   constexpr bool scaled = std::is_same_v<W, int8_t>;
   const W *panel = panel_start + PanelStep<W>::kHeader;
-  Vec acc[ROWS][kPanelVecs];
+  Vec acc[ROWS][kPanelTileVecs];
   for (int r = 0; r < ROWS; ++r) {
-    for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = scaled ? Vec{} : LoadVec(bias + v * kLanes);
+    for (int v = 0; v < kPanelTileVecs; ++v) acc[r][v] = scaled ? Vec{} : LoadVec(bias + (first + v) * kLanes);
   }
   // x times one step of step_depth k: `depth` but in an odd K's last step of a pair layout, whose padding weights
   // are zero. Whole steps pass the constant, so their loops unroll and the accumulators stay in registers. The
-  // order that holds fewer registers besides the accumulators: a step's depth x kPanelVecs widened weights, each
+  // order that holds fewer registers besides the accumulators: a step's depth x kPanelTileVecs widened weights, each
   // used by every row (AVX-512's tiles of 6 rows), or one widened vector at a time with the step's ROWS x depth
-  // values of x (AVX2, where all widened weights at once spilled).
-  constexpr bool weights_first = depth * kPanelVecs <= ROWS * depth + 2;
+  // values of x (AVX2 and NEON, where all widened weights at once spilled).
+  constexpr bool weights_first = depth * kPanelTileVecs <= ROWS * depth + 2;
   const auto multiply_step = [&](int64_t s, int64_t step_depth) {
     const W *step = panel + s * depth * kPanel;
     PrefetchAhead(step);
     if constexpr (weights_first) {
-      Vec w[depth][kPanelVecs];
-      for (int v = 0; v < kPanelVecs; ++v) {
-        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
+      Vec w[depth][kPanelTileVecs];
+      for (int v = 0; v < kPanelTileVecs; ++v) {
+        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, first + v);
         for (int64_t d = 0; d < depth; ++d) w[d][v] = PanelStep<W>::Column(raw, d);
       }
       for (int r = 0; r < ROWS; ++r) {
         for (int64_t d = 0; d < step_depth; ++d) {
           const float xs = x[r * k_size + s * depth + d];
-          for (int v = 0; v < kPanelVecs; ++v) acc[r][v] += xs * w[d][v];
+          for (int v = 0; v < kPanelTileVecs; ++v) acc[r][v] += xs * w[d][v];
         }
       }
     } else {
 #pragma GCC unroll 16
-      for (int v = 0; v < kPanelVecs; ++v) {
-        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, v);
+      for (int v = 0; v < kPanelTileVecs; ++v) {
+        const typename PanelStep<W>::Raw raw = PanelStep<W>::Load(step, first + v);
         for (int64_t d = 0; d < step_depth; ++d) {
           const Vec w = PanelStep<W>::Column(raw, d);
           for (int r = 0; r < ROWS; ++r) acc[r][v] += x[r * k_size + s * depth + d] * w;
@@ -341,24 +370,24 @@ inline void PanelTile(const float *x, int64_t k_size, const W *panel_start, cons
   if constexpr (scaled) {
     const float *scales = ColumnScales(panel_start);
     for (int r = 0; r < ROWS; ++r) {
-      for (int v = 0; v < kPanelVecs; ++v) {
-        acc[r][v] = acc[r][v] * LoadVec(scales + v * kLanes) + LoadVec(bias + v * kLanes);
+      for (int v = 0; v < kPanelTileVecs; ++v) {
+        acc[r][v] = acc[r][v] * LoadVec(scales + (first + v) * kLanes) + LoadVec(bias + (first + v) * kLanes);
       }
     }
   }
   for (int r = 0; r < ROWS; ++r) {
-    for (int v = 0; v < kPanelVecs; ++v) StoreVec(out + r * out_stride + v * kLanes, acc[r][v]);
+    for (int v = 0; v < kPanelTileVecs; ++v) StoreVec(out + r * out_stride + (first + v) * kLanes, acc[r][v]);
   }
 }
 
-// Rows per tile: 6 x 4 accumulators + 4 weight vectors fill AVX-512's 32 registers; AVX2's 16 registers hold
-// 2 x 8 accumulators, the weights then read from memory by the FMAs (measured on a 2-core AMD EPYC: 1 or 3 rows per
-// tile were slower at 32 rows, by up to 1.5x).
-#ifdef __AVX512F__
-constexpr int kTileRows = 6;
-#else
-constexpr int kTileRows = 2;
-#endif
+// ROWS rows of x times one panel, a group of kPanelTileVecs vectors at a time.
+template <int ROWS, typename W>
+inline void PanelTile(const float *x, int64_t k_size, const W *panel, const float *bias, float *out,
+                      int64_t out_stride) {
+  for (int first = 0; first < kPanelVecs; first += kPanelTileVecs) {
+    PanelTileGroup<ROWS>(x, k_size, panel, first, bias, out, out_stride);
+  }
+}
 
 template <int ROWS, typename Tile>
 inline void RemainderTile(int64_t rows, int64_t first, Tile &tile) {
@@ -462,7 +491,9 @@ constexpr bool kHasBf16DotProducts = false;
 // vpmaddubsw also multiplies unsigned by signed bytes, but saturates the 16-bit sum of each pair, so |xq| meets q
 // carrying xq's sign (vpsignb), each pair sum at most 2 * 127 * 127 < 2^15, and vpmaddwd adds the pairs into int32
 // (four instructions for vpdpbusd's one, where widening took ~16: on a 2-core AMD EPYC, 3072 x 576 weights took
-// 0.158 -> 0.046 ms for one row and 6.9 -> 1.3 ms for 32). Other targets widen the bytes.
+// 0.158 -> 0.046 ms for one row and 6.9 -> 1.3 ms for 32). On aarch64 with the dot product extension, sdot
+// multiplies signed by signed bytes, four k per lane, as vpdpbusd does without the offset. Other targets widen the
+// bytes.
 #if defined(__AVX512VNNI__)
 constexpr bool kHasVnni = true;
 #else
@@ -532,6 +563,19 @@ class RowQuad {  // signed bytes: |x| times w with x's signs (vpmaddubsw), pairs
 
  private:
   __m256i x_, magnitude_;
+};
+#elif defined(__ARM_FEATURE_DOTPROD)
+class RowQuad {  // signed bytes: Armv8.2's sdot (Kunpeng 920 has it) sums a lane's four products in one instruction
+ public:
+  static constexpr const char *kInstruction = "sdot";
+  RowQuad() = default;
+  explicit RowQuad(uint32_t quad) : x_(vreinterpretq_s8_u32(vdupq_n_u32(quad))) {}
+  I32Vec Dot(I32Vec acc, I32Vec w) const {
+    return reinterpret_cast<I32Vec>(vdotq_s32(reinterpret_cast<int32x4_t>(acc), reinterpret_cast<int8x16_t>(w), x_));
+  }
+
+ private:
+  int8x16_t x_;
 };
 #else
 class RowQuad {  // signed bytes, widened
