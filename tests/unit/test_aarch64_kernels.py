@@ -9,7 +9,8 @@ import pytest
 from arm64.emulated import EmulatedKernel
 from test_cpu_kernels import packed
 
-# The second half of each panel written over the first: an offset that is 0 on x86, whose tiles hold whole panels.
+# The second half of each panel written over the first, in both tiles (float weights' and bfloat16 pairs'): an offset
+# that is 0 on x86, whose tiles hold whole panels.
 MUTATION = (
     "StoreVec(out + r * out_stride + (first + v) * kLanes, acc[r][v]);",
     "StoreVec(out + r * out_stride + v * kLanes, acc[r][v]);",
@@ -21,7 +22,7 @@ def mutated_source(tmp_path_factory) -> Path:
     from vms_plugin.kernels.build import SOURCE
 
     text = SOURCE.read_text()
-    assert text.count(MUTATION[0]) == 1, "the mutated line moved: update MUTATION"
+    assert text.count(MUTATION[0]) == 2, "the mutated lines moved: update MUTATION"
     path = tmp_path_factory.mktemp("mutant") / "cpu_kernels.cc"
     path.write_text(text.replace(*MUTATION))
     return path

@@ -419,56 +419,86 @@ inline void PanelRows(const float *x, int64_t m, int64_t k_size, const W *panel,
   });
 }
 
-#if defined(__AVX512BF16__)
-// AVX512-BF16's dot product (vdpbf16ps) for batches: out += x[2s] * w[2s] + x[2s + 1] * w[2s + 1] per column in one
-// instruction, twice the multiply-adds of float32 FMA, on activations rounded to bfloat16 (as vLLM's CPU backend
-// and oneDNN compute). Decode steps of a few rows are bound by memory, not arithmetic, so they keep float32
-// activations; from kDotMinRows rows on, the arithmetic is the bound.
+#if defined(__AVX512BF16__) || defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+// A bfloat16 dot product for batches, AVX512-BF16's vdpbf16ps or Armv8.6's BFDOT: out += x[2s] * w[2s] +
+// x[2s + 1] * w[2s + 1] per column in one instruction, twice the multiply-adds of float32 FMA, on activations
+// rounded to bfloat16 (as vLLM's CPU backend and oneDNN compute). Decode steps of a few rows are bound by memory,
+// not arithmetic, so they keep float32 activations; from kDotMinRows rows on, the arithmetic is the bound. (BFDOT
+// rounds its sums to odd where vdpbf16ps rounds to nearest even: the last bit of a float32 sum.)
 constexpr int64_t kDotMinRows = 16;
 constexpr bool kHasBf16DotProducts = true;
 
+// acc + the pair x (broadcast to every lane: the bfloat16 x[2s], x[2s + 1]) times each lane's pair of w.
+inline Vec PairDot(Vec acc, U32Vec x, U32Vec w) {
+#if defined(__AVX512BF16__)
+  return reinterpret_cast<Vec>(_mm512_dpbf16_ps(reinterpret_cast<__m512>(acc), reinterpret_cast<__m512bh>(x),
+                                                reinterpret_cast<__m512bh>(w)));
+#else
+  return reinterpret_cast<Vec>(vbfdotq_f32(reinterpret_cast<float32x4_t>(acc), vreinterpretq_bf16_u32(x),
+                                           vreinterpretq_bf16_u32(w)));
+#endif
+}
+
 // Row r of x [M, K] as bfloat16 pairs, row r of [M, ceil(K / 2)]: one 32-bit word per (x[2s], x[2s + 1]), which is
-// the row's bfloat16 values in order, an odd K padded with 0. vcvtneps2bf16 rounds to nearest even, as FromFloat
-// does (it flushes float32 subnormals, below 1.2e-38, to zero).
+// the row's bfloat16 values in order, an odd K padded with 0. Rounded to nearest even, as FromFloat does
+// (vcvtneps2bf16 also flushes float32 subnormals, below 1.2e-38, to zero).
 inline void RoundRowToPairs(const float *x, int64_t r, int64_t k_size, uint32_t *pairs) {
   const float *row = x + r * k_size;
   uint16_t *out = reinterpret_cast<uint16_t *>(pairs + r * ((k_size + 1) / 2));
   int64_t k = 0;
+#if defined(__AVX512BF16__)
   for (; k + kLanes <= k_size; k += kLanes) {
     const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(row + k));
     _mm256_storeu_si256(reinterpret_cast<__m256i *>(out + k), reinterpret_cast<__m256i>(rounded));
   }
+#endif
   for (; k < k_size; ++k) out[k] = FromFloat<Bf16>(row[k]).bits;
   if (k_size % 2 != 0) out[k_size] = 0;
 }
 
+// ROWS rows of pairs times the kPanelTileVecs vectors of one panel from vector `first` on. The order that holds
+// fewer registers besides the accumulators (as in PanelTileGroup): a step's weight vectors first, each used by every
+// row (AVX-512: 4 weights, 24 accumulators), or the step's ROWS broadcast pairs first (NEON: 3 pairs, 24 accumulators,
+// one weight vector at a time).
 template <int ROWS>
-inline void PanelTileDot(const uint32_t *pairs, int64_t steps, const Bf16 *panel, const float *bias, float *out,
-                         int64_t out_stride) {
-  __m512 acc[ROWS][kPanelVecs];
+inline void PanelTileDotGroup(const uint32_t *pairs, int64_t steps, const Bf16 *panel, int first, const float *bias,
+                              float *out, int64_t out_stride) {
+  constexpr bool weights_first = kPanelTileVecs <= ROWS + 2;
+  Vec acc[ROWS][kPanelTileVecs];
   for (int r = 0; r < ROWS; ++r) {
-    for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = _mm512_loadu_ps(bias + v * kLanes);
+    for (int v = 0; v < kPanelTileVecs; ++v) acc[r][v] = LoadVec(bias + (first + v) * kLanes);
   }
   for (int64_t s = 0; s < steps; ++s) {
-    PrefetchAhead(panel + s * 2 * kPanel);
-    __m512bh w[kPanelVecs];
-    for (int v = 0; v < kPanelVecs; ++v) {
-      w[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(panel + s * 2 * kPanel + v * 2 * kLanes));
-    }
-    for (int r = 0; r < ROWS; ++r) {
-      const __m512bh x_pair = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pairs[r * steps + s])));
-      for (int v = 0; v < kPanelVecs; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x_pair, w[v]);
+    const Bf16 *step = panel + s * 2 * kPanel;
+    PrefetchAhead(step);
+    const auto weights = [&](int v) { return LoadUnaligned<U32Vec>(step + (first + v) * 2 * kLanes); };
+    if constexpr (weights_first) {
+      U32Vec w[kPanelTileVecs];
+      for (int v = 0; v < kPanelTileVecs; ++v) w[v] = weights(v);
+      for (int r = 0; r < ROWS; ++r) {
+        const U32Vec x = U32Vec{} + pairs[r * steps + s];
+        for (int v = 0; v < kPanelTileVecs; ++v) acc[r][v] = PairDot(acc[r][v], x, w[v]);
+      }
+    } else {
+      U32Vec x[ROWS];
+      for (int r = 0; r < ROWS; ++r) x[r] = U32Vec{} + pairs[r * steps + s];
+      for (int v = 0; v < kPanelTileVecs; ++v) {
+        const U32Vec w = weights(v);
+        for (int r = 0; r < ROWS; ++r) acc[r][v] = PairDot(acc[r][v], x[r], w);
+      }
     }
   }
   for (int r = 0; r < ROWS; ++r) {
-    for (int v = 0; v < kPanelVecs; ++v) _mm512_storeu_ps(out + r * out_stride + v * kLanes, acc[r][v]);
+    for (int v = 0; v < kPanelTileVecs; ++v) StoreVec(out + r * out_stride + (first + v) * kLanes, acc[r][v]);
   }
 }
 
 inline void PanelRowsDot(const uint32_t *pairs, int64_t m, int64_t steps, const Bf16 *panel, const float *bias,
                          float *out, int64_t out_stride) {
   InTiles(m, [&]<int ROWS>(int64_t r) {
-    PanelTileDot<ROWS>(pairs + r * steps, steps, panel, bias, out + r * out_stride, out_stride);
+    for (int first = 0; first < kPanelVecs; first += kPanelTileVecs) {
+      PanelTileDotGroup<ROWS>(pairs + r * steps, steps, panel, first, bias, out + r * out_stride, out_stride);
+    }
   });
 }
 #else
@@ -735,7 +765,7 @@ void PackedLinear(const float *x, int64_t m, int64_t k_size, const W *packed, in
       }
     }
   }
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) || defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
   if constexpr (std::is_same_v<W, Bf16>) {
     if (m >= kDotMinRows) {
       thread_local std::vector<uint32_t> pairs;
@@ -1561,8 +1591,8 @@ void AttendLatents(const float *q_head, const float *w_uk, const float *w_uv, co
 
 extern "C" {
 
-// 1 when bfloat16 linear layers of kDotMinRows rows or more use AVX512-BF16 dot products (this build's target has
-// them), else 0: tests pick their reference by it.
+// 1 when bfloat16 linear layers of kDotMinRows rows or more use bfloat16 dot products (AVX512-BF16 or BFDOT: this
+// build's target has them), else 0: tests pick their reference by it.
 int UsesBf16DotProducts() { return kHasBf16DotProducts ? 1 : 0; }
 
 // The instruction that multiplies W8A8's int8 activations by int8 weights in this build (see RowQuad).
