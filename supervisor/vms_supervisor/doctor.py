@@ -2,8 +2,8 @@
 
 It reuses the operator's probe (device nodes, npu-smi, CANN and driver versions) and device choice, adds what
 only a diagnosis needs (CANN's environment, node permissions, MindSpore's own `run_check()`, the plugin's
-registration) and judges the versions against the supported table (compatibility.py). One line per finding;
-exit code 1 when something blocks serving.
+registration, the architecture the native libraries are built for) and judges the versions against the supported
+table (compatibility.py). One line per finding; exit code 1 when something blocks serving.
 """
 
 import argparse
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vms_supervisor.compatibility import matching_stack
 from vms_supervisor.device import DeviceError, choose_device
+from vms_supervisor.native_arch import describe, mismatches, this_machine
 from vms_supervisor.npu_probe import MANAGER_NODES, ProbeResult, probe
 from vms_supervisor.operator import versions
 from vms_supervisor.settings import Settings, SettingsError, load_settings
@@ -102,6 +103,16 @@ def plugin_findings(environ: Mapping[str, str]) -> list[Finding]:
     return [Finding("vms plugin", "ok", f"registered ({entry_points[0].value}), selects {selected}")]
 
 
+def architecture_finding() -> Finding:
+    """The CPU architecture, and whether the installed MindSpore, vLLM and torch are built for it (MindSpore's wheel
+    does not say: it is tagged for every platform)."""
+    machine = this_machine()
+    found = mismatches(machine)
+    if found:
+        return Finding("architecture", "fail", describe(found[0], machine))
+    return Finding("architecture", "ok", f"{machine}; MindSpore's, vLLM's and torch's native libraries match it")
+
+
 def mindspore_run_check(device: str) -> Finding:
     """MindSpore's own installation check on the chosen device, in a child process (it prints, and may hang)."""
     target = "Ascend" if device == "ascend" else "CPU"
@@ -127,6 +138,7 @@ def diagnose(
     findings += [
         Finding("MindSpore", "ok" if installed["mindspore"] else "fail", installed["mindspore"] or "missing"),
         Finding("vLLM", "ok" if installed["vllm"] else "fail", installed["vllm"] or "missing"),
+        architecture_finding(),
         *plugin_findings(environ),
     ]
     try:
