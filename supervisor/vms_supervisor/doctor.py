@@ -146,7 +146,7 @@ def diagnose(
     except DeviceError as error:
         return [*findings, Finding("serving", "fail", str(error))]
     findings.append(run_check(choice.device))
-    stack = matching_stack(choice.device, host.cann_version, installed["mindspore"], installed["vllm"])
+    stack = matching_stack(choice.device, host.cann_version, installed["mindspore"], installed["vllm"], this_machine())
     findings.append(
         Finding(
             "compatibility",

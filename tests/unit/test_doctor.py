@@ -121,3 +121,11 @@ def test_readme_supported_table_is_generated_from_the_compatibility_table() -> N
     )
     assert section, "README.md lost its supported-table markers"
     assert section.group(1) == supported_table(), "README's table drifted: paste compatibility.supported_table()"
+
+
+def test_a_cpu_host_is_judged_against_its_own_architectures_row() -> None:
+    from vms_supervisor.compatibility import matching_stack
+
+    assert matching_stack("cpu", None, "2.10.0", "0.32.0+cpu", "aarch64").machine == "aarch64"
+    assert matching_stack("cpu", None, "2.10.0", "0.32.0+cpu", "x86_64").machine == "x86_64"
+    assert matching_stack("cpu", None, "2.10.0", "0.32.0+cpu", "riscv64") is None
