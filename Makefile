@@ -17,6 +17,8 @@ BENCH_ARGS ?=
 IMAGE ?= vms:latest
 FLAVOUR ?= cpu
 BASE_IMAGE ?=
+# PLATFORM=linux/arm64 builds for another architecture (under emulation on an x86 host); empty: the host's.
+PLATFORM ?=
 
 # `make soak DURATION=2h`: how long the soak runs (s, m or h); SOAK_ARGS for its other flags (--clients, --kill-every).
 DURATION ?= 30m
@@ -81,6 +83,7 @@ lint: setup
 
 image:
 	docker build --network host --build-arg FLAVOUR=$(FLAVOUR) \
+		$(if $(PLATFORM),--platform $(PLATFORM)) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 		--label org.opencontainers.image.version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
 		--label org.opencontainers.image.revision=$$(git rev-parse HEAD 2>/dev/null) \
