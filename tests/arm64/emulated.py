@@ -139,8 +139,10 @@ class Relocation:
 
 
 def _buffers_by_address() -> dict[int, int]:
-    """Address -> size in bytes of the data of every live MindSpore tensor and numpy array of this process (an array
-    is found through what refers to it: numpy arrays are not tracked by the garbage collector themselves)."""
+    """Address -> size in bytes of the data of every live MindSpore Parameter and numpy array of this process: what
+    address tables name (weights and caches are Parameters, LoRA pairs numpy arrays). Only initialised Parameters
+    are asked their address: a bare tensor left behind by another test may have none, and asking can crash. An array
+    is found through what refers to it: numpy arrays are not tracked by the garbage collector themselves."""
     import mindspore as ms
 
     buffers = {}
@@ -149,8 +151,8 @@ def _buffers_by_address() -> dict[int, int]:
             kind = type(candidate)  # type(), not isinstance: some objects are dead weak proxies
             if issubclass(kind, np.ndarray):
                 buffers.setdefault(candidate.ctypes.data, candidate.nbytes)
-            elif issubclass(kind, ms.Tensor):
-                with contextlib.suppress(RuntimeError, TypeError, ValueError):  # no data of its own yet
+            elif issubclass(kind, ms.Parameter) and not candidate.has_init:
+                with contextlib.suppress(RuntimeError, TypeError, ValueError):
                     buffers.setdefault(candidate.data_ptr(), candidate.nbytes)
     return buffers
 
