@@ -111,8 +111,9 @@ def library_answer(build: str, function: str, source: Path | None = None) -> str
     return result.stdout.strip()
 
 
-def _dtype_name(tensor) -> str:
-    return str(tensor.dtype).lower()
+def _dtype_name(dtype) -> str:
+    """The dtype string MindSpore passes to an aot kernel for a MindSpore dtype."""
+    return str(dtype).lower()
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -221,10 +222,9 @@ class EmulatedKernel:
         out_shapes, out_dtypes = self.out_shape(*shapes), self.out_dtype(*(tensor.dtype for tensor in inputs))
         single = not isinstance(out_dtypes, tuple)
         out_shapes, out_dtypes = ([out_shapes], [out_dtypes]) if single else (out_shapes, out_dtypes)
-        parameters = [(_dtype_name(tensor), _to_numpy(tensor)) for tensor in inputs]
+        parameters = [(_dtype_name(tensor.dtype), _to_numpy(tensor)) for tensor in inputs]
         for shape, dtype in zip(out_shapes, out_dtypes, strict=True):
-            name = str(dtype).lower()
-            parameters.append((name, np.zeros(shape, DTYPE_NAMES[name])))
+            parameters.append((_dtype_name(dtype), np.zeros(shape, DTYPE_NAMES[_dtype_name(dtype)])))
         regions, relocations = relocate(self.name, parameters)
         with tempfile.TemporaryDirectory() as directory:
             call, answer = Path(directory) / "call", Path(directory) / "result"

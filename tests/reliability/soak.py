@@ -87,8 +87,7 @@ def memory_by_role(served: Served) -> tuple[dict[str, int], int | None]:
     try:
         root = psutil.Process(served.process.pid)
         processes = root.children(recursive=True)
-        commands = {process.pid: " ".join(process.cmdline()) for process in processes}
-        roles = {pid: role_of(command) for pid, command in commands.items()}
+        roles = {process.pid: role_of(" ".join(process.cmdline())) for process in processes}
         engine = next((p for p in processes if roles[p.pid] == "engine" and roles.get(p.ppid()) != "engine"), None)
         for process in engine.children(recursive=True) if engine else []:
             roles[process.pid] = "engine core"
