@@ -15,10 +15,9 @@ import importlib.util
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,13 +153,34 @@ def _convert_in_child(gguf_path: Path, target: Path) -> None:
     `vms serve`, which lives as long as the service, kept resident after a first start (measured 1079 MiB for its
     whole life, against 40 MiB when the model was already there). The child's exit returns it to the system."""
     context = multiprocessing.get_context("fork")  # the child needs nothing re-imported: torch is not loaded yet
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=die_with_parent) as pool:
-        try:
-            pool.submit(_convert, gguf_path, target).result()
-        except BrokenProcessPool:
-            raise ModelPrepareError(
-                f"the conversion of {gguf_path.name} died (out of memory?); nothing of it is kept, run again"
-            ) from None
+    failures = context.SimpleQueue()
+    child = context.Process(target=_convert_reporting_failure, args=(gguf_path, target, failures), daemon=True)
+    child.start()
+    child.join()
+    if not failures.empty():
+        raise failures.get()
+    if child.exitcode != 0:
+        raise ModelPrepareError(
+            f"the conversion of {gguf_path.name} died ({_how_it_ended(child.exitcode)}); nothing of it is kept, "
+            "run again"
+        )
+
+
+def _convert_reporting_failure(gguf_path: Path, target: Path, failures) -> None:
+    die_with_parent()
+    try:
+        _convert(gguf_path, target)
+    except Exception as error:  # handed to the parent, which raises it as its own
+        failures.put(error)
+
+
+def _how_it_ended(exitcode: int) -> str:
+    """A child's exit code in words: SIGKILL is what the kernel's OOM killer sends."""
+    if exitcode == -signal.SIGKILL:
+        return "killed by SIGKILL: out of memory?"
+    if exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit status {exitcode}"
 
 
 def _convert(gguf_path: Path, target: Path) -> None:
