@@ -14,8 +14,8 @@ from integration.served import Served, parse_metric, serving
 
 pytestmark = pytest.mark.integration
 
-BLOCKS, BLOCK_SIZE, MAX_MODEL_LEN = 24, 16, 256  # 384 tokens of KV: about three of the requests below at a time
-REQUESTS, NEW_TOKENS = 48, 64
+BLOCKS, BLOCK_SIZE, MAX_MODEL_LEN = 24, 16, 256  # 384 tokens of KV: about six of the requests below at a time
+REQUESTS, NEW_TOKENS = 48, 32
 ARGS = ("--", "--num-gpu-blocks-override", str(BLOCKS), "--block-size", str(BLOCK_SIZE), "--no-enable-prefix-caching")
 
 
