@@ -19,6 +19,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from tqdm import tqdm
@@ -153,12 +154,17 @@ def _convert_in_child(gguf_path: Path, target: Path) -> None:
     `vms serve`, which lives as long as the service, kept resident after a first start (measured 1079 MiB for its
     whole life, against 40 MiB when the model was already there). The child's exit returns it to the system."""
     context = multiprocessing.get_context("fork")  # the child needs nothing re-imported: torch is not loaded yet
-    failures = context.SimpleQueue()
-    child = context.Process(target=_convert_reporting_failure, args=(gguf_path, target, failures), daemon=True)
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_convert_reporting_failure, args=(gguf_path, target, sender), daemon=True)
     child.start()
+    sender.close()  # so that the child's exit, whatever its cause, ends the wait below
+    try:
+        failure = receiver.recv()  # read before join: a large pickled error would fill the pipe and block the child
+    except EOFError:
+        failure = None
     child.join()
-    if not failures.empty():
-        raise failures.get()
+    if failure is not None:
+        raise failure
     if child.exitcode != 0:
         raise ModelPrepareError(
             f"the conversion of {gguf_path.name} died ({_how_it_ended(child.exitcode)}); nothing of it is kept, "
@@ -166,12 +172,12 @@ def _convert_in_child(gguf_path: Path, target: Path) -> None:
         )
 
 
-def _convert_reporting_failure(gguf_path: Path, target: Path, failures) -> None:
+def _convert_reporting_failure(gguf_path: Path, target: Path, sender: Connection) -> None:
     die_with_parent()
     try:
         _convert(gguf_path, target)
     except Exception as error:  # handed to the parent, which raises it as its own
-        failures.put(error)
+        sender.send(error)
 
 
 def _how_it_ended(exitcode: int) -> str:

@@ -223,8 +223,8 @@ class EmulatedKernel:
         single = not isinstance(out_dtypes, tuple)
         out_shapes, out_dtypes = ([out_shapes], [out_dtypes]) if single else (out_shapes, out_dtypes)
         parameters = [(_dtype_name(tensor.dtype), _to_numpy(tensor)) for tensor in inputs]
-        for shape, dtype in zip(out_shapes, out_dtypes, strict=True):
-            parameters.append((_dtype_name(dtype), np.zeros(shape, DTYPE_NAMES[_dtype_name(dtype)])))
+        for shape, name in zip(out_shapes, map(_dtype_name, out_dtypes), strict=True):
+            parameters.append((name, np.zeros(shape, DTYPE_NAMES[name])))
         regions, relocations = relocate(self.name, parameters)
         with tempfile.TemporaryDirectory() as directory:
             call, answer = Path(directory) / "call", Path(directory) / "result"

@@ -42,3 +42,13 @@ def test_an_error_raised_in_the_child_is_raised_as_itself(monkeypatch, tmp_path)
     with pytest.raises(OSError, match="No space left on device") as raised:
         default_model._convert_in_child(tmp_path / "model.gguf", tmp_path)
     assert raised.value.errno == 28
+
+
+def test_an_error_larger_than_the_pipe_buffer_reaches_the_caller(monkeypatch, tmp_path):
+    def raise_large() -> None:
+        raise ModelPrepareError("x" * 1_000_000)  # a pipe holds 64 KiB: the parent must read before it waits
+
+    monkeypatch.setattr(default_model, "_convert", _conversion_that(raise_large))
+    with pytest.raises(ModelPrepareError) as raised:
+        default_model._convert_in_child(tmp_path / "model.gguf", tmp_path)
+    assert len(str(raised.value)) == 1_000_000
