@@ -15,6 +15,7 @@ from enum import IntEnum
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, ops
+from mindspore.common.np_dtype import bfloat16 as numpy_bfloat16
 
 from vms_plugin.attention.paged import AttentionInputs, attention_inputs
 from vms_plugin.kernels import cpu as kernels
@@ -70,7 +71,7 @@ class CpuOps:
             # bfloat16 arrives as its bit patterns, read as MindSpore's numpy bfloat16: a host tensor of its own. A
             # MindSpore dtype view would be copied at every launch, and copying it once with a MindSpore op grew
             # the runtime's memory pool by 620 MB while loading SmolLM2 (bfloat16 loaded +727 MB, float32 +543).
-            return Tensor(packed.view(ms.dtype_to_nptype(ms.bfloat16)))
+            return Tensor(packed.view(numpy_bfloat16))
         return Tensor(packed)
 
     def linear(self, x, weight, bias, out_features, int8_activations=False):
