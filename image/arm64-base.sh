@@ -18,7 +18,9 @@
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu). Where only PyPI is reachable, WHEELS_FROM_PYPI=1 puts
 # PyPI's aarch64 torch 2.13.0 into the base's wheel directory (/opt/wheels, PIP_FIND_LINKS) renamed 2.13.0+cpu:
 # the same release, but PyPI's aarch64 build is the CUDA one, so NVIDIA's CUDA libraries (about 3 GB) come with it.
-# It serves to build and start the image under emulation here; it is not what to ship.
+# It serves to build and start the image under emulation here; it is not what to ship. vLLM's aarch64 extension
+# needs OpenBLAS's bfloat16 GEMM (sbgemm_), which the real torch+cpu wheel carries and the CUDA build does not: the
+# base then also preloads image/sbgemm_standin.c (built here with aarch64-linux-gnu-g++) to supply it.
 set -euo pipefail
 
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -34,6 +36,8 @@ die() { log "$*"; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap and binfmt_misc need it)"
 [ -n "$ENGINE" ] || die "neither podman nor docker is installed"
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+[ "${WHEELS_FROM_PYPI:-0}" != 1 ] || command -v aarch64-linux-gnu-g++ >/dev/null ||
+    die "WHEELS_FROM_PYPI=1 needs aarch64-linux-gnu-g++ (apt-get install g++-aarch64-linux-gnu; make test installs it)"
 [ -x /usr/bin/qemu-aarch64-static ] || die "qemu-aarch64-static is not installed (apt-get install qemu-user-static)"
 
 register_binfmt() {
@@ -58,19 +62,25 @@ build_debian_base() {
 }
 
 fetch_torch_from_pypi() {
-    local wheels=$1 name="torch-$TORCH-cp311-cp311-manylinux_2_28_aarch64.whl"
-    log "PyPI's aarch64 torch $TORCH, renamed $TORCH+cpu (see the header)"
+    local context=$1 name="torch-$TORCH-cp311-cp311-manylinux_2_28_aarch64.whl"
+    log "PyPI's aarch64 torch $TORCH, renamed $TORCH+cpu, and a preloaded sbgemm_ (see the header)"
     python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
         --python-version 3.11 -d "$WORK/pypi" "torch==$TORCH"
-    python3 "$(dirname "$0")/relabel_wheel.py" "$WORK/pypi/$name" "$TORCH+cpu" "$wheels"
+    python3 "$(dirname "$0")/relabel_wheel.py" "$WORK/pypi/$name" "$TORCH+cpu" "$context/wheels"
+    aarch64-linux-gnu-g++ -x c -O2 -shared -fPIC -o "$context/standin/libsbgemm_standin.so" \
+        "$(dirname "$0")/sbgemm_standin.c"
 }
 
 build_python_base() {
     local context=$WORK/python-base
-    rm -rf "$context" && mkdir -p "$context/wheels" "$context/certificates"
+    rm -rf "$context" && mkdir -p "$context/wheels" "$context/certificates" "$context/standin"
     # The host's own certificate authorities (a TLS-inspecting egress proxy's, say), trusted as the host trusts them.
     cp /usr/local/share/ca-certificates/*.crt "$context/certificates/" 2>/dev/null || true
-    [ "${WHEELS_FROM_PYPI:-0}" = 1 ] && fetch_torch_from_pypi "$context/wheels"
+    local preload=""
+    if [ "${WHEELS_FROM_PYPI:-0}" = 1 ]; then
+        fetch_torch_from_pypi "$context"
+        preload="ENV LD_PRELOAD=/opt/standin/libsbgemm_standin.so"
+    fi
     cat >"$context/Containerfile" <<EOF
 FROM $DEBIAN_BASE
 RUN apt-get update \\
@@ -79,6 +89,8 @@ RUN apt-get update \\
 COPY certificates /usr/local/share/ca-certificates
 RUN update-ca-certificates
 COPY wheels /opt/wheels
+COPY standin /opt/standin
+$preload
 ENV PIP_FIND_LINKS=/opt/wheels PIP_DEFAULT_TIMEOUT=180 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \\
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
