@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("bench/results/speculative.json"))
     parser.add_argument("--model", type=Path, default=None, help="HF model directory (default: the embedded model)")
     parser.add_argument("--smoke", action="store_true", help="8 tokens, one repeat, vLLM eager: proves it works")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="default: both")
     args = parser.parse_args(argv)
     from vms_supervisor.default_model import prepare_default_model
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         workload = Workload(output_tokens=8, concurrency=(1, 3), repeats=1, vllm_cpu_eager=True)
     workload = workload.with_prompts(model_dir, REPETITIVE_TEXT)
-    variants = [(engine, speculative) for engine in ENGINES for speculative in (None, NGRAM)]
+    variants = [(engine, speculative) for engine in args.engines for speculative in (None, NGRAM)]
     logs = args.output.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {_name(*variant): [] for variant in variants}
