@@ -63,7 +63,7 @@ def appliance(docker, image, tmp_path_factory) -> Iterator[dict]:
         container.reload()
         if container.status == "running":
             container.kill()
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def admin(served: dict, path: str) -> httpx.Response:
@@ -166,7 +166,7 @@ def test_a_killed_supervisord_ends_the_container_non_zero(docker, image) -> None
         assert result["StatusCode"] != 0, logs[-3000:]
         assert "supervisord exited" in logs or "left behind" in logs, logs[-3000:]
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def test_a_bad_setting_exits_2_with_the_message(docker, image) -> None:
@@ -179,4 +179,4 @@ def test_a_bad_setting_exits_2_with_the_message(docker, image) -> None:
         assert result["StatusCode"] == 2, logs
         assert "VMS_PORT=" in logs and "65535" in logs
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)

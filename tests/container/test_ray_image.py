@@ -103,7 +103,7 @@ def test_one_image_serves_as_ray_head_and_ray_worker(docker, image, readable_mod
             assert state["ExitCode"] == 0, container.logs().decode()[-3000:]
     finally:
         for container in (worker, head):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
 
 
 # How many of vLLM's rank actors (Ray titles their processes ray::RayWorkerProc) run in the container.

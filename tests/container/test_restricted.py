@@ -45,7 +45,7 @@ def restricted(docker, image) -> Iterator[dict]:
         wait_ready(served)
         yield {**served, "user": user}
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def test_a_read_only_capability_less_container_under_an_arbitrary_uid_serves_a_chat(restricted) -> None:
@@ -69,7 +69,7 @@ def test_without_a_writable_tmp_it_stops_with_one_line_naming_it(docker, image) 
         result = container.wait(timeout=600)
         logs = container.logs().decode()
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     errors = [line for line in logs.splitlines() if line.startswith("vms: error:") or "Traceback" in line]
     assert result["StatusCode"] == 2, logs[-3000:]
     assert len(errors) == 1 and "no writable temporary directory" in errors[0] and "/tmp" in errors[0], logs[-3000:]
