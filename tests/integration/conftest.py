@@ -328,8 +328,16 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, int8_jobs, tmp_path_factory) -> d
 
 
 @pytest.fixture(scope="session")
-def tensor_parallel_greedy(tensor_parallel_jobs, tmp_path_factory) -> dict[str, dict]:
-    return run_greedy(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True)
+def tensor_parallel_greedy_run(tensor_parallel_jobs, tmp_path_factory) -> Iterator[GreedyRun]:
+    """Started early by the one-rank comparison (test_greedy_matches_references.py), so it overlaps that run."""
+    run = GreedyRun(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True)
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session")
+def tensor_parallel_greedy(tensor_parallel_greedy_run) -> dict[str, dict]:
+    return tensor_parallel_greedy_run.result()
 
 
 @pytest.fixture(scope="session")

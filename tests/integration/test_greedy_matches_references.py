@@ -8,8 +8,9 @@ import pytest
 
 from .conftest import MODELS
 
-# vLLM's CPU path starts first, so it runs while plugin_greedy does.
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("vllm_cpu_greedy_run")]
+# vLLM's CPU path and the tensor-parallel runs (compared in test_tensor_parallel_serving.py) start first, so they
+# run while plugin_greedy does.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("vllm_cpu_greedy_run", "tensor_parallel_greedy_run")]
 
 
 def test_plugin_platform_is_the_one_that_ran(plugin_greedy, vllm_cpu_greedy) -> None:
