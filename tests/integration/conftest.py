@@ -308,7 +308,10 @@ class GreedyRun:
             self._result = dict(zip(self.jobs, json.loads(self.output_file.read_text()), strict=True))
         return self._result
 
-    def stop(self) -> None:
+    def __enter__(self) -> "GreedyRun":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         """Ends the process if its result was never asked for (a failed or deselected test)."""
         if self.process.poll() is None:
             self.process.kill()
@@ -319,7 +322,8 @@ def run_greedy(
     jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None
 ) -> dict[str, dict]:
     """A `GreedyRun` waited for at once."""
-    return GreedyRun(jobs, workdir, plugin, env).result()
+    with GreedyRun(jobs, workdir, plugin, env) as run:
+        return run.result()
 
 
 @pytest.fixture(scope="session")
@@ -330,9 +334,8 @@ def plugin_greedy(greedy_jobs, scheduler_jobs, int8_jobs, tmp_path_factory) -> d
 @pytest.fixture(scope="session")
 def tensor_parallel_greedy_run(tensor_parallel_jobs, tmp_path_factory) -> Iterator[GreedyRun]:
     """Started early by the one-rank comparison (test_greedy_matches_references.py), so it overlaps that run."""
-    run = GreedyRun(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True)
-    yield run
-    run.stop()
+    with GreedyRun(tensor_parallel_jobs, tmp_path_factory.mktemp("tensor-parallel"), plugin=True) as run:
+        yield run
 
 
 @pytest.fixture(scope="session")
@@ -372,9 +375,8 @@ def vllm_cpu_greedy_run(greedy_jobs, tmp_path_factory) -> Iterator[GreedyRun]:
     jobs = {name: dict(job, report_workers=False) for name, job in greedy_jobs.items()}
     compared = ("logprobs", "prompt-logprobs", *STRUCTURED_SETS)
     jobs[DEFAULT_MODEL]["sampling"] = {name: SAMPLING_SETS[name] for name in compared}
-    run = GreedyRun(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False)
-    yield run
-    run.stop()
+    with GreedyRun(jobs, tmp_path_factory.mktemp("vllm-cpu"), plugin=False) as run:
+        yield run
 
 
 @pytest.fixture(scope="session")

